@@ -1,0 +1,381 @@
+//! Configuration: command-line flags and an optional TOML file, validated at start with errors
+//! that name the offending key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use url::Url;
+
+/// Command line. `scopecast` alone serves the test pattern as stream `telescope`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "scopecast", version, about = "Telescope cameras to any browser over WebRTC (WHEP): MJPEG or a test pattern in, one H.264 encode per stream.")]
+pub struct Cli {
+    /// HTTP listen address (pages, WHEP, API).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// UDP address for all WebRTC media (one port for every viewer).
+    #[arg(long = "webrtc-udp", value_name = "ADDR")]
+    pub webrtc_udp: Option<SocketAddr>,
+    /// A stream: NAME=URL where URL is an http(s) MJPEG URL or `test:[WxH][@FPS]`
+    /// (e.g. `test:1920x1080@0.2`). Repeatable; replaces the default test stream.
+    #[arg(long = "stream", value_name = "NAME=URL")]
+    pub streams: Vec<String>,
+    /// A TOML configuration file (see scopecast.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// An extra IP address or host name to advertise as an ICE host candidate (NAT 1:1, a
+    /// public address of a port-forwarded relay). Repeatable.
+    #[arg(long = "ice-host", value_name = "HOST")]
+    pub ice_hosts: Vec<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Toml { path: String, source: Box<toml::de::Error> },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// The file format. Every table rejects unknown keys, so a typo is an error, not a silent default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
+    ice: IceFile,
+    #[serde(default)]
+    streams: BTreeMap<String, StreamFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    http: Option<SocketAddr>,
+    webrtc_udp: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IceFile {
+    #[serde(default)]
+    additional_hosts: Vec<String>,
+    #[serde(default)]
+    stun_servers: Vec<String>,
+    include_loopback: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamFile {
+    source: String,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<f64>,
+    bitrate_kbps: Option<u32>,
+    keyframe_interval_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    TestPattern { width: usize, height: usize, fps: f64 },
+    Mjpeg { url: Url },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub name: String,
+    pub source: SourceConfig,
+    /// Output size; `None` keeps the source's.
+    pub size: Option<(usize, usize)>,
+    /// Frame-rate cap for cameras; the test pattern's own rate.
+    pub max_fps: Option<f64>,
+    pub bitrate_bps: u32,
+    /// Periodic IDR interval in seconds; 0 = only on demand.
+    pub keyframe_interval_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IceConfig {
+    pub udp: SocketAddr,
+    pub additional_hosts: Vec<String>,
+    pub stun_servers: Vec<String>,
+    pub include_loopback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub http: SocketAddr,
+    pub ice: IceConfig,
+    pub streams: Vec<StreamConfig>,
+}
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8889";
+pub const DEFAULT_WEBRTC_UDP: &str = "0.0.0.0:8189";
+pub const DEFAULT_STREAM: &str = "telescope";
+
+impl Config {
+    /// The test pattern as `telescope`, on the default ports.
+    pub fn default_test_pattern() -> Self {
+        Self {
+            http: DEFAULT_HTTP.parse().expect("constant address parses"),
+            ice: IceConfig {
+                udp: DEFAULT_WEBRTC_UDP.parse().expect("constant address parses"),
+                additional_hosts: Vec::new(),
+                stun_servers: Vec::new(),
+                include_loopback: true,
+            },
+            streams: vec![StreamConfig::test_pattern(DEFAULT_STREAM, 1280, 720, 25.0)],
+        }
+    }
+
+    /// Builds the configuration from the command line (and the file it names).
+    pub fn from_cli(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                Self::from_toml(&text).map_err(|e| match e {
+                    ConfigError::Toml { source, .. } => ConfigError::Toml { path: path.display().to_string(), source },
+                    other => other,
+                })?
+            }
+            None => Self::default_test_pattern(),
+        };
+        if let Some(http) = cli.http {
+            config.http = http;
+        }
+        if let Some(udp) = cli.webrtc_udp {
+            config.ice.udp = udp;
+        }
+        config.ice.additional_hosts.extend(cli.ice_hosts.iter().cloned());
+        if !cli.streams.is_empty() {
+            config.streams = cli
+                .streams
+                .iter()
+                .map(|spec| {
+                    let (name, url) = spec.split_once('=').ok_or_else(|| invalid("--stream", format!("'{spec}' is not NAME=URL")))?;
+                    StreamConfig::from_source(name, url, &format!("--stream {name}"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Toml { path: "config".into(), source: Box::new(e) })?;
+        let defaults = Self::default_test_pattern();
+        let mut streams = Vec::new();
+        for (name, s) in file.streams {
+            let key = format!("streams.{name}");
+            let mut stream = StreamConfig::from_source(&name, &s.source, &format!("{key}.source"))?;
+            if let SourceConfig::TestPattern { width, height, fps } = &mut stream.source {
+                *width = s.width.map_or(*width, |v| v as usize);
+                *height = s.height.map_or(*height, |v| v as usize);
+                *fps = s.fps.unwrap_or(*fps);
+                stream.max_fps = Some(*fps);
+            } else {
+                match (s.width, s.height) {
+                    (Some(w), Some(h)) => stream.size = Some((w as usize, h as usize)),
+                    (None, None) => {}
+                    _ => return Err(invalid(format!("{key}.width"), "set both width and height, or neither")),
+                }
+                stream.max_fps = s.fps;
+            }
+            if let Some(kbps) = s.bitrate_kbps {
+                stream.bitrate_bps = kbps.saturating_mul(1000);
+            }
+            if let Some(k) = s.keyframe_interval_s {
+                stream.keyframe_interval_s = k;
+            }
+            streams.push(stream);
+        }
+        if streams.is_empty() {
+            streams = defaults.streams;
+        }
+        let config = Self {
+            http: file.server.http.unwrap_or(defaults.http),
+            ice: IceConfig {
+                udp: file.server.webrtc_udp.unwrap_or(defaults.ice.udp),
+                additional_hosts: file.ice.additional_hosts,
+                stun_servers: file.ice.stun_servers,
+                include_loopback: file.ice.include_loopback.unwrap_or(true),
+            },
+            streams,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for s in &self.streams {
+            let key = format!("streams.{}", s.name);
+            if !valid_stream_name(&s.name) {
+                return Err(invalid(&key, "stream names are 1-64 characters of a-z, A-Z, 0-9, '-' and '_'"));
+            }
+            if !names.insert(&s.name) {
+                return Err(invalid(&key, "stream defined twice"));
+            }
+            let size = match &s.source {
+                SourceConfig::TestPattern { width, height, .. } => Some((*width, *height)),
+                SourceConfig::Mjpeg { .. } => s.size,
+            };
+            if let Some((w, h)) = size {
+                if !(128..=3840).contains(&w) || !(96..=3840).contains(&h) || w * h > 3840 * 2160 {
+                    return Err(invalid(format!("{key}.width"), format!("{w}x{h} is outside 128x96 .. 3840x2160")));
+                }
+            }
+            if let Some(fps) = s.max_fps {
+                if !(fps > 0.0 && fps <= 120.0) {
+                    return Err(invalid(format!("{key}.fps"), format!("{fps} is outside (0, 120]")));
+                }
+            }
+            if !(50_000..=50_000_000).contains(&s.bitrate_bps) {
+                return Err(invalid(format!("{key}.bitrate_kbps"), "must be between 50 and 50000"));
+            }
+            if !(0.0..=3600.0).contains(&s.keyframe_interval_s) {
+                return Err(invalid(format!("{key}.keyframe_interval_s"), "must be between 0 and 3600"));
+            }
+        }
+        for url in &self.ice.stun_servers {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+                return Err(invalid("ice.stun_servers", format!("'{url}' is not a stun: URL")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_stream_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl StreamConfig {
+    pub fn test_pattern(name: &str, width: usize, height: usize, fps: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            source: SourceConfig::TestPattern { width, height, fps },
+            size: None,
+            max_fps: Some(fps),
+            bitrate_bps: 2_000_000,
+            keyframe_interval_s: 0.0,
+        }
+    }
+
+    /// `test:[WxH][@FPS]` or an http(s) URL.
+    fn from_source(name: &str, source: &str, key: &str) -> Result<Self, ConfigError> {
+        if let Some(spec) = source.strip_prefix("test:") {
+            let (size, fps) = spec.split_once('@').unwrap_or((spec, ""));
+            let (mut w, mut h, mut f) = (1280, 720, 25.0);
+            if !size.is_empty() {
+                let (ws, hs) = size.split_once('x').ok_or_else(|| invalid(key, format!("'{size}' is not WIDTHxHEIGHT")))?;
+                w = ws.parse().map_err(|_| invalid(key, format!("bad width '{ws}'")))?;
+                h = hs.parse().map_err(|_| invalid(key, format!("bad height '{hs}'")))?;
+            }
+            if !fps.is_empty() {
+                f = fps.parse().map_err(|_| invalid(key, format!("bad frame rate '{fps}'")))?;
+            }
+            return Ok(Self::test_pattern(name, w, h, f));
+        }
+        let url = Url::parse(source).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(key, "sources are http(s) MJPEG URLs or test:"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            source: SourceConfig::Mjpeg { url },
+            size: None,
+            max_fps: None,
+            bitrate_bps: 2_000_000,
+            keyframe_interval_s: 0.0,
+        })
+    }
+}
+
+/// A URL with user and password removed, for logs and the API.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    // Only fails for URLs that cannot have credentials, which then have none to hide.
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            [server]
+            http = "127.0.0.1:9000"
+            webrtc_udp = "0.0.0.0:9001"
+            [ice]
+            additional_hosts = ["192.0.2.7", "scope.example"]
+            [streams.scope]
+            source = "http://user:secret@cam.local/stream"
+            width = 640
+            height = 480
+            fps = 15
+            bitrate_kbps = 1500
+            [streams.pattern]
+            source = "test:"
+            fps = 0.2
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.http.port(), 9000);
+        assert_eq!(c.streams.len(), 2);
+        let pattern = c.streams.iter().find(|s| s.name == "pattern").expect("pattern");
+        assert_eq!(pattern.source, SourceConfig::TestPattern { width: 1280, height: 720, fps: 0.2 });
+        let scope = c.streams.iter().find(|s| s.name == "scope").expect("scope");
+        assert_eq!((scope.size, scope.max_fps, scope.bitrate_bps), (Some((640, 480)), Some(15.0), 1_500_000));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[streams.a]\nsource = \"test:\"\nwidht = 5\n", "widht"),
+            ("[streams.a]\nsource = \"ftp://x/\"\n", "streams.a.source"),
+            ("[streams.a]\nsource = \"test:10x10\"\n", "streams.a.width"),
+            ("[streams.a]\nsource = \"test:@0\"\n", "streams.a.fps"),
+            ("[streams.\"bad name\"]\nsource = \"test:\"\n", "streams.bad name"),
+            ("[server]\nhttp = \"nope\"\n", "http"),
+            ("[ice]\nstun_servers = [\"http://x\"]\n", "ice.stun_servers"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(err.contains(key), "{text:?} -> {err}");
+        }
+    }
+
+    #[test]
+    fn stream_specs() {
+        let s = StreamConfig::from_source("x", "test:640x480@0.5", "k").expect("ok");
+        assert_eq!(s.source, SourceConfig::TestPattern { width: 640, height: 480, fps: 0.5 });
+        assert!(StreamConfig::from_source("x", "test:640", "k").is_err());
+        assert!(StreamConfig::from_source("x", "http://cam:8080/?action=stream", "k").is_ok());
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let url = Url::parse("http://admin:hunter2@cam.local:81/video").expect("url");
+        assert_eq!(redact(&url), "http://cam.local:81/video");
+    }
+}

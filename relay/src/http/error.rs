@@ -1,0 +1,41 @@
+//! The one error type that becomes HTTP responses: an RFC 9457 problem body and its status.
+//! Bad input from clients is answered, not logged as a relay error.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use scopecast_shared::problem::{Problem, PROBLEM_CONTENT_TYPE};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub problem: Problem,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self { problem: Problem::new(status.as_u16(), kind, title).with_detail(detail) }
+    }
+
+    pub fn unknown_stream(name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown-stream", "Unknown stream", format!("no stream named '{name}'"))
+    }
+
+    pub fn unknown_session() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown-session", "Unknown session", "no such WHEP session (it ended or never existed)")
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", "no such page or endpoint")
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.problem).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE))], body).into_response()
+    }
+}

@@ -1,0 +1,149 @@
+//! The WHEP endpoint (draft-ietf-wish-whep), its whole HTTP contract in one place.
+//!
+//! `POST /{stream}/whep` (application/sdp offer) -> 201 + answer + Location + ETag
+//! `GET|HEAD /{stream}/whep` -> 204 (discovery);  `OPTIONS` -> 204 + Accept-Post
+//! `PATCH /{stream}/whep/{id}` (application/trickle-ice-sdpfrag) -> 204; restart -> 422
+//! `DELETE /{stream}/whep/{id}` -> 200; unknown -> 404
+//! URLs match MediaMTX's, so existing players only change the host.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::webrtc::sdp::{parse_fragment, FragmentError, OfferError};
+use crate::webrtc::{TrickleError, WebRtcError};
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// Largest accepted offer or fragment. Real offers are 2-8 KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+pub const SDP: &str = "application/sdp";
+pub const TRICKLE: &str = "application/trickle-ice-sdpfrag";
+
+const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
+pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
+
+/// The media type of a request, lowercased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+/// Checks the content type, then reads the body up to [`MAX_BODY`].
+async fn read_body(req: Request, expected: &str) -> Result<String, ApiError> {
+    match media_type(req.headers()) {
+        Some(t) if t == expected => {}
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!("expected Content-Type {expected}, got {}", other.as_deref().unwrap_or("none")),
+            ));
+        }
+    }
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", format!("the body is over {MAX_BODY} bytes"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let bytes = to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| too_large())?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed body", "the body is not UTF-8 text"))
+}
+
+pub async fn post_offer(State(state): State<Arc<AppState>>, Path(stream): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let pipeline = state.pipeline(&stream)?;
+    let offer = read_body(req, SDP).await?;
+    if let Some(limit) = state.limits.max_sessions {
+        if state.session_count() >= limit {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions", "Too many sessions", format!("the relay serves at most {limit} sessions")));
+        }
+    }
+    let id = super::random_token();
+    let on_end = {
+        let state = Arc::downgrade(&state);
+        let id = id.clone();
+        Box::new(move || {
+            if let Some(state) = state.upgrade() {
+                state.end_session(&id);
+            }
+        })
+    };
+    let session = state.engine.create_session(&offer, pipeline, on_end).await.map_err(|e| match e {
+        WebRtcError::Offer(e @ OfferError::Malformed(_)) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-sdp", "Malformed SDP offer", e.to_string()),
+        // 422: the offer is well-formed but cannot be served. Not 400 (some players take 400
+        // to mean "switch to server offers") and not 406 ("retry without audio").
+        WebRtcError::Offer(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-offer", "Unsupported offer", e.to_string()),
+        WebRtcError::NoVideoInAnswer => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-offer", "Unsupported offer", e.to_string()),
+        WebRtcError::Internal(err) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "negotiation-failed", "Negotiation failed", err.to_string()),
+        other => ApiError::internal(other.to_string()),
+    })?;
+    let answer = session.answer.clone();
+    let etag = format!("\"{}\"", super::random_token());
+    state.insert_session(&id, &stream, etag.clone(), session);
+    tracing::info!(stream, session = %&id[..8], "WHEP session created");
+
+    let mut response = (StatusCode::CREATED, answer).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(header::LOCATION, header_value(&format!("/{stream}/whep/{id}")));
+    h.insert(header::ETAG, header_value(&etag));
+    for url in state.engine.ice_servers() {
+        h.append(header::LINK, header_value(&format!("<{url}>; rel=\"ice-server\"")));
+    }
+    Ok(response)
+}
+
+/// Values built from validated stream names, hex tokens and configured URLs are header-safe;
+/// anything else degrades to an empty value rather than a panic.
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// GET/HEAD on the endpoint: it exists, and takes offers.
+pub async fn endpoint_info(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+    state.pipeline(&stream)?;
+    Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP))]).into_response())
+}
+
+/// OPTIONS on the endpoint without CORS preflight headers (a preflight is answered by the
+/// CORS layer, which the router decorates with the same Accept-Post).
+pub async fn endpoint_options(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+    state.pipeline(&stream)?;
+    Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST"))]).into_response())
+}
+
+pub async fn session_options(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    state.session(&stream, &id)?;
+    Ok((StatusCode::NO_CONTENT, [(ACCEPT_PATCH, HeaderValue::from_static(TRICKLE)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, PATCH, DELETE"))]).into_response())
+}
+
+pub async fn session_info(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    state.session(&stream, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn delete_session(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    state.session(&stream, &id)?;
+    state.end_session(&id);
+    tracing::info!(stream, session = %&id[..id.len().min(8)], "WHEP session deleted");
+    Ok(StatusCode::OK.into_response())
+}
+
+pub async fn patch_session(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>, req: Request<Body>) -> Result<Response, ApiError> {
+    let entry = state.session(&stream, &id)?;
+    if let Some(tag) = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if tag.trim() != "*" && tag.trim() != entry.etag {
+            return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "etag-mismatch", "Precondition failed", "If-Match does not match the session's ETag"));
+        }
+    }
+    let text = read_body(req, TRICKLE).await?;
+    let frag = parse_fragment(&text).map_err(|e: FragmentError| ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()))?;
+    entry.session.add_remote_candidates(&frag).await.map_err(|e| match e {
+        TrickleError::RestartUnsupported => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-unsupported", "ICE restart not supported", "send a new offer with POST instead"),
+        TrickleError::Candidate(msg) => ApiError::new(StatusCode::BAD_REQUEST, "bad-candidate", "Candidate rejected", msg),
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,148 @@
+//! H.264 encoding with openh264: Constrained Baseline, SPS/PPS with every IDR, on the caller's
+//! thread (the pipeline gives it a thread of its own).
+
+use super::i420::I420;
+use bytes::Bytes;
+use openh264::encoder::{BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile, RateControlMode, UsageType};
+use openh264::OpenH264API;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderSettings {
+    pub bitrate_bps: u32,
+    /// Expected frame rate, for rate control.
+    pub fps: f32,
+    /// Periodic IDR every this many frames; 0 leaves it to the encoder (keyframes come on
+    /// demand from viewers anyway).
+    pub idr_interval_frames: u32,
+}
+
+/// One encoded access unit, shared read-only by every viewer.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    /// Annex B byte stream (start codes), SPS and PPS included on IDRs.
+    pub annexb: Bytes,
+    pub keyframe: bool,
+    pub width: usize,
+    pub height: usize,
+}
+
+pub struct H264Encoder {
+    encoder: Encoder,
+    settings: EncoderSettings,
+    out: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("H.264 encoder: {0}")]
+pub struct EncodeError(#[from] openh264::Error);
+
+impl H264Encoder {
+    pub fn new(settings: EncoderSettings) -> Result<Self, EncodeError> {
+        let config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(settings.bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(settings.fps.max(1.0)))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .profile(Profile::Baseline)
+            .usage_type(UsageType::CameraVideoRealTime)
+            .complexity(Complexity::Low)
+            // Skipping frames to meet the bitrate would leave viewers on a stale picture.
+            .skip_frames(false)
+            // Background detection and scene-change IDRs make a star field's keyframes erratic.
+            .background_detection(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(settings.idr_interval_frames));
+        Ok(Self { encoder: Encoder::with_api_config(OpenH264API::from_source(), config)?, settings, out: Vec::new() })
+    }
+
+    pub fn settings(&self) -> EncoderSettings {
+        self.settings
+    }
+
+    /// Makes the next encoded frame an IDR with SPS and PPS.
+    pub fn force_keyframe(&mut self) {
+        self.encoder.force_intra_frame();
+    }
+
+    /// Encodes one picture. `None` when the encoder produced no output for it.
+    pub fn encode(&mut self, pic: &I420) -> Result<Option<EncodedFrame>, EncodeError> {
+        let bitstream = self.encoder.encode(pic)?;
+        let keyframe = matches!(bitstream.frame_type(), FrameType::IDR | FrameType::I);
+        if matches!(bitstream.frame_type(), FrameType::Skip | FrameType::Invalid) {
+            return Ok(None);
+        }
+        self.out.clear();
+        // The bitstream borrows the encoder: copy it out before the next call.
+        bitstream.write_vec(&mut self.out);
+        if self.out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(EncodedFrame { annexb: Bytes::copy_from_slice(&self.out), keyframe, width: pic.width, height: pic.height }))
+    }
+}
+
+/// NAL units of an Annex B stream, start codes removed.
+pub fn nal_units(annexb: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = annexb;
+    std::iter::from_fn(move || {
+        let start = find_start_code(rest)?;
+        let body = &rest[start..];
+        let next = find_start_code_at(body).map(|(at, _)| at).unwrap_or(body.len());
+        rest = &body[next..];
+        Some(&body[..next])
+    })
+    .filter(|n| !n.is_empty())
+}
+
+/// Offset just past the first start code.
+fn find_start_code(b: &[u8]) -> Option<usize> {
+    find_start_code_at(b).map(|(at, len)| at + len)
+}
+
+/// Offset and length of the first 3- or 4-byte start code.
+fn find_start_code_at(b: &[u8]) -> Option<(usize, usize)> {
+    let i = memchr::memmem::find(b, &[0, 0, 1])?;
+    if i > 0 && b[i - 1] == 0 {
+        Some((i - 1, 4))
+    } else {
+        Some((i, 3))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EncoderSettings {
+        EncoderSettings { bitrate_bps: 1_000_000, fps: 25.0, idr_interval_frames: 0 }
+    }
+
+    #[test]
+    fn first_and_forced_frames_are_idrs_with_parameter_sets() {
+        let mut enc = H264Encoder::new(settings()).expect("encoder");
+        let mut pic = I420::new(320, 240);
+        let mut kinds = Vec::new();
+        for i in 0..6 {
+            pic.y.iter_mut().enumerate().for_each(|(j, v)| *v = ((j + i * 7) % 200) as u8 + 16);
+            if i == 4 {
+                enc.force_keyframe();
+            }
+            let f = enc.encode(&pic).expect("encodes").expect("output");
+            let types: Vec<u8> = nal_units(&f.annexb).map(|n| n[0] & 0x1f).collect();
+            if f.keyframe {
+                assert!(types.contains(&7) && types.contains(&8) && types.contains(&5), "IDR carries SPS, PPS: {types:?}");
+                // Constrained Baseline, as profile-level-id=42e01f announces.
+                let sps = nal_units(&f.annexb).find(|n| n[0] & 0x1f == 7).expect("sps");
+                assert_eq!(sps[1], 0x42, "profile_idc baseline");
+                assert!(sps[2] & 0x40 != 0, "constraint_set1 (constrained baseline)");
+            }
+            kinds.push(f.keyframe);
+        }
+        assert_eq!(kinds, vec![true, false, false, false, true, false]);
+    }
+
+    #[test]
+    fn nal_split_handles_both_start_code_lengths() {
+        let s = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5];
+        let nals: Vec<&[u8]> = nal_units(&s).collect();
+        assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]);
+    }
+}

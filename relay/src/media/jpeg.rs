@@ -1,0 +1,199 @@
+//! JPEG -> I420 through libjpeg-turbo, straight to planar YUV (no RGB round trip).
+//!
+//! libjpeg-turbo decodes frames without Huffman tables (most USB cameras' MJPEG) by falling back
+//! to the standard tables of JPEG Annex K.3, so no table insertion is needed here; the
+//! `no_huffman_tables` test pins that.
+
+use super::i420::I420;
+use turbojpeg::{Decompressor, ScalingFactor, Subsamp, YuvImage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JpegError {
+    #[error("not a decodable JPEG: {0}")]
+    Decode(#[from] turbojpeg::Error),
+    #[error("JPEG of {0}x{1} is too small or too large (2x2 to 8192x8192)")]
+    BadSize(usize, usize),
+    #[error("unsupported JPEG chroma subsampling {0:?}")]
+    Subsampling(Subsamp),
+}
+
+/// Reusable decoder state: the libjpeg-turbo handle and a scratch buffer.
+pub struct JpegDecoder {
+    tj: Decompressor,
+    scratch: Vec<u8>,
+}
+
+/// Size a JPEG decodes to, read from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JpegInfo {
+    pub width: usize,
+    pub height: usize,
+    pub subsamp: Subsamp,
+}
+
+impl JpegDecoder {
+    pub fn new() -> Result<Self, JpegError> {
+        Ok(Self { tj: Decompressor::new()?, scratch: Vec::new() })
+    }
+
+    pub fn info(&mut self, jpeg: &[u8]) -> Result<JpegInfo, JpegError> {
+        let h = self.tj.read_header(jpeg)?;
+        if !(2..=8192).contains(&h.width) || !(2..=8192).contains(&h.height) {
+            return Err(JpegError::BadSize(h.width, h.height));
+        }
+        Ok(JpegInfo { width: h.width, height: h.height, subsamp: h.subsamp })
+    }
+
+    /// Decodes into `out` (resized as needed), shrinking by `1/denom` in the DCT domain
+    /// (`denom` of 1, 2, 4 or 8), which is far cheaper than decoding and then scaling.
+    /// Odd sizes lose their last column or row so the encoder gets even dimensions.
+    pub fn decode(&mut self, jpeg: &[u8], denom: usize, out: &mut I420) -> Result<(), JpegError> {
+        let info = self.info(jpeg)?;
+        let factor = ScalingFactor::new(1, denom.clamp(1, 8));
+        self.tj.set_scaling_factor(factor)?;
+        let (w, h) = (factor.scale(info.width), factor.scale(info.height));
+        if w < 2 || h < 2 {
+            return Err(JpegError::BadSize(w, h));
+        }
+        let len = turbojpeg::yuv_pixels_len(w, 1, h, info.subsamp)?;
+        self.scratch.resize(len, 0);
+        let image = YuvImage { pixels: &mut self.scratch[..], width: w, align: 1, height: h, subsamp: info.subsamp };
+        let (yw, yh) = (image.y_width(), image.y_height());
+        let (cw, ch) = (image.uv_width(), image.uv_height());
+        self.tj.decompress_to_yuv(jpeg, image)?;
+
+        let (ew, eh) = (w & !1, h & !1);
+        out.reshape(ew, eh);
+        let (y_plane, rest) = self.scratch.split_at(yw * yh);
+        for row in 0..eh {
+            out.y[row * ew..(row + 1) * ew].copy_from_slice(&y_plane[row * yw..row * yw + ew]);
+        }
+        if info.subsamp == Subsamp::Gray {
+            out.u.fill(128);
+            out.v.fill(128);
+            return Ok(());
+        }
+        let (u_plane, v_plane) = rest.split_at(cw * ch);
+        let (ocw, och) = (ew / 2, eh / 2);
+        // Horizontal and vertical chroma sampling ratios relative to 4:2:0 output.
+        let (fx, fy) = match info.subsamp {
+            Subsamp::Sub2x2 => (1, 1),
+            Subsamp::Sub2x1 => (1, 2),
+            Subsamp::None => (2, 2),
+            Subsamp::Sub1x2 => (2, 1),
+            other => return Err(JpegError::Subsampling(other)),
+        };
+        downsample_chroma(u_plane, cw, &mut out.u, ocw, och, fx, fy);
+        downsample_chroma(v_plane, cw, &mut out.v, ocw, och, fx, fy);
+        Ok(())
+    }
+}
+
+/// Box-averages a chroma plane by `fx` x `fy` (each 1 or 2) into a tightly packed plane.
+fn downsample_chroma(src: &[u8], stride: usize, dst: &mut [u8], w: usize, h: usize, fx: usize, fy: usize) {
+    for oy in 0..h {
+        let out = &mut dst[oy * w..(oy + 1) * w];
+        let r0 = &src[oy * fy * stride..];
+        let r1 = &src[(oy * fy + fy - 1) * stride..];
+        match fx {
+            1 => {
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = ((u16::from(r0[x]) + u16::from(r1[x]) + 1) / 2) as u8;
+                }
+            }
+            _ => {
+                for (x, o) in out.iter_mut().enumerate() {
+                    let s = u16::from(r0[2 * x]) + u16::from(r0[2 * x + 1]) + u16::from(r1[2 * x]) + u16::from(r1[2 * x + 1]);
+                    *o = ((s + 2) / 4) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Encodes an I420 picture as a baseline 4:2:0 JPEG (for test sources and benchmarks).
+pub fn encode_i420(pic: &I420, quality: i32) -> Result<Vec<u8>, JpegError> {
+    let mut pixels = Vec::with_capacity(pic.y.len() + 2 * pic.u.len());
+    pixels.extend_from_slice(&pic.y);
+    pixels.extend_from_slice(&pic.u);
+    pixels.extend_from_slice(&pic.v);
+    let mut c = turbojpeg::Compressor::new()?;
+    c.set_quality(quality)?;
+    c.set_subsamp(Subsamp::Sub2x2)?;
+    let image = YuvImage { pixels: &pixels[..], width: pic.width, align: 1, height: pic.height, subsamp: Subsamp::Sub2x2 };
+    Ok(c.compress_yuv_to_vec(image)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/fixtures/mjpeg/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn no_huffman_tables_decode_like_the_camera_sent_them() {
+        let mut d = JpegDecoder::new().expect("turbojpeg handle");
+        let mut a = I420::new(2, 2);
+        let mut b = I420::new(2, 2);
+        d.decode(&fixture("nodht-avi1.jpg"), 1, &mut a).expect("AVI1 frame without DHT decodes");
+        d.decode(&fixture("nodht.jpg"), 1, &mut b).expect("JFIF frame without DHT decodes");
+        assert_eq!((a.width, a.height), (1280, 720));
+        assert_eq!(a, b);
+        // A real picture, not a flat field.
+        let mean = a.y.iter().map(|&v| u64::from(v)).sum::<u64>() / a.y.len() as u64;
+        let var = a.y.iter().map(|&v| (i64::from(v) - mean as i64).pow(2) as u64).sum::<u64>() / a.y.len() as u64;
+        assert!(var > 100, "variance {var}");
+    }
+
+    #[test]
+    fn subsamplings_round_trip_through_i420() {
+        let mut pic = I420::new(320, 240);
+        for (i, v) in pic.y.iter_mut().enumerate() {
+            *v = (i % 320 / 4) as u8 + 80;
+        }
+        pic.u.fill(110);
+        pic.v.fill(140);
+        for subsamp in [Subsamp::Sub2x2, Subsamp::Sub2x1, Subsamp::None, Subsamp::Gray] {
+            let mut px = I420::new(2, 2);
+            // Go through turbojpeg's own RGB path to make a JPEG of the wanted subsampling.
+            let mut dec = JpegDecoder::new().expect("handle");
+            let jpeg = encode_i420(&pic, 95).expect("encode");
+            let img = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).expect("rgb");
+            let mut c = turbojpeg::Compressor::new().expect("c");
+            c.set_subsamp(subsamp).expect("subsamp");
+            c.set_quality(95).expect("q");
+            let again = c.compress_to_vec(img.as_deref()).expect("jpeg");
+            dec.decode(&again, 1, &mut px).expect("decodes");
+            assert_eq!((px.width, px.height), (320, 240), "{subsamp:?}");
+            let y_err = px.y.iter().zip(&pic.y).map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs()).max();
+            assert!(y_err.expect("pixels") <= 8, "{subsamp:?} luma error {y_err:?}");
+            let want_u = if subsamp == Subsamp::Gray { 128 } else { 110 };
+            let u_mid = px.u[px.u.len() / 2];
+            assert!((i32::from(u_mid) - want_u).abs() <= 6, "{subsamp:?} chroma {u_mid}");
+        }
+    }
+
+    #[test]
+    fn dct_scaling_halves_the_picture() {
+        let mut d = JpegDecoder::new().expect("handle");
+        let mut out = I420::new(2, 2);
+        d.decode(&fixture("nodht.jpg"), 2, &mut out).expect("decodes at 1/2");
+        assert_eq!((out.width, out.height), (640, 360));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut d = JpegDecoder::new().expect("handle");
+        let mut out = I420::new(2, 2);
+        for junk in [&b""[..], b"\xFF\xD8", b"\xFF\xD8\xFF\xE0garbage", &[0u8; 1000]] {
+            assert!(d.decode(junk, 1, &mut out).is_err());
+        }
+        let mut truncated = fixture("nodht.jpg");
+        truncated.truncate(500);
+        // libjpeg-turbo may return a partial picture with a warning or an error: either way, no panic.
+        let _ = d.decode(&truncated, 1, &mut out);
+    }
+}

@@ -1,0 +1,13 @@
+//! Pictures and the transforms between them: JPEG -> I420 -> (scaled) I420 -> H.264.
+//!
+//! Invariant: nothing here knows about networking, axum or WebRTC; each type is usable from a
+//! plain thread, which is where the pipeline runs them.
+
+pub mod encoder;
+pub mod i420;
+pub mod jpeg;
+pub mod scale;
+pub mod testpattern;
+
+pub use encoder::{EncodedFrame, H264Encoder, EncoderSettings};
+pub use i420::I420;

@@ -1,0 +1,499 @@
+//! One pipeline per stream: source frames -> latest-frame slot -> encoder thread (decode, scale,
+//! encode, packetize once) -> broadcast ring -> every viewer.
+//!
+//! Only the newest source frame waits for the encoder: a frame that arrives while an older one
+//! is still waiting replaces it and is counted as dropped. Nothing is decoded or encoded while no
+//! one watches. A viewer that joins gets an IDR at once, re-encoded from the last picture when
+//! no new frame is due, so even a 0.1 fps stream shows a picture immediately.
+
+use crate::media::jpeg::JpegDecoder;
+use crate::media::scale::Scaler;
+use crate::media::{EncoderSettings, H264Encoder, I420};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use webrtc::rtp::codecs::h264::H264Payloader;
+use webrtc::rtp::packet::Packet;
+use webrtc::rtp::packetizer::Payloader;
+
+/// RTP payload size: leaves room for SRTP, extensions and IP/UDP headers under a 1280-byte path MTU.
+const RTP_PAYLOAD_MTU: usize = 1188;
+/// Encoded frames a viewer may fall behind before it skips to the next keyframe.
+const VIEWER_QUEUE_FRAMES: usize = 16;
+/// H.264 RTP clock.
+const RTP_CLOCK_HZ: u64 = 90_000;
+
+/// What a source hands to the pipeline.
+pub enum SourceFrame {
+    Jpeg(Bytes),
+    Raw(I420),
+}
+
+pub struct CapturedFrame {
+    pub data: SourceFrame,
+    /// When the frame was made or arrived (monotonic), for RTP timestamps.
+    pub captured: Instant,
+}
+
+/// An encoded access unit, packetized once, shared read-only by every viewer. Each viewer only
+/// rewrites sequence numbers on its own copy of the header (payloads are `Bytes`, so no copy).
+#[derive(Debug)]
+pub struct RtpFrame {
+    pub packets: Vec<Packet>,
+    pub keyframe: bool,
+    pub width: usize,
+    pub height: usize,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Output size; `None` keeps the source's size.
+    pub size: Option<(usize, usize)>,
+    /// Frames closer together than `1/max_fps` are dropped before decoding.
+    pub max_fps: Option<f64>,
+    pub encoder: EncoderSettings,
+    /// Minimum spacing of viewer-requested (PLI/FIR) keyframes.
+    pub keyframe_min_interval: Duration,
+}
+
+/// Counters an operator can read.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub frames_in: AtomicU64,
+    pub frames_encoded: AtomicU64,
+    /// Replaced in the slot before the encoder took them, or over the frame-rate cap.
+    pub frames_dropped: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub width: AtomicUsize,
+    pub height: AtomicUsize,
+}
+
+/// Why a keyframe is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeReason {
+    /// A viewer just started receiving: never delayed.
+    ViewerJoined,
+    /// A viewer lost packets or fell behind (PLI, FIR, queue overflow): throttled.
+    ViewerRequest,
+}
+
+/// Allows at most one throttled keyframe per `min_interval`. Time is an argument, so tests
+/// need no clock.
+#[derive(Debug)]
+pub struct KeyframeThrottle {
+    min_interval: Duration,
+    last: Option<Instant>,
+}
+
+impl KeyframeThrottle {
+    pub fn new(min_interval: Duration) -> Self {
+        Self { min_interval, last: None }
+    }
+
+    pub fn allow(&mut self, reason: KeyframeReason, now: Instant) -> bool {
+        let ok = reason == KeyframeReason::ViewerJoined
+            || self.last.is_none_or(|last| now.saturating_duration_since(last) >= self.min_interval);
+        if ok {
+            self.last = Some(now);
+        }
+        ok
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    frame: Option<CapturedFrame>,
+    keyframe_wanted: bool,
+    shutdown: bool,
+}
+
+pub struct Pipeline {
+    pub name: String,
+    settings: PipelineSettings,
+    slot: Mutex<Slot>,
+    wake: Condvar,
+    frames: broadcast::Sender<Arc<RtpFrame>>,
+    viewers: AtomicUsize,
+    throttle: Mutex<KeyframeThrottle>,
+    pub stats: PipelineStats,
+    stopped: AtomicBool,
+}
+
+impl Pipeline {
+    /// Creates the pipeline and starts its encoder thread.
+    pub fn start(name: &str, settings: PipelineSettings) -> std::io::Result<Arc<Self>> {
+        let (frames, _) = broadcast::channel(VIEWER_QUEUE_FRAMES);
+        let pipeline = Arc::new(Self {
+            name: name.to_owned(),
+            throttle: Mutex::new(KeyframeThrottle::new(settings.keyframe_min_interval)),
+            settings,
+            slot: Mutex::new(Slot::default()),
+            wake: Condvar::new(),
+            frames,
+            viewers: AtomicUsize::new(0),
+            stats: PipelineStats::default(),
+            stopped: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&pipeline);
+        std::thread::Builder::new().name(format!("encode-{name}")).spawn(move || worker.run_encoder())?;
+        Ok(pipeline)
+    }
+
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    /// Hands a new source frame to the encoder, replacing any frame still waiting.
+    pub fn push_frame(&self, frame: CapturedFrame) {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let mut slot = lock(&self.slot);
+        if slot.frame.replace(frame).is_some() && self.is_watched() {
+            self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(slot);
+        self.wake.notify_one();
+    }
+
+    pub fn is_watched(&self) -> bool {
+        self.viewers.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Asks for an IDR; returns whether it was granted (throttled requests may be refused).
+    pub fn request_keyframe(&self, reason: KeyframeReason) -> bool {
+        if !lock(&self.throttle).allow(reason, Instant::now()) {
+            return false;
+        }
+        lock(&self.slot).keyframe_wanted = true;
+        self.wake.notify_one();
+        true
+    }
+
+    /// Registers a viewer that is ready to receive: starts encoding if it is the first, and
+    /// asks for an IDR so it sees a picture at once. Dropping the guard unregisters it.
+    pub fn attach_viewer(self: &Arc<Self>) -> (ViewerGuard, broadcast::Receiver<Arc<RtpFrame>>) {
+        let rx = self.frames.subscribe();
+        self.viewers.fetch_add(1, Ordering::Relaxed);
+        self.request_keyframe(KeyframeReason::ViewerJoined);
+        (ViewerGuard(Arc::clone(self)), rx)
+    }
+
+    /// Stops the encoder thread.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        lock(&self.slot).shutdown = true;
+        self.wake.notify_all();
+    }
+
+    fn run_encoder(self: Arc<Self>) {
+        let mut worker = match EncoderWorker::new(&self.settings) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(stream = %self.name, "cannot start the encoder: {e}");
+                return;
+            }
+        };
+        loop {
+            let (frame, keyframe) = {
+                let mut slot = lock(&self.slot);
+                loop {
+                    if slot.shutdown {
+                        return;
+                    }
+                    let watched = self.is_watched();
+                    if watched && (slot.frame.is_some() || (slot.keyframe_wanted && worker.has_picture())) {
+                        break;
+                    }
+                    slot = match self.wake.wait_timeout(slot, Duration::from_secs(1)) {
+                        Ok((guard, _)) => guard,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                }
+                (slot.frame.take(), std::mem::take(&mut slot.keyframe_wanted))
+            };
+            if let Some(frame) = frame {
+                if !worker.accept(&frame, keyframe, self.settings.max_fps) {
+                    self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Err(e) = worker.load(frame) {
+                    self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    worker.log_decode_error(&self.name, &e);
+                    if !keyframe {
+                        continue;
+                    }
+                    // A joiner still gets the previous picture as an IDR, below.
+                }
+            }
+            match worker.encode(keyframe) {
+                Ok(Some(out)) => {
+                    self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes_out.fetch_add(out.bytes as u64, Ordering::Relaxed);
+                    self.stats.width.store(out.width, Ordering::Relaxed);
+                    self.stats.height.store(out.height, Ordering::Relaxed);
+                    if out.keyframe {
+                        self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // No receivers is not an error: the last viewer may just have left.
+                    let _ = self.frames.send(Arc::new(out));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(stream = %self.name, "encode failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Unregisters a viewer when dropped.
+pub struct ViewerGuard(Arc<Pipeline>);
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.0.viewers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// State owned by the encoder thread.
+struct EncoderWorker {
+    jpeg: JpegDecoder,
+    scaler: Scaler,
+    encoder: H264Encoder,
+    payloader: H264Payloader,
+    decoded: I420,
+    /// The last picture, at output size; re-encoded as an IDR for viewers who join between frames.
+    picture: Option<I420>,
+    size: Option<(usize, usize)>,
+    /// Capture time of the last accepted frame (frame-rate cap) and the RTP clock's origin.
+    last_accepted: Option<Instant>,
+    epoch: Instant,
+    rtp_offset: u32,
+    last_rtp: Option<u32>,
+    /// The capture time of the picture to encode next, if it is a new one.
+    pending_capture: Option<Instant>,
+    errors_logged_at: Option<Instant>,
+    errors_since_log: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error(transparent)]
+    Jpeg(#[from] crate::media::jpeg::JpegError),
+    #[error(transparent)]
+    Scale(#[from] crate::media::scale::ScaleError),
+    #[error(transparent)]
+    Encode(#[from] crate::media::encoder::EncodeError),
+}
+
+impl EncoderWorker {
+    fn new(settings: &PipelineSettings) -> Result<Self, WorkerError> {
+        Ok(Self {
+            jpeg: JpegDecoder::new()?,
+            scaler: Scaler::default(),
+            encoder: H264Encoder::new(settings.encoder)?,
+            payloader: H264Payloader::default(),
+            decoded: I420::new(2, 2),
+            picture: None,
+            size: settings.size,
+            last_accepted: None,
+            epoch: Instant::now(),
+            rtp_offset: rand::random(),
+            last_rtp: None,
+            pending_capture: None,
+            errors_logged_at: None,
+            errors_since_log: 0,
+        })
+    }
+
+    fn has_picture(&self) -> bool {
+        self.picture.is_some()
+    }
+
+    /// Applies the frame-rate cap (keyframe requests always pass).
+    fn accept(&mut self, frame: &CapturedFrame, keyframe: bool, max_fps: Option<f64>) -> bool {
+        if let (Some(fps), Some(last), false) = (max_fps, self.last_accepted, keyframe) {
+            // 10% slack so a source running exactly at the cap is not halved by jitter.
+            let min_gap = Duration::from_secs_f64(0.9 / fps.max(0.001));
+            if frame.captured.saturating_duration_since(last) < min_gap {
+                return false;
+            }
+        }
+        self.last_accepted = Some(frame.captured);
+        true
+    }
+
+    /// Decodes and scales a source frame into the current picture. Buffers are swapped, not
+    /// reallocated, so a steady stream allocates nothing per frame.
+    fn load(&mut self, frame: CapturedFrame) -> Result<(), WorkerError> {
+        let raw = match frame.data {
+            SourceFrame::Jpeg(jpeg) => {
+                let denom = match self.size {
+                    Some((w, h)) => {
+                        let info = self.jpeg.info(&jpeg)?;
+                        // The largest DCT-domain reduction that still leaves at least the output size.
+                        [8, 4, 2, 1].into_iter().find(|d| info.width / d >= w && info.height / d >= h).unwrap_or(1)
+                    }
+                    None => 1,
+                };
+                self.jpeg.decode(&jpeg, denom, &mut self.decoded)?;
+                None
+            }
+            SourceFrame::Raw(pic) => Some(pic),
+        };
+        let src = raw.as_ref().unwrap_or(&self.decoded);
+        match self.size {
+            Some((w, h)) if (src.width, src.height) != (w, h) => {
+                let mut out = self.picture.take().unwrap_or_else(|| I420::new(w, h));
+                self.scaler.scale(src, &mut out, w, h)?;
+                self.picture = Some(out);
+            }
+            _ => {
+                self.picture = Some(match raw {
+                    Some(pic) => pic,
+                    None => {
+                        let spare = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
+                        std::mem::replace(&mut self.decoded, spare)
+                    }
+                });
+            }
+        }
+        self.pending_capture = Some(frame.captured);
+        Ok(())
+    }
+
+    /// Encodes the current picture: a new frame, or a repeat of the last one as an IDR.
+    fn encode(&mut self, keyframe: bool) -> Result<Option<RtpFrame>, WorkerError> {
+        let Some(picture) = &self.picture else { return Ok(None) };
+        let captured = match self.pending_capture.take() {
+            Some(t) => t,
+            None if keyframe => Instant::now(),
+            None => return Ok(None),
+        };
+        if keyframe {
+            self.encoder.force_keyframe();
+        }
+        let Some(encoded) = self.encoder.encode(picture)? else { return Ok(None) };
+        // RTP time follows capture time, so a camera's jitter and pauses show up as they were.
+        let ticks = captured.saturating_duration_since(self.epoch).as_micros() as u64 * RTP_CLOCK_HZ / 1_000_000;
+        let mut timestamp = self.rtp_offset.wrapping_add(ticks as u32);
+        if let Some(last) = self.last_rtp {
+            // Never go backwards or repeat (a re-encoded picture shares no time with the last).
+            if (timestamp.wrapping_sub(last) as i32) <= 0 {
+                timestamp = last.wrapping_add(1);
+            }
+        }
+        self.last_rtp = Some(timestamp);
+        let payloads = match self.payloader.payload(RTP_PAYLOAD_MTU, &encoded.annexb) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("RTP packetization failed: {e}");
+                return Ok(None);
+            }
+        };
+        let count = payloads.len();
+        let packets = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| Packet {
+                header: webrtc::rtp::header::Header {
+                    version: 2,
+                    marker: i + 1 == count,
+                    timestamp,
+                    ..Default::default()
+                },
+                payload,
+            })
+            .collect();
+        Ok(Some(RtpFrame {
+            packets,
+            keyframe: encoded.keyframe,
+            width: encoded.width,
+            height: encoded.height,
+            bytes: encoded.annexb.len(),
+        }))
+    }
+
+    /// Hot-path errors are logged at most once a second, with a count.
+    fn log_decode_error(&mut self, stream: &str, e: &WorkerError) {
+        self.errors_since_log += 1;
+        let now = Instant::now();
+        if self.errors_logged_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            tracing::warn!(stream, count = self.errors_since_log, "skipping undecodable frame: {e}");
+            self.errors_logged_at = Some(now);
+            self.errors_since_log = 0;
+        }
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the guarded state stays consistent on its own.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_passes_joins_and_spaces_requests() {
+        let t0 = Instant::now();
+        let mut t = KeyframeThrottle::new(Duration::from_millis(500));
+        assert!(t.allow(KeyframeReason::ViewerRequest, t0));
+        assert!(!t.allow(KeyframeReason::ViewerRequest, t0 + Duration::from_millis(100)));
+        assert!(t.allow(KeyframeReason::ViewerJoined, t0 + Duration::from_millis(200)));
+        assert!(!t.allow(KeyframeReason::ViewerRequest, t0 + Duration::from_millis(600)));
+        assert!(t.allow(KeyframeReason::ViewerRequest, t0 + Duration::from_millis(700)));
+    }
+
+    fn settings(size: Option<(usize, usize)>) -> PipelineSettings {
+        PipelineSettings {
+            size,
+            max_fps: None,
+            encoder: EncoderSettings { bitrate_bps: 1_000_000, fps: 25.0, idr_interval_frames: 0 },
+            keyframe_min_interval: Duration::from_millis(500),
+        }
+    }
+
+    fn recv(rx: &mut broadcast::Receiver<Arc<RtpFrame>>) -> Arc<RtpFrame> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match rx.try_recv() {
+                Ok(f) => return f,
+                Err(broadcast::error::TryRecvError::Empty) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("no frame: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_is_encoded_unwatched_and_a_joiner_gets_an_idr_of_the_last_picture() {
+        let p = Pipeline::start("t", settings(Some((320, 240)))).expect("start");
+        p.push_frame(CapturedFrame { data: SourceFrame::Raw(I420::new(640, 480)), captured: Instant::now() });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(p.stats.frames_encoded.load(Ordering::Relaxed), 0, "no encoding while unwatched");
+
+        let (guard, mut rx) = p.attach_viewer();
+        let first = recv(&mut rx);
+        assert!(first.keyframe && (first.width, first.height) == (320, 240));
+        assert!(first.packets.last().is_some_and(|pk| pk.header.marker));
+
+        // A second viewer joining with no new source frame still gets an IDR at once.
+        let (_g2, mut rx2) = p.attach_viewer();
+        let again = recv(&mut rx2);
+        assert!(again.keyframe);
+        assert!(again.packets[0].header.timestamp != first.packets[0].header.timestamp);
+        drop(guard);
+        p.stop();
+    }
+}

@@ -1,0 +1,116 @@
+//! Assembles a running relay: pipelines and their sources, the WebRTC engine, the HTTP server.
+
+use crate::config::{Config, SourceConfig};
+use crate::http::{router, AppState, Limits, StreamEntry};
+use crate::media::EncoderSettings;
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::webrtc::{WebRtcEngine, WebRtcError};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot listen for HTTP on {0}: {1}")]
+    HttpBind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    WebRtc(#[from] WebRtcError),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+pub struct Relay {
+    http_addr: SocketAddr,
+    udp_port: u16,
+    state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Binds every socket and starts every stream. Ports of 0 pick free ports.
+    pub async fn start(config: Config) -> Result<Self, RelayError> {
+        let engine = WebRtcEngine::new(&config.ice).await?;
+        let mut streams = BTreeMap::new();
+        for stream in &config.streams {
+            let fps = stream.max_fps.unwrap_or(25.0);
+            let settings = PipelineSettings {
+                size: stream.size,
+                max_fps: match stream.source {
+                    SourceConfig::TestPattern { .. } => None,
+                    SourceConfig::Mjpeg { .. } => stream.max_fps,
+                },
+                encoder: EncoderSettings {
+                    bitrate_bps: stream.bitrate_bps,
+                    fps: fps as f32,
+                    idr_interval_frames: (stream.keyframe_interval_s * fps).round() as u32,
+                },
+                keyframe_min_interval: Duration::from_millis(500),
+            };
+            let pipeline = Pipeline::start(&stream.name, settings)?;
+            match &stream.source {
+                SourceConfig::TestPattern { width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&pipeline), *width, *height, *fps)?,
+                SourceConfig::Mjpeg { url } => {
+                    crate::ingest::mjpeg::spawn(Arc::clone(&pipeline), url.clone());
+                }
+            }
+            streams.insert(stream.name.clone(), StreamEntry { config: stream.clone(), pipeline });
+        }
+        let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
+        let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
+        let udp_port = engine.udp_port();
+        let state = Arc::new(AppState::new(streams, engine, Limits { max_sessions: Some(1000) }));
+        let app = router(Arc::clone(&state));
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        });
+        Ok(Self { http_addr, udp_port, state, shutdown: Some(tx), server })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn udp_port(&self) -> u16 {
+        self.udp_port
+    }
+
+    /// WHEP sessions alive right now.
+    pub fn session_count(&self) -> usize {
+        self.state.session_count()
+    }
+
+    /// The state behind the HTTP routes (for tests and embedding).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Closes every session, stops the HTTP server and every pipeline.
+    pub async fn shutdown(mut self) {
+        self.state.close_all().await;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        for entry in self.state.streams.values() {
+            entry.pipeline.stop();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for entry in self.state.streams.values() {
+            entry.pipeline.stop();
+        }
+        self.server.abort();
+    }
+}

@@ -1,0 +1,344 @@
+//! The WebRTC seam: offer in, answer out, media to one viewer, keyframe requests back. Every
+//! use of the `webrtc` crate lives under this module, so a later move to another WebRTC stack
+//! stays local.
+
+pub mod sdp;
+
+use crate::config::IceConfig;
+use crate::pipeline::{KeyframeReason, Pipeline};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
+use webrtc::ice::udp_network::UDPNetwork;
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+
+/// Longest wait for our own ICE candidates (host candidates come in milliseconds).
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A session that has not connected by then is abandoned and closed.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// H.264 Constrained Baseline 3.1, the profile every browser decodes.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebRtcError {
+    #[error(transparent)]
+    Offer(#[from] sdp::OfferError),
+    #[error("WebRTC: {0}")]
+    Internal(#[from] webrtc::Error),
+    #[error("cannot bind the WebRTC UDP port {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    #[error("the negotiated answer does not send video")]
+    NoVideoInAnswer,
+}
+
+/// Shared by every session: the API (codecs, interceptors, ICE settings) and the UDP mux.
+pub struct WebRtcEngine {
+    api: API,
+    ice_servers: Vec<String>,
+    additional_hosts: Vec<String>,
+    udp_port: u16,
+}
+
+/// Interfaces that are never a viewer's way in: containers, VM bridges.
+fn is_virtual_interface(name: &str) -> bool {
+    const PREFIXES: [&str; 12] = ["docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "cni", "flannel", "cali", "podman", "lxcbr", "lxdbr"];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+impl WebRtcEngine {
+    pub async fn new(ice: &IceConfig) -> Result<Self, WebRtcError> {
+        // IPv4 only: a mux bound to 0.0.0.0 would still advertise IPv6 candidates, which
+        // Chromium tries first, delaying the first frame by seconds.
+        let bind = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), ice.udp.port());
+        let socket = tokio::net::UdpSocket::bind(if ice.udp.is_ipv4() { ice.udp } else { bind }).await.map_err(|e| WebRtcError::Bind(ice.udp, e))?;
+        let udp_port = socket.local_addr().map_err(|e| WebRtcError::Bind(ice.udp, e))?.port();
+        let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
+
+        let mut media = MediaEngine::default();
+        media.register_codec(
+            RTCRtpCodecParameters {
+                capability: h264_capability(),
+                payload_type: 102,
+                ..Default::default()
+            },
+            RTPCodecType::Video,
+        )?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+
+        let mut settings = SettingEngine::default();
+        settings.set_udp_network(UDPNetwork::Muxed(mux));
+        settings.set_network_types(vec![NetworkType::Udp4]);
+        settings.set_include_loopback_candidate(ice.include_loopback);
+        settings.set_interface_filter(Box::new(|name: &str| !is_virtual_interface(name)));
+        // Chromium hides its host IPs behind .local names; resolving them can stall. Ignore
+        // them: its connectivity checks reach us anyway and become peer-reflexive candidates.
+        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        // Consent freshness: notice a vanished viewer in seconds, not half a minute.
+        settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(10)), Some(Duration::from_secs(1)));
+
+        let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
+        Ok(Self { api, ice_servers: ice.stun_servers.clone(), additional_hosts: ice.additional_hosts.clone(), udp_port })
+    }
+
+    pub fn udp_port(&self) -> u16 {
+        self.udp_port
+    }
+
+    /// ICE servers to advertise to players (Link headers).
+    pub fn ice_servers(&self) -> &[String] {
+        &self.ice_servers
+    }
+
+    /// Answers an offer with a session that sends `pipeline`'s video once connected.
+    /// `on_end` runs once when the session ends for any reason.
+    pub async fn create_session(&self, offer: &str, pipeline: Arc<Pipeline>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
+        sdp::check_offer(offer)?;
+        let config = RTCConfiguration {
+            ice_servers: if self.ice_servers.is_empty() { vec![] } else { vec![RTCIceServer { urls: self.ice_servers.clone(), ..Default::default() }] },
+            ..Default::default()
+        };
+        let pc = Arc::new(self.api.new_peer_connection(config).await?);
+        match self.negotiate(&pc, offer, pipeline, on_end).await {
+            Ok(session) => Ok(session),
+            Err(e) => {
+                let _ = pc.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn negotiate(&self, pc: &Arc<RTCPeerConnection>, offer: &str, pipeline: Arc<Pipeline>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
+        let track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", pipeline.name)));
+        // The track must be added before the remote description, or the answer is not
+        // sendonly and nothing is ever sent.
+        let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>).await?;
+        pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned())?).await?;
+        let answer = pc.create_answer(None).await?;
+        let mut gathered = pc.gathering_complete_promise().await;
+        pc.set_local_description(answer).await?;
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
+        let local = pc.local_description().await.ok_or(WebRtcError::NoVideoInAnswer)?;
+        if !local.sdp.lines().any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 ")) || !local.sdp.contains("a=sendonly") {
+            return Err(WebRtcError::NoVideoInAnswer);
+        }
+        let answer = sdp::add_host_candidates(&local.sdp, &resolve_hosts(&self.additional_hosts).await);
+
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let stats = Arc::new(ViewerStats::default());
+        // RTCP: the NACK responder and receiver reports run inside read_rtcp, and PLI/FIR arrive there.
+        {
+            let pipeline = Arc::clone(&pipeline);
+            let stats = Arc::clone(&stats);
+            tokio::spawn(async move {
+                while let Ok((packets, _)) = sender.read_rtcp().await {
+                    for p in packets {
+                        let any = p.as_any();
+                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                            stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                        }
+                    }
+                }
+            });
+        }
+
+        let on_end = std::sync::Mutex::new(Some(on_end));
+        let end = Arc::new(move || {
+            if let Some(f) = on_end.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                f();
+            }
+        });
+        {
+            let track = Arc::clone(&track);
+            let pipeline = Arc::clone(&pipeline);
+            let closed_rx = closed_rx.clone();
+            let stats = Arc::clone(&stats);
+            let end = Arc::clone(&end);
+            let started = std::sync::atomic::AtomicBool::new(false);
+            pc.on_peer_connection_state_change(Box::new(move |state| {
+                match state {
+                    RTCPeerConnectionState::Connected if !started.swap(true, Ordering::Relaxed) => {
+                        tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&pipeline), closed_rx.clone(), Arc::clone(&stats)));
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => end(),
+                    _ => {}
+                }
+                Box::pin(async {})
+            }));
+        }
+        // Abandoned sessions (a POST and nothing more) are closed, not leaked.
+        {
+            let pc = Arc::clone(pc);
+            let end = Arc::clone(&end);
+            let mut closed_rx = closed_rx.clone();
+            tokio::spawn(async move {
+                let connected = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        if pc.connection_state() == RTCPeerConnectionState::Connected {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = connected => {}
+                    _ = closed_rx.wait_for(|c| *c) => {}
+                    _ = tokio::time::sleep(CONNECT_DEADLINE) => {
+                        tracing::info!("closing a WHEP session that never connected");
+                        end();
+                    }
+                }
+            });
+        }
+        let remote_ufrag = offer.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned));
+        Ok(Session { pc: Arc::clone(pc), answer, remote_ufrag, closed: closed_tx, stats })
+    }
+}
+
+fn h264_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![
+            RTCPFeedback { typ: "nack".into(), parameter: String::new() },
+            RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
+            RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() },
+        ],
+    }
+}
+
+async fn resolve_hosts(hosts: &[String]) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for host in hosts {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            ips.push(ip);
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::lookup_host((host.as_str(), 0))).await {
+            Ok(Ok(addrs)) => ips.extend(addrs.map(|a| a.ip()).filter(IpAddr::is_ipv4)),
+            _ => tracing::warn!(host, "cannot resolve an additional ICE host"),
+        }
+    }
+    ips
+}
+
+/// Per-viewer counters.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    pub frames_sent: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+}
+
+/// One viewer's peer connection.
+pub struct Session {
+    pc: Arc<RTCPeerConnection>,
+    pub answer: String,
+    remote_ufrag: Option<String>,
+    closed: watch::Sender<bool>,
+    pub stats: Arc<ViewerStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrickleError {
+    #[error("ICE restart is not supported")]
+    RestartUnsupported,
+    #[error("candidate rejected: {0}")]
+    Candidate(String),
+}
+
+impl Session {
+    /// Adds trickled remote candidates. A fragment with new credentials asks for an ICE
+    /// restart, which this relay does not offer yet.
+    pub async fn add_remote_candidates(&self, frag: &sdp::IceFragment) -> Result<(), TrickleError> {
+        if let (Some(ufrag), Some(current)) = (&frag.ufrag, &self.remote_ufrag) {
+            if ufrag != current {
+                return Err(TrickleError::RestartUnsupported);
+            }
+        }
+        for candidate in &frag.candidates {
+            if candidate.contains(".local ") {
+                continue; // mDNS names are ignored by design (see WebRtcEngine::new).
+            }
+            let init = RTCIceCandidateInit { candidate: candidate.clone(), sdp_mid: frag.mid.clone(), sdp_mline_index: Some(0), username_fragment: None };
+            self.pc.add_ice_candidate(init).await.map_err(|e| TrickleError::Candidate(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn state(&self) -> RTCPeerConnectionState {
+        self.pc.connection_state()
+    }
+
+    /// Stops media and closes the peer connection.
+    pub async fn close(&self) {
+        let _ = self.closed.send(true);
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Sends the pipeline's frames to one viewer until the session closes. Each viewer has its own
+/// cursor into the pipeline's bounded ring: one that falls behind skips to the next keyframe
+/// and never holds up the encoder or the other viewers.
+async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mut closed: watch::Receiver<bool>, stats: Arc<ViewerStats>) {
+    let (_guard, mut frames) = pipeline.attach_viewer();
+    let mut sequence: u16 = rand::random();
+    let mut waiting_for_keyframe = true;
+    loop {
+        let frame = tokio::select! {
+            r = frames.recv() => r,
+            _ = closed.wait_for(|c| *c) => return,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                stats.frames_dropped.fetch_add(n, Ordering::Relaxed);
+                waiting_for_keyframe = true;
+                pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if waiting_for_keyframe {
+            if !frame.keyframe {
+                stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            waiting_for_keyframe = false;
+        }
+        for packet in &frame.packets {
+            // Own sequence numbers: a skipped frame leaves no gap for the viewer to NACK.
+            let mut packet = packet.clone();
+            packet.header.sequence_number = sequence;
+            sequence = sequence.wrapping_add(1);
+            if let Err(e) = track.write_rtp(&packet).await {
+                tracing::debug!("viewer write failed: {e}");
+                return;
+            }
+        }
+        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,185 @@
+//! Pure checks of what players send: the SDP offer and trickle-ICE fragments. No sockets, no
+//! peer connection, so the WHEP error table is testable without WebRTC.
+
+use webrtc::sdp::description::session::SessionDescription;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("the body is not a valid SDP offer: {0}")]
+    Malformed(String),
+    #[error("the offer has no video section")]
+    NoVideo,
+    #[error("the offer's video section offers no H.264 with packetization-mode=1 (offered: {0})")]
+    NoH264(String),
+    #[error("the offer does not ask to receive video (direction {0})")]
+    NotReceiving(String),
+}
+
+/// Checks that an offer is SDP with a video section that can receive H.264.
+pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
+    let mut reader = std::io::Cursor::new(sdp.as_bytes());
+    let desc = SessionDescription::unmarshal(&mut reader).map_err(|e| OfferError::Malformed(e.to_string()))?;
+    let video = desc.media_descriptions.iter().find(|m| m.media_name.media == "video").ok_or(OfferError::NoVideo)?;
+    let mut offered = Vec::new();
+    let mut h264_pts = Vec::new();
+    for attr in &video.attributes {
+        if attr.key == "rtpmap" {
+            if let Some((pt, codec)) = attr.value.as_deref().and_then(|v| v.split_once(' ')) {
+                let name = codec.split('/').next().unwrap_or("").to_owned();
+                if name.eq_ignore_ascii_case("h264") {
+                    h264_pts.push(pt.to_owned());
+                }
+                offered.push(name);
+            }
+        }
+    }
+    let mode1 = video.attributes.iter().filter(|a| a.key == "fmtp").filter_map(|a| a.value.as_deref()).any(|v| {
+        v.split_once(' ').is_some_and(|(pt, params)| h264_pts.iter().any(|p| p == pt) && params.replace(' ', "").contains("packetization-mode=1"))
+    });
+    if !mode1 {
+        offered.dedup();
+        return Err(OfferError::NoH264(if offered.is_empty() { "nothing".into() } else { offered.join(", ") }));
+    }
+    for dir in ["sendonly", "inactive"] {
+        if video.attributes.iter().any(|a| a.key == dir) {
+            return Err(OfferError::NotReceiving(dir.into()));
+        }
+    }
+    Ok(())
+}
+
+/// A trickle-ICE SDP fragment (RFC 8840) as sent by WHEP PATCH.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IceFragment {
+    pub ufrag: Option<String>,
+    pub pwd: Option<String>,
+    pub mid: Option<String>,
+    /// Candidate attribute values (without the `a=` prefix), e.g. `candidate:1 1 udp ...`.
+    pub candidates: Vec<String>,
+    pub end_of_candidates: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error("line {0} is not an SDP attribute line")]
+    NotSdp(usize),
+    #[error("candidate on line {0} is malformed")]
+    BadCandidate(usize),
+    #[error("the fragment is empty")]
+    Empty,
+}
+
+/// Parses a fragment. Unknown attributes are ignored; lines that are not SDP are an error.
+pub fn parse_fragment(text: &str) -> Result<IceFragment, FragmentError> {
+    let mut frag = IceFragment::default();
+    let mut lines = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        lines += 1;
+        let bytes = line.as_bytes();
+        if bytes.len() < 2 || bytes[1] != b'=' || !bytes[0].is_ascii_lowercase() {
+            return Err(FragmentError::NotSdp(i + 1));
+        }
+        let Some(attr) = line.strip_prefix("a=") else { continue };
+        let (key, value) = attr.split_once(':').unwrap_or((attr, ""));
+        match key {
+            "ice-ufrag" => frag.ufrag = Some(value.to_owned()),
+            "ice-pwd" => frag.pwd = Some(value.to_owned()),
+            "mid" => frag.mid = Some(value.to_owned()),
+            "end-of-candidates" => frag.end_of_candidates = true,
+            "candidate" => {
+                // foundation component transport priority address port "typ" type ...
+                let fields: Vec<&str> = value.split_whitespace().collect();
+                let valid = fields.len() >= 8
+                    && fields[1].parse::<u16>().is_ok()
+                    && fields[3].parse::<u32>().is_ok()
+                    && fields[5].parse::<u16>().is_ok()
+                    && fields[6] == "typ";
+                if !valid {
+                    return Err(FragmentError::BadCandidate(i + 1));
+                }
+                frag.candidates.push(attr.to_owned());
+            }
+            _ => {}
+        }
+    }
+    if lines == 0 {
+        return Err(FragmentError::Empty);
+    }
+    Ok(frag)
+}
+
+/// Adds host candidates for extra addresses (NAT 1:1, port forwarding) to an answer, on the
+/// same port as the relay's own candidates. The peer's checks to them arrive on the real
+/// interface and become peer-reflexive pairs, so nothing else needs to know.
+pub fn add_host_candidates(answer: &str, ips: &[std::net::IpAddr]) -> String {
+    let Some(port) = answer.lines().find_map(|l| {
+        let f: Vec<&str> = l.strip_prefix("a=candidate:")?.split_whitespace().collect();
+        (f.len() > 7 && f[2].eq_ignore_ascii_case("udp") && f[6] == "typ").then(|| f[5].to_owned())
+    }) else {
+        return answer.to_owned();
+    };
+    let mut out = String::with_capacity(answer.len() + ips.len() * 80);
+    let mut inserted = false;
+    let lines: Vec<&str> = answer.split("\r\n").collect();
+    let last_candidate = lines.iter().rposition(|l| l.starts_with("a=candidate:"));
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        out.push_str(line);
+        if Some(i) == last_candidate && !inserted {
+            for (n, ip) in ips.iter().enumerate() {
+                // Host-type priority, below the real interfaces' so a LAN path is preferred.
+                let priority = (126u32 << 24) | ((60_000 - n as u32) << 8) | 255;
+                out.push_str(&format!("\r\na=candidate:extra{n} 1 udp {priority} {ip} {port} typ host"));
+            }
+            inserted = true;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const CHROME_LIKE_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+    #[test]
+    fn offers() {
+        assert_eq!(check_offer(CHROME_LIKE_OFFER), Ok(()));
+        assert!(matches!(check_offer("hello"), Err(OfferError::Malformed(_))));
+        let vp8_only = CHROME_LIKE_OFFER.replace("a=rtpmap:102 H264/90000\r\n", "").replace("a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "");
+        assert_eq!(check_offer(&vp8_only), Err(OfferError::NoH264("VP8".into())));
+        let mode0 = CHROME_LIKE_OFFER.replace("packetization-mode=1", "packetization-mode=0");
+        assert!(matches!(check_offer(&mode0), Err(OfferError::NoH264(_))));
+        let audio = CHROME_LIKE_OFFER.replace("m=video", "m=audio");
+        assert_eq!(check_offer(&audio), Err(OfferError::NoVideo));
+        let sendonly = CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly");
+        assert_eq!(check_offer(&sendonly), Err(OfferError::NotReceiving("sendonly".into())));
+    }
+
+    #[test]
+    fn fragments() {
+        let f = parse_fragment("a=ice-ufrag:abcd\r\na=ice-pwd:xyz\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0\r\na=end-of-candidates\r\n").expect("valid");
+        assert_eq!(f.ufrag.as_deref(), Some("abcd"));
+        assert_eq!(f.mid.as_deref(), Some("0"));
+        assert_eq!(f.candidates, vec!["candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0"]);
+        assert!(f.end_of_candidates);
+        assert_eq!(parse_fragment("a=candidate:1 1 udp x 1.2.3.4 5 typ host"), Err(FragmentError::BadCandidate(1)));
+        assert_eq!(parse_fragment("hello world"), Err(FragmentError::NotSdp(1)));
+        assert_eq!(parse_fragment("\r\n"), Err(FragmentError::Empty));
+    }
+
+    #[test]
+    fn extra_hosts_join_the_answer_on_the_same_port() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=candidate:1 1 udp 2130706431 127.0.0.1 8189 typ host\r\na=end-of-candidates\r\n";
+        let out = add_host_candidates(answer, &["192.0.2.7".parse().expect("ip")]);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 8189 typ host\r\na=candidate:extra0 1 udp"), "{out}");
+        assert!(out.contains(" 192.0.2.7 8189 typ host\r\na=end-of-candidates"), "{out}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Wire types spoken by the Scopecast relay and its players.
+//!
+//! Invariant: this crate builds for `wasm32-unknown-unknown` and the host, and depends on
+//! nothing that assumes an async runtime or a browser (no tokio, no web-sys). If a type here is
+//! serializable, it is part of a boundary: change it with both sides in mind.
+
+pub mod api;
+pub mod problem;
+pub mod timecode;
+
+pub use api::{StreamInfo, StreamList, SourceKind};
+pub use problem::Problem;
