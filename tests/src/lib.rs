@@ -1,1 +1,32 @@
+//! Shared harness for the end-to-end tests: a relay on 127.0.0.1, a WHEP viewer built on the
+//! `webrtc` crate that decodes what it receives, and an MJPEG camera served over HTTP.
 
+pub mod camera;
+pub mod viewer;
+
+use scopecast::config::{Config, IceConfig, StreamConfig};
+use scopecast::Relay;
+
+/// Starts a relay on free loopback ports with the given streams.
+pub async fn start_relay(streams: Vec<StreamConfig>) -> Relay {
+    let config = Config {
+        http: "127.0.0.1:0".parse().expect("address"),
+        ice: IceConfig { udp: "127.0.0.1:0".parse().expect("address"), additional_hosts: vec![], stun_servers: vec![], include_loopback: true },
+        streams,
+    };
+    config.validate().expect("test configuration is valid");
+    Relay::start(config).await.expect("relay starts")
+}
+
+pub fn base_url(relay: &Relay) -> String {
+    format!("http://{}", relay.http_addr())
+}
+
+/// Waits until `cond` holds, polling; fails the test after `secs`.
+pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,161 @@
+//! A WHEP player written with the `webrtc` crate: POSTs an offer, receives RTP, depacketizes and
+//! decodes H.264 with openh264, and reads the timecode strip from every decoded picture.
+
+use openh264::formats::YUVSource;
+use scopecast_shared::timecode::{self, Timecode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::MediaEngine;
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::media::io::sample_builder::SampleBuilder;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp::codecs::h264::H264Packet;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+
+/// One decoded picture as the viewer saw it.
+#[derive(Debug, Clone)]
+pub struct DecodedFrame {
+    pub width: usize,
+    pub height: usize,
+    pub timecode: Option<Timecode>,
+    pub at: Instant,
+}
+
+pub struct WhepViewer {
+    pub pc: Arc<RTCPeerConnection>,
+    /// Absolute session URL from the 201's Location.
+    pub session_url: String,
+    pub etag: Option<String>,
+    /// When the answer arrived.
+    pub answered_at: Instant,
+    pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
+    pub pli_sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn new_peer() -> anyhow::Result<Arc<RTCPeerConnection>> {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let mut settings = SettingEngine::default();
+    settings.set_include_loopback_candidate(true);
+    settings.set_network_types(vec![NetworkType::Udp4]);
+    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
+    Ok(Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?))
+}
+
+/// An offer like a browser's, with its candidates gathered (for error-table tests).
+pub async fn make_offer() -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
+    let pc = new_peer().await?;
+    pc.add_transceiver_from_kind(RTPCodecType::Video, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] }))
+        .await?;
+    let offer = pc.create_offer(None).await?;
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(offer).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(3), gathered.recv()).await;
+    let sdp = pc.local_description().await.ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+    Ok((pc, sdp))
+}
+
+impl WhepViewer {
+    /// Negotiates with `whep_url` and starts decoding.
+    pub async fn connect(whep_url: &str) -> anyhow::Result<Self> {
+        let (pc, offer) = make_offer().await?;
+        let (tx, frames) = mpsc::unbounded_channel();
+        let pli_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        pc.on_track(Box::new(move |track, _, _| {
+            let tx = tx.clone();
+            // Decoding happens on a plain thread: openh264 is synchronous and CPU-bound.
+            let (rtp_tx, rtp_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || decode_loop(rtp_rx, tx));
+            tokio::spawn(async move {
+                while let Ok((packet, _)) = track.read_rtp().await {
+                    if rtp_tx.send(packet).is_err() {
+                        break;
+                    }
+                }
+            });
+            Box::pin(async {})
+        }));
+        let response = reqwest::Client::new()
+            .post(whep_url)
+            .header("content-type", "application/sdp")
+            .body(offer)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 201, "POST answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        let answered_at = Instant::now();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).ok_or_else(|| anyhow::anyhow!("no Location"))?.to_owned();
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        anyhow::ensure!(response.headers().get("content-type").is_some_and(|v| v == "application/sdp"), "answer content type");
+        let answer = response.text().await?;
+        pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
+        let base = url_base(whep_url);
+        let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
+        Ok(Self { pc, session_url, etag, answered_at, frames, pli_sent })
+    }
+
+    /// Collects decoded frames until `n` arrive or `timeout` passes.
+    pub async fn collect(&mut self, n: usize, timeout: Duration) -> Vec<DecodedFrame> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
+                Ok(Some(f)) => out.push(f),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// DELETE on the session URL; returns the status.
+    pub async fn delete(&self) -> anyhow::Result<u16> {
+        Ok(reqwest::Client::new().delete(&self.session_url).send().await?.status().as_u16())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+fn url_base(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
+    url[..end].to_owned()
+}
+
+fn decode_loop(rtp: std::sync::mpsc::Receiver<webrtc::rtp::packet::Packet>, tx: mpsc::UnboundedSender<DecodedFrame>) {
+    let Ok(mut decoder) = openh264::decoder::Decoder::new() else { return };
+    let mut builder = SampleBuilder::new(64, H264Packet::default(), 90_000);
+    while let Ok(packet) = rtp.recv() {
+        builder.push(packet);
+        while let Some(sample) = builder.pop() {
+            let Ok(Some(yuv)) = decoder.decode(&sample.data) else { continue };
+            let (width, height) = yuv.dimensions();
+            let stride = yuv.strides().0;
+            let frame = DecodedFrame { width, height, timecode: timecode::read(yuv.y(), stride, width, height), at: Instant::now() };
+            if tx.send(frame).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Asserts frame numbers strictly increase (modulo 2^16) and returns how many carried a timecode.
+pub fn assert_increasing(frames: &[DecodedFrame]) -> usize {
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.timecode.map(|t| t.frame)).collect();
+    for w in numbers.windows(2) {
+        let step = w[1].wrapping_sub(w[0]);
+        assert!(step > 0 && step < 1000, "frame numbers must increase: {numbers:?}");
+    }
+    numbers.len()
+}

@@ -1,0 +1,96 @@
+//! A WHEP viewer (webrtc crate) against a real relay on 127.0.0.1: frames decoded, picture
+//! size, timecodes, time to first frame, and session teardown.
+
+use scopecast::config::StreamConfig;
+use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::viewer::{assert_increasing, WhepViewer};
+use scopecast_tests::{base_url, eventually, start_relay};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pattern_viewer_decodes_increasing_frames_and_delete_ends_the_session() {
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 480, 25.0)]).await;
+    let whep = format!("{}/telescope/whep", base_url(&relay));
+    let mut viewer = WhepViewer::connect(&whep).await.expect("WHEP negotiation");
+    assert_eq!(relay.session_count(), 1);
+
+    let frames = viewer.collect(60, Duration::from_secs(15)).await;
+    assert!(frames.len() >= 50, "decoded only {} frames", frames.len());
+    let first = frames[0].at.duration_since(viewer.answered_at);
+    assert!(first < Duration::from_secs(1), "first frame {first:?} after the answer");
+    assert!(frames.iter().all(|f| (f.width, f.height) == (640, 480)), "configured size");
+    assert!(assert_increasing(&frames) >= 50, "timecodes readable on the decoded pictures");
+
+    assert_eq!(viewer.delete().await.expect("DELETE"), 200);
+    assert_eq!(relay.session_count(), 0);
+    assert_eq!(viewer.delete().await.expect("DELETE again"), 404, "the session is gone");
+    let pipeline = relay.state().pipeline("telescope").expect("stream");
+    eventually(10, "the encoder to lose its viewer", || pipeline.viewers() == 0).await;
+    viewer.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpeg_camera_without_huffman_tables_is_scaled_and_served() {
+    // A 1280x720 camera whose JPEGs lack DHT segments, parts without Content-Length, LF line
+    // ends and junk before the first part; the relay scales to 640x360.
+    let cam = camera::start(Frames::Pattern { width: 1280, height: 720, strip_huffman: true }, 25.0, Framing::BareLf).await;
+    let mut stream = StreamConfig::test_pattern("scope", 640, 360, 25.0);
+    stream.source = scopecast::config::SourceConfig::Mjpeg { url: cam.url().parse().expect("url") };
+    stream.size = Some((640, 360));
+    stream.max_fps = None;
+    let relay = start_relay(vec![stream]).await;
+    let mut viewer = WhepViewer::connect(&format!("{}/scope/whep", base_url(&relay))).await.expect("WHEP negotiation");
+    let frames = viewer.collect(60, Duration::from_secs(20)).await;
+    assert!(frames.len() >= 50, "decoded only {} frames", frames.len());
+    assert!(frames.iter().all(|f| (f.width, f.height) == (640, 360)), "scaled to the configured size");
+    assert!(assert_increasing(&frames) >= 50, "camera timecodes survive JPEG, scaling and H.264");
+    assert_eq!(viewer.delete().await.expect("DELETE"), 200);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_captures_are_ingested_through_each_framing() {
+    let fixture = |name: &str| std::fs::read(format!("{}/fixtures/mjpeg/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    // The real no-DHT USB-camera frame (4:2:2, AVI1), and FFmpeg's 4:2:0 frames from the capture.
+    let nodht = bytes::Bytes::from(fixture("nodht-avi1.jpg"));
+    let cam = camera::start(Frames::Fixed(vec![nodht]), 10.0, Framing::FfmpegCrlf).await;
+    let mut stream = StreamConfig::test_pattern("usb", 1280, 720, 10.0);
+    stream.source = scopecast::config::SourceConfig::Mjpeg { url: cam.url().parse().expect("url") };
+    stream.max_fps = None;
+    let relay = start_relay(vec![stream]).await;
+    let mut viewer = WhepViewer::connect(&format!("{}/usb/whep", base_url(&relay))).await.expect("WHEP negotiation");
+    let frames = viewer.collect(10, Duration::from_secs(15)).await;
+    assert!(frames.len() >= 10, "decoded only {} frames", frames.len());
+    assert!(frames.iter().all(|f| (f.width, f.height) == (1280, 720)), "native size kept");
+    viewer.delete().await.expect("DELETE");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_a_slow_stream_sees_a_picture_at_once() {
+    // One frame every 5 s: the joiner must not wait for the next one.
+    let relay = start_relay(vec![StreamConfig::test_pattern("deep", 640, 480, 0.2)]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut viewer = WhepViewer::connect(&format!("{}/deep/whep", base_url(&relay))).await.expect("WHEP negotiation");
+    let frames = viewer.collect(1, Duration::from_secs(3)).await;
+    assert_eq!(frames.len(), 1, "no picture within 3 s on a 0.2 fps stream");
+    let first = frames[0].at.duration_since(viewer.answered_at);
+    assert!(first < Duration::from_secs(1), "first frame {first:?} after the answer");
+    assert!(frames[0].timecode.is_some());
+    viewer.delete().await.expect("DELETE");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_vanishes_without_delete_is_reaped() {
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
+    let mut viewer = WhepViewer::connect(&format!("{}/telescope/whep", base_url(&relay))).await.expect("WHEP negotiation");
+    assert!(!viewer.collect(3, Duration::from_secs(10)).await.is_empty());
+    // Gone without a word: the relay notices through ICE consent and frees the session.
+    viewer.close().await;
+    eventually(25, "the vanished session to be reaped", || relay.session_count() == 0).await;
+    let pipeline = relay.state().pipeline("telescope").expect("stream");
+    eventually(5, "the viewer to be detached", || pipeline.viewers() == 0).await;
+    relay.shutdown().await;
+}
