@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Architecture invariants from ARCHITECTURE.md, checked mechanically.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "invariant broken: $*" >&2; exit 1; }
+
+# shared/ is wire types only: no async runtime, no browser bindings, and it builds for wasm32.
+if cargo tree -p scopecast-shared -e normal --prefix none | grep -Eq '^(tokio|web-sys|js-sys|axum|webrtc) '; then
+  fail "scopecast-shared depends on a runtime or browser crate"
+fi
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+cargo build -q -p scopecast-shared --target wasm32-unknown-unknown
+
+# Media and ingest code knows nothing of HTTP serving or WebRTC.
+# (An external path: `webrtc::`, not our own `crate::webrtc::`.)
+if grep -rEn '(^|[^:[:alnum:]_])(axum|webrtc)::' relay/src/media relay/src/ingest; then
+  fail "relay/src/media or relay/src/ingest uses axum or webrtc"
+fi
+# Every use of the webrtc crate stays behind the seam (relay/src/webrtc) or in the pipeline's RTP packetizer.
+if grep -rlE '(^|[^:[:alnum:]_])webrtc::' relay/src | grep -Ev '^relay/src/(webrtc/|pipeline\.rs)'; then
+  fail "webrtc crate used outside relay/src/webrtc and relay/src/pipeline.rs"
+fi
+echo "invariants hold"
