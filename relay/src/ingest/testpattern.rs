@@ -19,7 +19,7 @@ pub fn spawn(pipeline: Arc<Pipeline>, width: usize, height: usize, fps: f64) -> 
         while !pipeline.is_stopped() {
             let now = Instant::now();
             let watched = pipeline.is_watched();
-            if watched || last_made.is_none_or(|t| now.duration_since(t) >= UNWATCHED_INTERVAL.min(interval)) {
+            if watched || last_made.is_none_or(|t| now.duration_since(t) >= UNWATCHED_INTERVAL.max(interval)) {
                 let mut pic = I420::new(2, 2);
                 pattern.render(super::unix_ms(), &mut pic);
                 pipeline.push_frame(CapturedFrame { data: SourceFrame::Raw(pic), captured: now });

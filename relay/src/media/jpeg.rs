@@ -91,6 +91,13 @@ impl JpegDecoder {
 
 /// Box-averages a chroma plane by `fx` x `fy` (each 1 or 2) into a tightly packed plane.
 fn downsample_chroma(src: &[u8], stride: usize, dst: &mut [u8], w: usize, h: usize, fx: usize, fy: usize) {
+    if (fx, fy) == (1, 1) {
+        // Already 4:2:0: a row copy, not an average of each row with itself.
+        for oy in 0..h {
+            dst[oy * w..(oy + 1) * w].copy_from_slice(&src[oy * stride..oy * stride + w]);
+        }
+        return;
+    }
     for oy in 0..h {
         let out = &mut dst[oy * w..(oy + 1) * w];
         let r0 = &src[oy * fy * stride..];

@@ -1,0 +1,147 @@
+//! Transcode CPU per frame: Scopecast's decode + scale + encode against FFmpeg with libx264
+//! (`-preset ultrafast -tune zerolatency`) on the same JPEGs and output size, in the same run.
+//!
+//! `cargo run --release -p scopecast-tests --bin transcode-bench [-- --frames N --runs R]`
+//!
+//! CPU time, not wall time: ours is the encoding thread's CPU clock; FFmpeg's is the child's
+//! user+system time (all its threads). FFmpeg's start-up is removed by running it on N and 2N
+//! frames and taking the difference. Each figure is the median of R runs, with the range.
+
+use scopecast::media::jpeg::{encode_i420, JpegDecoder};
+use scopecast::media::scale::Scaler;
+use scopecast::media::testpattern::TestPattern;
+use scopecast::media::{EncoderSettings, H264Encoder, I420};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BITRATE: u32 = 2_000_000;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let frames = arg("--frames", 150);
+    let runs = arg("--runs", 5);
+
+    // Input: the moving test pattern at 1280x720, as a camera would send it (JPEG q85, 4:2:0).
+    let mut pattern = TestPattern::new("bench", 1280, 720);
+    let mut jpegs = Vec::with_capacity(2 * frames);
+    for i in 0..2 * frames {
+        let mut pic = I420::new(2, 2);
+        pattern.render(1_795_000_000_000 + i as u64 * 40, &mut pic);
+        jpegs.push(encode_i420(&pic, 85)?);
+    }
+    let avg_jpeg = jpegs.iter().map(Vec::len).sum::<usize>() / jpegs.len();
+    let dir = std::env::temp_dir().join(format!("scopecast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let write_input = |n: usize| -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join(format!("in-{n}.mjpeg"));
+        let mut f = std::fs::File::create(&path)?;
+        for j in &jpegs[..n] {
+            f.write_all(j)?;
+        }
+        Ok(path)
+    };
+    let (short, long) = (write_input(frames)?, write_input(2 * frames)?);
+
+    println!("input: {} JPEG frames 1280x720 4:2:0 q85 (avg {} KB), output H.264 at {} kbit/s, {} runs\n", frames, avg_jpeg / 1024, BITRATE / 1000, runs);
+    println!("| output | Scopecast ms/frame (median, range) | FFmpeg libx264 ms/frame (median, range) | ratio (ours / FFmpeg) | Scopecast KB/frame | FFmpeg KB/frame |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (w, h) in [(1280usize, 720usize), (640, 480)] {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let (mut our_bytes, mut their_bytes) = (0usize, 0usize);
+        for _ in 0..runs {
+            let (ms, bytes) = scopecast_run(&jpegs[..frames], w, h)?;
+            ours.push(ms);
+            our_bytes = bytes / frames;
+            let (a, _) = ffmpeg_run(&short, w, h)?;
+            let (b, out_bytes) = ffmpeg_run(&long, w, h)?;
+            theirs.push((b - a) * 1000.0 / frames as f64);
+            their_bytes = out_bytes / (2 * frames);
+        }
+        let (om, olo, ohi) = stats(&mut ours);
+        let (fm, flo, fhi) = stats(&mut theirs);
+        println!(
+            "| {w}x{h} | {om:.2} ({olo:.2}-{ohi:.2}) | {fm:.2} ({flo:.2}-{fhi:.2}) | {:.2}x | {:.1} | {:.1} |",
+            om / fm,
+            our_bytes as f64 / 1024.0,
+            their_bytes as f64 / 1024.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// The relay's own per-frame work, as the pipeline does it: decode (with DCT-domain reduction
+/// when it helps), scale, encode. Returns CPU ms per frame and the bytes produced.
+fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<(f64, usize)> {
+    let mut dec = JpegDecoder::new()?;
+    let mut scaler = Scaler::default();
+    let mut enc = H264Encoder::new(EncoderSettings { bitrate_bps: BITRATE, fps: 25.0, idr_interval_frames: 0 })?;
+    let (mut decoded, mut scaled) = (I420::new(2, 2), I420::new(w, h));
+    let mut bytes = 0;
+    let start = thread_cpu();
+    for jpeg in jpegs {
+        let info = dec.info(jpeg)?;
+        let denom = [8, 4, 2, 1].into_iter().find(|d| info.width / d >= w && info.height / d >= h).unwrap_or(1);
+        dec.decode(jpeg, denom, &mut decoded)?;
+        let pic = if (decoded.width, decoded.height) == (w, h) {
+            &decoded
+        } else {
+            scaler.scale(&decoded, &mut scaled, w, h)?;
+            &scaled
+        };
+        if let Some(f) = enc.encode(pic)? {
+            bytes += f.annexb.len();
+        }
+    }
+    Ok(((thread_cpu() - start).as_secs_f64() * 1000.0 / jpegs.len() as f64, bytes))
+}
+
+/// FFmpeg on a concatenated MJPEG file; returns (CPU seconds, output bytes).
+fn ffmpeg_run(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<(f64, usize)> {
+    let out = input.with_extension(format!("{w}x{h}.h264"));
+    let before = children_cpu();
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "mjpeg", "-framerate", "25", "-i"])
+        .arg(input)
+        .args(["-vf", &format!("scale={w}:{h}"), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+        .args(["-b:v", &format!("{}", BITRATE), "-f", "h264"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run ffmpeg ({e}); install Debian's ffmpeg"))?;
+    anyhow::ensure!(status.success(), "ffmpeg failed");
+    let cpu = (children_cpu() - before).as_secs_f64();
+    let bytes = std::fs::metadata(&out)?.len() as usize;
+    Ok((cpu, bytes))
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000)
+}
+
+/// CPU time of this thread.
+#[allow(unsafe_code)] // std has no per-thread CPU clock; clock_gettime is the portable POSIX call.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// User + system CPU of all waited-for child processes.
+#[allow(unsafe_code)] // std exposes no rusage; getrusage is the POSIX call for it.
+fn children_cpu() -> Duration {
+    // SAFETY: rusage is plain old data, zero is a valid bit pattern, and getrusage only writes it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is valid and writable.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    timeval(ru.ru_utime) + timeval(ru.ru_stime)
+}
