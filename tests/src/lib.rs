@@ -8,6 +8,15 @@ pub mod viewer;
 use scopecast::config::{Config, IceConfig, StreamConfig};
 use scopecast::Relay;
 
+/// A stream pulling MJPEG from `url`, scaled to `size` when given.
+pub fn mjpeg_stream(name: &str, url: &str, size: Option<(usize, usize)>) -> StreamConfig {
+    let mut stream = StreamConfig::test_pattern(name, 1280, 720, 25.0);
+    stream.source = scopecast::config::SourceConfig::Mjpeg { url: url.parse().expect("camera URL") };
+    stream.size = size;
+    stream.max_fps = None;
+    stream
+}
+
 /// Starts a relay on free loopback ports with the given streams.
 pub async fn start_relay(streams: Vec<StreamConfig>) -> Relay {
     let config = Config {

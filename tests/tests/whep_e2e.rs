@@ -4,7 +4,7 @@
 use scopecast::config::StreamConfig;
 use scopecast_tests::camera::{self, Framing, Frames};
 use scopecast_tests::viewer::{assert_increasing, WhepViewer};
-use scopecast_tests::{base_url, eventually, start_relay};
+use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,11 +35,7 @@ async fn mjpeg_camera_without_huffman_tables_is_scaled_and_served() {
     // A 1280x720 camera whose JPEGs lack DHT segments, parts without Content-Length, LF line
     // ends and junk before the first part; the relay scales to 640x360.
     let cam = camera::start(Frames::Pattern { width: 1280, height: 720, strip_huffman: true }, 25.0, Framing::BareLf).await;
-    let mut stream = StreamConfig::test_pattern("scope", 640, 360, 25.0);
-    stream.source = scopecast::config::SourceConfig::Mjpeg { url: cam.url().parse().expect("url") };
-    stream.size = Some((640, 360));
-    stream.max_fps = None;
-    let relay = start_relay(vec![stream]).await;
+    let relay = start_relay(vec![mjpeg_stream("scope", &cam.url(), Some((640, 360)))]).await;
     let mut viewer = WhepViewer::connect(&format!("{}/scope/whep", base_url(&relay))).await.expect("WHEP negotiation");
     let frames = viewer.collect(60, Duration::from_secs(20)).await;
     assert!(frames.len() >= 50, "decoded only {} frames", frames.len());
@@ -55,14 +51,30 @@ async fn real_captures_are_ingested_through_each_framing() {
     // The real no-DHT USB-camera frame (4:2:2, AVI1), and FFmpeg's 4:2:0 frames from the capture.
     let nodht = bytes::Bytes::from(fixture("nodht-avi1.jpg"));
     let cam = camera::start(Frames::Fixed(vec![nodht]), 10.0, Framing::FfmpegCrlf).await;
-    let mut stream = StreamConfig::test_pattern("usb", 1280, 720, 10.0);
-    stream.source = scopecast::config::SourceConfig::Mjpeg { url: cam.url().parse().expect("url") };
-    stream.max_fps = None;
-    let relay = start_relay(vec![stream]).await;
+    let relay = start_relay(vec![mjpeg_stream("usb", &cam.url(), None)]).await;
     let mut viewer = WhepViewer::connect(&format!("{}/usb/whep", base_url(&relay))).await.expect("WHEP negotiation");
     let frames = viewer.collect(10, Duration::from_secs(15)).await;
     assert!(frames.len() >= 10, "decoded only {} frames", frames.len());
     assert!(frames.iter().all(|f| (f.width, f.height) == (1280, 720)), "native size kept");
+    viewer.delete().await.expect("DELETE");
+    relay.shutdown().await;
+
+    // FFmpeg's four 640x480 frames from its capture, split out by the relay's own parser.
+    let mut parser = scopecast::ingest::multipart::MultipartParser::new(Some("ffmpeg"), 1 << 24);
+    parser.push(&fixture("ffmpeg-multipart.body.bin"));
+    let jpegs: Vec<bytes::Bytes> = std::iter::from_fn(|| parser.next_event())
+        .filter_map(|e| match e {
+            scopecast::ingest::multipart::Event::Jpeg(p) => Some(p.jpeg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jpegs.len(), 4);
+    let cam = camera::start(Frames::Fixed(jpegs), 25.0, Framing::BareLf).await;
+    let relay = start_relay(vec![mjpeg_stream("ffmpeg", &cam.url(), None)]).await;
+    let mut viewer = WhepViewer::connect(&format!("{}/ffmpeg/whep", base_url(&relay))).await.expect("WHEP negotiation");
+    let frames = viewer.collect(20, Duration::from_secs(15)).await;
+    assert!(frames.len() >= 20, "decoded only {} frames", frames.len());
+    assert!(frames.iter().all(|f| (f.width, f.height) == (640, 480)));
     viewer.delete().await.expect("DELETE");
     relay.shutdown().await;
 }

@@ -73,8 +73,6 @@ pub struct MultipartParser {
     buf: BytesMut,
     state: State,
     max_part: usize,
-    /// Bytes of `buf` already searched for a boundary in `SeekBoundary` (resumes the search).
-    seek_from: usize,
 }
 
 impl MultipartParser {
@@ -84,7 +82,7 @@ impl MultipartParser {
             .map(|b| b.trim().trim_matches('"').trim_start_matches('-'))
             .filter(|b| !b.is_empty())
             .map(|b| b.as_bytes().to_vec());
-        Self { token, buf: BytesMut::new(), state: State::SeekBoundary, max_part, seek_from: 0 }
+        Self { token, buf: BytesMut::new(), state: State::SeekBoundary, max_part }
     }
 
     /// Appends bytes from the network.
@@ -231,22 +229,19 @@ impl MultipartParser {
         if self.token.is_none() && !self.learn_token() {
             return false;
         }
-        match self.find_boundary_line(self.seek_from) {
+        match self.find_boundary_line(0) {
             Some(at) => {
                 let Some(line_len) = line_length(&self.buf[at..]) else {
                     // The boundary line is not complete yet.
                     self.buf.advance(at);
-                    self.seek_from = 0;
                     return false;
                 };
                 self.buf.advance(at + line_len);
-                self.seek_from = 0;
                 true
             }
             None => {
                 // Junk: keep only what could be the start of a boundary.
                 self.keep_tail_for_boundary();
-                self.seek_from = 0;
                 false
             }
         }
