@@ -11,3 +11,9 @@ pub mod webrtc;
 
 pub use config::Config;
 pub use relay::Relay;
+
+/// Locks a mutex, recovering from poisoning: every state guarded this way stays consistent on
+/// its own (a slot, a registry), so a panic elsewhere must not take the relay down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

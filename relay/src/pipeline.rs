@@ -9,6 +9,7 @@
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
 use crate::media::{EncoderSettings, H264Encoder, I420};
+use crate::lock;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -339,11 +340,7 @@ impl EncoderWorker {
         let raw = match frame.data {
             SourceFrame::Jpeg(jpeg) => {
                 let denom = match self.size {
-                    Some((w, h)) => {
-                        let info = self.jpeg.info(&jpeg)?;
-                        // The largest DCT-domain reduction that still leaves at least the output size.
-                        [8, 4, 2, 1].into_iter().find(|d| info.width / d >= w && info.height / d >= h).unwrap_or(1)
-                    }
+                    Some((w, h)) => self.jpeg.info(&jpeg)?.reduction_for(w, h),
                     None => 1,
                 };
                 self.jpeg.decode(&jpeg, denom, &mut self.decoded)?;
@@ -436,10 +433,6 @@ impl EncoderWorker {
     }
 }
 
-/// Locks a mutex, recovering from poisoning: the guarded state stays consistent on its own.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[cfg(test)]
 mod tests {

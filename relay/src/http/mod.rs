@@ -5,6 +5,7 @@ pub mod error;
 pub mod whep;
 
 use crate::config::{redact, SourceConfig, StreamConfig};
+use crate::lock;
 use crate::pipeline::Pipeline;
 use crate::webrtc::{Session, WebRtcEngine};
 use axum::extract::{Path, Request, State};
@@ -131,9 +132,6 @@ impl AppState {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// 128 random bits as hex: session ids and ETags cannot be guessed.
 pub fn random_token() -> String {

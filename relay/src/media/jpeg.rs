@@ -17,6 +17,14 @@ pub enum JpegError {
     Subsampling(Subsamp),
 }
 
+impl JpegInfo {
+    /// The largest DCT-domain reduction (1/8, 1/4, 1/2 or 1) that still leaves at least
+    /// `width x height`: far cheaper than decoding at full size and scaling.
+    pub fn reduction_for(&self, width: usize, height: usize) -> usize {
+        [8, 4, 2, 1].into_iter().find(|d| self.width / d >= width && self.height / d >= height).unwrap_or(1)
+    }
+}
+
 /// Reusable decoder state: the libjpeg-turbo handle and a scratch buffer.
 pub struct JpegDecoder {
     tj: Decompressor,

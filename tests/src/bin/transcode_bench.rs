@@ -88,8 +88,7 @@ fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<(f64, 
     let mut bytes = 0;
     let start = thread_cpu();
     for jpeg in jpegs {
-        let info = dec.info(jpeg)?;
-        let denom = [8, 4, 2, 1].into_iter().find(|d| info.width / d >= w && info.height / d >= h).unwrap_or(1);
+        let denom = dec.info(jpeg)?.reduction_for(w, h);
         dec.decode(jpeg, denom, &mut decoded)?;
         let pic = if (decoded.width, decoded.height) == (w, h) {
             &decoded
