@@ -47,14 +47,19 @@ fn main() -> anyhow::Result<()> {
     println!("input: {} JPEG frames 1280x720 4:2:0 q85 (avg {} KB), output H.264 at {} kbit/s, {} runs\n", frames, avg_jpeg / 1024, BITRATE / 1000, runs);
     println!("| output | Scopecast ms/frame (median, range) | FFmpeg libx264 ms/frame (median, range) | ratio (ours / FFmpeg) | Scopecast KB/frame | FFmpeg KB/frame |");
     println!("| --- | --- | --- | --- | --- | --- |");
+    let mut stage_rows = Vec::new();
     for (w, h) in [(1280usize, 720usize), (640, 480)] {
         let mut ours = Vec::new();
+        let mut stages: [Vec<f64>; 3] = Default::default();
         let mut theirs = Vec::new();
         let (mut our_bytes, mut their_bytes) = (0usize, 0usize);
         for _ in 0..runs {
-            let (ms, bytes) = scopecast_run(&jpegs[..frames], w, h)?;
-            ours.push(ms);
-            our_bytes = bytes / frames;
+            let run = scopecast_run(&jpegs[..frames], w, h)?;
+            ours.push(run.total_ms);
+            for (all, one) in stages.iter_mut().zip(run.stage_ms) {
+                all.push(one);
+            }
+            our_bytes = run.bytes / frames;
             let (a, _) = ffmpeg_run(&short, w, h)?;
             let (b, out_bytes) = ffmpeg_run(&long, w, h)?;
             theirs.push((b - a) * 1000.0 / frames as f64);
@@ -68,6 +73,13 @@ fn main() -> anyhow::Result<()> {
             our_bytes as f64 / 1024.0,
             their_bytes as f64 / 1024.0
         );
+        let [d, s, e] = stages.map(|mut v| stats(&mut v).0);
+        stage_rows.push(format!("| {w}x{h} | {d:.2} | {s:.2} | {e:.2} |"));
+    }
+    println!("\nScopecast by stage (CPU ms per frame, medians):\n");
+    println!("| output | JPEG decode | scale | H.264 encode |\n| --- | --- | --- | --- |");
+    for row in stage_rows {
+        println!("{row}");
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -78,29 +90,46 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+struct Run {
+    /// CPU ms per frame, all stages.
+    total_ms: f64,
+    /// CPU ms per frame in decode, scale and encode.
+    stage_ms: [f64; 3],
+    bytes: usize,
+}
+
 /// The relay's own per-frame work, as the pipeline does it: decode (with DCT-domain reduction
-/// when it helps), scale, encode. Returns CPU ms per frame and the bytes produced.
-fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<(f64, usize)> {
+/// when it helps), scale, encode.
+fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<Run> {
     let mut dec = JpegDecoder::new()?;
     let mut scaler = Scaler::default();
     let mut enc = H264Encoder::new(EncoderSettings { bitrate_bps: BITRATE, fps: 25.0, idr_interval_frames: 0 })?;
     let (mut decoded, mut scaled) = (I420::new(2, 2), I420::new(w, h));
     let mut bytes = 0;
+    let mut stages = [Duration::ZERO; 3];
     let start = thread_cpu();
     for jpeg in jpegs {
+        let t0 = thread_cpu();
         let denom = dec.info(jpeg)?.reduction_for(w, h);
         dec.decode(jpeg, denom, &mut decoded)?;
+        let t1 = thread_cpu();
         let pic = if (decoded.width, decoded.height) == (w, h) {
             &decoded
         } else {
             scaler.scale(&decoded, &mut scaled, w, h)?;
             &scaled
         };
+        let t2 = thread_cpu();
         if let Some(f) = enc.encode(pic)? {
             bytes += f.annexb.len();
         }
+        let t3 = thread_cpu();
+        stages[0] += t1 - t0;
+        stages[1] += t2 - t1;
+        stages[2] += t3 - t2;
     }
-    Ok(((thread_cpu() - start).as_secs_f64() * 1000.0 / jpegs.len() as f64, bytes))
+    let per_frame = |d: Duration| d.as_secs_f64() * 1000.0 / jpegs.len() as f64;
+    Ok(Run { total_ms: per_frame(thread_cpu() - start), stage_ms: stages.map(per_frame), bytes })
 }
 
 /// FFmpeg on a concatenated MJPEG file; returns (CPU seconds, output bytes).
