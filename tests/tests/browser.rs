@@ -2,6 +2,7 @@
 
 use scopecast::config::StreamConfig;
 use scopecast_tests::browser::Browser;
+use scopecast_shared::timecode;
 use scopecast_tests::{base_url, eventually, start_relay};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
     assert_eq!((last["width"].as_u64(), last["height"].as_u64()), (Some(640), Some(360)), "{last}");
     assert_eq!(last["state"], "live");
     assert_eq!(relay.session_count(), 1);
+    assert_levels_survive(c).await;
 
     let shot = c.screenshot().await.expect("screenshot");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
@@ -48,4 +50,40 @@ async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
     eventually(10, "the session to end when the page is left", || relay.session_count() == 0).await;
     browser.close().await;
     relay.shutdown().await;
+}
+
+/// The strip's cells are luma 16 and 235. Shown as full-range video (what the relay signals,
+/// since JPEG pixels are full range) they stay 16 and 235 in RGB; a player that took them for
+/// limited range would crush the dark one to 0 and clip the bright one to 255, and with them a
+/// telescope picture's faintest detail.
+async fn assert_levels_survive(c: &fantoccini::Client) {
+    let grab = r#"
+        const v = document.getElementById("video");
+        const w = v.videoWidth, h = v.videoHeight, band = Math.max(8, Math.floor(h / 40)) & ~1;
+        const canvas = document.createElement("canvas");
+        canvas.width = w; canvas.height = h;
+        const ctx = canvas.getContext("2d");
+        ctx.drawImage(v, 0, 0);
+        const px = ctx.getImageData(0, 0, w, band).data;
+        const brightness = [];
+        for (let i = 0; i < px.length; i += 4) brightness.push(Math.round((px[i] + px[i + 1] + px[i + 2]) / 3));
+        return { w, h, brightness };
+    "#;
+    let got = c.execute(grab, vec![]).await.expect("read the strip");
+    let (w, h) = (got["w"].as_u64().unwrap_or(0) as usize, got["h"].as_u64().unwrap_or(0) as usize);
+    let band: Vec<u8> = got["brightness"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap_or(0) as u8).collect()).unwrap_or_default();
+    let sample = |x: usize, y: usize| band.get(y * w + x).copied().unwrap_or(0);
+    let tc = timecode::read_with(w, h, sample).expect("a valid timecode strip on the rendered picture");
+    let bits = tc.to_bits();
+    let y = timecode::band_height(h) / 2;
+    let (mut zeros, mut ones) = (Vec::new(), Vec::new());
+    for i in 0..timecode::CELLS {
+        let (a, b) = timecode::cell_span(i, w);
+        let v = u32::from(sample((a + b) / 2, y));
+        if (bits >> (timecode::CELLS - 1 - i)) & 1 == 1 { ones.push(v) } else { zeros.push(v) }
+    }
+    let mean = |v: &[u32]| v.iter().sum::<u32>() / v.len().max(1) as u32;
+    let (dark, bright) = (mean(&zeros), mean(&ones));
+    assert!((8..=28).contains(&dark), "luma 16 rendered as {dark}: shadows crushed (full range not signalled?)");
+    assert!((222..=247).contains(&bright), "luma 235 rendered as {bright}: highlights clipped");
 }

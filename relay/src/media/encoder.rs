@@ -3,7 +3,7 @@
 
 use super::i420::I420;
 use bytes::Bytes;
-use openh264::encoder::{BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile, RateControlMode, UsageType};
+use openh264::encoder::{BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, MatrixCoefficients, Profile, RateControlMode, UsageType, VuiConfig};
 use openh264::OpenH264API;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,8 +47,14 @@ impl H264Encoder {
             .complexity(Complexity::Low)
             // Skipping frames to meet the bitrate would leave viewers on a stale picture.
             .skip_frames(false)
-            // Background detection and scene-change IDRs make a star field's keyframes erratic.
+            // Background detection and scene-change IDRs make a star field's keyframes erratic,
+            // and IDRs come on demand anyway; the scene analysis also costs CPU on every frame.
             .background_detection(false)
+            .scene_change_detect(false)
+            // JPEG (JFIF) pixels are full-range BT.601 YCbCr from an sRGB camera. Without saying
+            // so, decoders assume limited range and crush everything below luma 16 to black,
+            // which is where a telescope's faint detail lives.
+            .vui(VuiConfig::srgb().matrix_coefficients(MatrixCoefficients::Smpte170M))
             .intra_frame_period(IntraFramePeriod::from_num_frames(settings.idr_interval_frames));
         Ok(Self { encoder: Encoder::with_api_config(OpenH264API::from_source(), config)?, settings, out: Vec::new() })
     }
