@@ -8,6 +8,7 @@
 
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
+use crate::media::encoder::fit_for_encoder;
 use crate::media::{EncoderSettings, H264Encoder, I420};
 use crate::lock;
 use bytes::Bytes;
@@ -231,7 +232,9 @@ impl Pipeline {
                 }
                 if let Err(e) = worker.load(frame) {
                     self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    worker.log_decode_error(&self.name, &e);
+                    if let Some(count) = worker.decode_errors.hit(Instant::now()) {
+                        tracing::warn!(stream = %self.name, count, "skipping undecodable frame: {e}");
+                    }
                     if !keyframe {
                         continue;
                     }
@@ -251,7 +254,11 @@ impl Pipeline {
                     let _ = self.frames.send(Arc::new(out));
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(stream = %self.name, "encode failed: {e}"),
+                Err(e) => {
+                    if let Some(count) = worker.encode_errors.hit(Instant::now()) {
+                        tracing::warn!(stream = %self.name, count, "encode failed: {e}");
+                    }
+                }
             }
         }
     }
@@ -283,8 +290,8 @@ struct EncoderWorker {
     last_rtp: Option<u32>,
     /// The capture time of the picture to encode next, if it is a new one.
     pending_capture: Option<Instant>,
-    errors_logged_at: Option<Instant>,
-    errors_since_log: u64,
+    decode_errors: LogLimiter,
+    encode_errors: LogLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,8 +319,8 @@ impl EncoderWorker {
             rtp_offset: rand::random(),
             last_rtp: None,
             pending_capture: None,
-            errors_logged_at: None,
-            errors_since_log: 0,
+            decode_errors: LogLimiter::default(),
+            encode_errors: LogLimiter::default(),
         })
     }
 
@@ -334,36 +341,39 @@ impl EncoderWorker {
         true
     }
 
+    /// The configured output size, or the source's own fitted to what the encoder takes.
+    fn target_size(&self, width: usize, height: usize) -> (usize, usize) {
+        self.size.unwrap_or_else(|| fit_for_encoder(width, height))
+    }
+
     /// Decodes and scales a source frame into the current picture. Buffers are swapped, not
     /// reallocated, so a steady stream allocates nothing per frame.
     fn load(&mut self, frame: CapturedFrame) -> Result<(), WorkerError> {
-        let raw = match frame.data {
+        let (raw, (w, h)) = match frame.data {
             SourceFrame::Jpeg(jpeg) => {
-                let denom = match self.size {
-                    Some((w, h)) => self.jpeg.info(&jpeg)?.reduction_for(w, h),
-                    None => 1,
-                };
-                self.jpeg.decode(&jpeg, denom, &mut self.decoded)?;
-                None
+                let info = self.jpeg.info(&jpeg)?;
+                let target = self.target_size(info.width, info.height);
+                self.jpeg.decode(&jpeg, info.reduction_for(target.0, target.1), &mut self.decoded)?;
+                (None, target)
             }
-            SourceFrame::Raw(pic) => Some(pic),
+            SourceFrame::Raw(pic) => {
+                let target = self.target_size(pic.width, pic.height);
+                (Some(pic), target)
+            }
         };
         let src = raw.as_ref().unwrap_or(&self.decoded);
-        match self.size {
-            Some((w, h)) if (src.width, src.height) != (w, h) => {
-                let mut out = self.picture.take().unwrap_or_else(|| I420::new(w, h));
-                self.scaler.scale(src, &mut out, w, h)?;
-                self.picture = Some(out);
-            }
-            _ => {
-                self.picture = Some(match raw {
-                    Some(pic) => pic,
-                    None => {
-                        let spare = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
-                        std::mem::replace(&mut self.decoded, spare)
-                    }
-                });
-            }
+        if (src.width, src.height) != (w, h) {
+            let mut out = self.picture.take().unwrap_or_else(|| I420::new(w, h));
+            self.scaler.scale(src, &mut out, w, h)?;
+            self.picture = Some(out);
+        } else {
+            self.picture = Some(match raw {
+                Some(pic) => pic,
+                None => {
+                    let spare = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
+                    std::mem::replace(&mut self.decoded, spare)
+                }
+            });
         }
         self.pending_capture = Some(frame.captured);
         Ok(())
@@ -420,23 +430,42 @@ impl EncoderWorker {
             bytes: encoded.annexb.len(),
         }))
     }
-
-    /// Hot-path errors are logged at most once a second, with a count.
-    fn log_decode_error(&mut self, stream: &str, e: &WorkerError) {
-        self.errors_since_log += 1;
-        let now = Instant::now();
-        if self.errors_logged_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-            tracing::warn!(stream, count = self.errors_since_log, "skipping undecodable frame: {e}");
-            self.errors_logged_at = Some(now);
-            self.errors_since_log = 0;
-        }
-    }
 }
 
+/// Hot-path errors (a corrupt JPEG at 30 fps) are logged at most once a second, with how many
+/// happened since. Time is an argument, so the rule is testable without a clock.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    logged_at: Option<Instant>,
+    since_log: u64,
+}
+
+impl LogLimiter {
+    /// Counts one error; returns how many to report when it is time to log.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.since_log += 1;
+        if self.logged_at.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.since_log))
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_errors_are_logged_once_a_second_with_a_count() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut limiter = LogLimiter::default();
+        assert_eq!(limiter.hit(ms(0)), Some(1));
+        assert_eq!((limiter.hit(ms(10)), limiter.hit(ms(500)), limiter.hit(ms(999))), (None, None, None));
+        assert_eq!(limiter.hit(ms(1000)), Some(4), "three suppressed and this one");
+        assert_eq!(limiter.hit(ms(5000)), Some(1));
+    }
 
     #[test]
     fn throttle_passes_joins_and_spaces_requests() {
@@ -487,6 +516,18 @@ mod tests {
         assert!(again.keyframe);
         assert!(again.packets[0].header.timestamp != first.packets[0].header.timestamp);
         drop(guard);
+        p.stop();
+    }
+    #[test]
+    fn a_source_larger_than_the_encoder_takes_is_fitted_not_refused() {
+        // A full-sensor preview from an astro camera, with no output size configured.
+        let p = Pipeline::start("big", settings(None)).expect("start");
+        let jpeg = crate::media::jpeg::encode_i420(&I420::new(4000, 3000), 70).expect("jpeg");
+        let (_guard, mut rx) = p.attach_viewer();
+        p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(jpeg.into()), captured: Instant::now() });
+        let frame = recv(&mut rx);
+        assert_eq!((frame.width, frame.height), (2880, 2160), "4:3 kept, inside openh264's 3840x2160");
+        assert_eq!(p.stats.decode_errors.load(Ordering::Relaxed), 0);
         p.stop();
     }
 }

@@ -85,6 +85,20 @@ impl H264Encoder {
     }
 }
 
+/// Largest picture openh264 encodes: 3840x2160, or 2160x3840 in portrait.
+pub const MAX_LONG_SIDE: usize = 3840;
+pub const MAX_SHORT_SIDE: usize = 2160;
+
+/// The size to encode a `width x height` source at when no size is configured: the source's
+/// own (rounded down to even), or, for a larger source such as a full-sensor preview, the
+/// largest size that fits the encoder with the same shape.
+pub fn fit_for_encoder(width: usize, height: usize) -> (usize, usize) {
+    let (long, short) = (width.max(height).max(1), width.min(height).max(1));
+    let scale = (MAX_LONG_SIDE as f64 / long as f64).min(MAX_SHORT_SIDE as f64 / short as f64).min(1.0);
+    let fit = |v: usize| (((v as f64 * scale) as usize) & !1).max(2);
+    (fit(width), fit(height))
+}
+
 /// NAL units of an Annex B stream, start codes removed.
 pub fn nal_units(annexb: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = annexb;
@@ -143,6 +157,18 @@ mod tests {
             kinds.push(f.keyframe);
         }
         assert_eq!(kinds, vec![true, false, false, false, true, false]);
+    }
+
+    #[test]
+    fn oversized_sources_are_fitted_keeping_their_shape() {
+        assert_eq!(fit_for_encoder(1280, 720), (1280, 720));
+        assert_eq!(fit_for_encoder(1281, 721), (1280, 720));
+        assert_eq!(fit_for_encoder(3840, 2160), (3840, 2160));
+        assert_eq!(fit_for_encoder(2160, 3840), (2160, 3840), "portrait is allowed too");
+        assert_eq!(fit_for_encoder(4000, 3000), (2880, 2160));
+        assert_eq!(fit_for_encoder(4144, 2822), (3170, 2160));
+        assert_eq!(fit_for_encoder(8192, 8192), (2160, 2160));
+        assert_eq!(fit_for_encoder(8000, 100), (3840, 48));
     }
 
     #[test]
