@@ -25,6 +25,9 @@ impl JpegInfo {
     }
 }
 
+/// Most progressive scans accepted in one JPEG.
+const MAX_SCANS: u32 = 100;
+
 /// Reusable decoder state: the libjpeg-turbo handle and a scratch buffer.
 pub struct JpegDecoder {
     tj: Decompressor,
@@ -41,7 +44,12 @@ pub struct JpegInfo {
 
 impl JpegDecoder {
     pub fn new() -> Result<Self, JpegError> {
-        Ok(Self { tj: Decompressor::new()?, scratch: Vec::new() })
+        let mut tj = Decompressor::new()?;
+        // Each progressive scan is a pass over the whole picture; a JPEG that repeats one
+        // scan thousands of times would hold the encoder thread for seconds. Real encoders
+        // write about ten.
+        tj.set_scan_limit(MAX_SCANS)?;
+        Ok(Self { tj, scratch: Vec::new() })
     }
 
     pub fn info(&mut self, jpeg: &[u8]) -> Result<JpegInfo, JpegError> {
@@ -113,7 +121,7 @@ fn downsample_chroma(src: &[u8], stride: usize, dst: &mut [u8], w: usize, h: usi
         match fx {
             1 => {
                 for (x, o) in out.iter_mut().enumerate() {
-                    *o = ((u16::from(r0[x]) + u16::from(r1[x]) + 1) / 2) as u8;
+                    *o = (u16::from(r0[x]) + u16::from(r1[x])).div_ceil(2) as u8;
                 }
             }
             _ => {
@@ -197,6 +205,57 @@ mod tests {
         let mut out = I420::new(2, 2);
         d.decode(&fixture("nodht.jpg"), 2, &mut out).expect("decodes at 1/2");
         assert_eq!((out.width, out.height), (640, 360));
+    }
+
+    /// Splits a JPEG into what precedes the first scan, the scans (SOS marker through its
+    /// entropy-coded data) and the rest.
+    fn split_scans(jpeg: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>, Vec<u8>) {
+        let first = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).expect("a scan");
+        let (mut scans, mut at) = (Vec::new(), first);
+        while jpeg[at..].starts_with(&[0xFF, 0xDA]) {
+            let mut end = at + 2;
+            // The scan ends at the next marker that is neither stuffing (FF00) nor a restart.
+            while !(jpeg[end] == 0xFF && jpeg[end + 1] != 0 && !(0xD0..=0xD7).contains(&jpeg[end + 1])) || end == at {
+                end += 1;
+            }
+            // Table segments between scans belong to the next scan.
+            let mut next = end;
+            while jpeg[next] == 0xFF && jpeg[next + 1] != 0xDA && jpeg[next + 1] != 0xD9 {
+                next += 2 + usize::from(u16::from_be_bytes([jpeg[next + 2], jpeg[next + 3]]));
+            }
+            scans.push(jpeg[at..next].to_vec());
+            at = next;
+        }
+        (jpeg[..first].to_vec(), scans, jpeg[at..].to_vec())
+    }
+
+    #[test]
+    fn a_jpeg_with_endless_scans_is_refused_and_a_normal_progressive_one_decodes() {
+        let mut pic = I420::new(256, 256);
+        pic.y.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 251) as u8);
+        let rgb = turbojpeg::decompress(&encode_i420(&pic, 90).expect("jpeg"), turbojpeg::PixelFormat::RGB).expect("rgb");
+        let mut c = turbojpeg::Compressor::new().expect("compressor");
+        c.set_progressive(true).expect("progressive");
+        let progressive = c.compress_to_vec(rgb.as_deref()).expect("progressive jpeg");
+        let (head, scans, tail) = split_scans(&progressive);
+        assert!(scans.len() > 3 && scans.len() < 20, "{} scans", scans.len());
+
+        let mut d = JpegDecoder::new().expect("handle");
+        let mut out = I420::new(2, 2);
+        d.decode(&progressive, 1, &mut out).expect("an ordinary progressive JPEG decodes");
+        assert_eq!((out.width, out.height), (256, 256));
+
+        // The first scan repeated 5000 times. Without a limit libjpeg-turbo runs every pass
+        // and only then reports the odd progression; the limit stops it at scan 101.
+        let mut bomb = head;
+        for _ in 0..5000 {
+            bomb.extend_from_slice(&scans[0]);
+        }
+        scans[1..].iter().for_each(|s| bomb.extend_from_slice(s));
+        bomb.extend_from_slice(&tail);
+        let err = d.decode(&bomb, 1, &mut out).expect_err("refused").to_string();
+        assert!(err.contains(&format!("more than {MAX_SCANS} scans")), "refused by the scan limit, not after every pass: {err}");
+        d.decode(&progressive, 1, &mut out).expect("the decoder is still usable");
     }
 
     #[test]
