@@ -69,7 +69,14 @@ pub async fn make_offer() -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
 impl WhepViewer {
     /// Negotiates with `whep_url` and starts decoding.
     pub async fn connect(whep_url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(whep_url, |offer| offer).await
+    }
+
+    /// Like [`WhepViewer::connect`], with the offer rewritten by `edit` before it is sent (to
+    /// play a browser that hides its addresses, say).
+    pub async fn connect_with(whep_url: &str, edit: impl FnOnce(String) -> String) -> anyhow::Result<Self> {
         let (pc, offer) = make_offer().await?;
+        let offer = edit(offer);
         let (tx, frames) = mpsc::unbounded_channel();
         let pli_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         pc.on_track(Box::new(move |track, _, _| {
@@ -125,6 +132,26 @@ impl WhepViewer {
     pub async fn close(&self) {
         let _ = self.pc.close().await;
     }
+}
+
+/// The offer as Chromium sends it on a real network: every host candidate's address replaced
+/// by a random `.local` mDNS name.
+pub fn hide_behind_mdns(offer: &str) -> String {
+    offer
+        .split("\r\n")
+        .enumerate()
+        .map(|(i, line)| match line.strip_prefix("a=candidate:") {
+            Some(rest) => {
+                let mut fields: Vec<String> = rest.split(' ').map(str::to_owned).collect();
+                if fields.len() > 4 {
+                    fields[4] = format!("{:08x}-4f1c-4b2a-9c3d-{:012x}.local", i * 7919, i);
+                }
+                format!("a=candidate:{}", fields.join(" "))
+            }
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 fn url_base(url: &str) -> String {

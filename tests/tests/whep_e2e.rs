@@ -3,7 +3,7 @@
 
 use scopecast::config::StreamConfig;
 use scopecast_tests::camera::{self, Framing, Frames};
-use scopecast_tests::viewer::{assert_increasing, WhepViewer};
+use scopecast_tests::viewer::{assert_increasing, hide_behind_mdns, WhepViewer};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay};
 use std::time::Duration;
 
@@ -104,5 +104,28 @@ async fn a_viewer_that_vanishes_without_delete_is_reaped() {
     eventually(25, "the vanished session to be reaped", || relay.session_count() == 0).await;
     let pipeline = relay.state().pipeline("telescope").expect("stream");
     eventually(5, "the viewer to be detached", || pipeline.viewers() == 0).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_with_only_mdns_candidates_plays_at_once() {
+    // Chromium on a LAN hides its host addresses behind random .local names. The relay does not
+    // try to resolve them (that can stall): the browser's own checks reach the relay's
+    // candidates and become peer-reflexive pairs.
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
+    let mut sent = String::new();
+    let mut viewer = WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), |offer| {
+        sent = hide_behind_mdns(&offer);
+        sent.clone()
+    })
+    .await
+    .expect("WHEP negotiation");
+    let candidates: Vec<&str> = sent.lines().filter(|l| l.starts_with("a=candidate:")).collect();
+    assert!(!candidates.is_empty() && candidates.iter().all(|c| c.contains(".local ")), "only mDNS candidates offered: {candidates:?}");
+    let frames = viewer.collect(10, Duration::from_secs(10)).await;
+    assert!(frames.len() >= 10, "decoded only {} frames", frames.len());
+    let first = frames[0].at.duration_since(viewer.answered_at);
+    assert!(first < Duration::from_secs(1), "first frame {first:?} after the answer");
+    viewer.delete().await.expect("DELETE");
     relay.shutdown().await;
 }
