@@ -27,8 +27,22 @@ async fn main() -> anyhow::Result<()> {
         println!("  stream {:<12} page {base}/{}/   WHEP {base}/{}/whep", s.name, s.name, s.name);
     }
     println!("  WebRTC media on UDP port {}", relay.udp_port());
-    tokio::signal::ctrl_c().await?;
+    stop_requested().await?;
     println!("shutting down");
     relay.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from a service manager (systemd, a container runtime).
+async fn stop_requested() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }

@@ -1,0 +1,73 @@
+//! The `scopecast` binary as a user runs it: flags, the URLs it prints, config errors and their
+//! exit code, and a clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn scopecast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scopecast"))
+}
+
+#[test]
+fn runs_with_a_stream_flag_prints_its_urls_serves_them_and_stops_on_sigterm() {
+    let mut child = scopecast()
+        .args(["--http", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--stream", "deep=test:640x480@0.5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run scopecast");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let banner: Vec<String> = lines.by_ref().take(3).map(|l| l.expect("line")).collect();
+    let base = banner[0].split_whitespace().find(|w| w.starts_with("http://")).expect("page URL").trim_end_matches('/').to_owned();
+    assert!(banner[1].contains("stream deep") && banner[1].contains(&format!("{base}/deep/whep")), "{banner:?}");
+    assert!(banner[2].contains("UDP port"), "{banner:?}");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let list: serde_json::Value = rt.block_on(async { reqwest::get(format!("{base}/api/v1/streams")).await?.json().await }).expect("stream list");
+    assert_eq!(list["streams"][0]["name"], "deep");
+    assert_eq!((list["streams"][0]["width"].as_u64(), list["streams"][0]["max_fps"].as_f64()), (Some(640), Some(0.5)));
+    let page = rt.block_on(async { reqwest::get(format!("{base}/deep/")).await?.text().await }).expect("page");
+    assert!(page.contains("<video"), "the player page");
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "scopecast did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit, got {status}");
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("shutting down"));
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_with_status_2() {
+    let dir = std::env::temp_dir().join(format!("scopecast-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cases = [
+        ("[streams.scope]\nsource = \"http://cam.local/stream\"\nwidht = 640\n", "widht"),
+        ("[streams.scope]\nsource = \"rtsp://cam.local/stream\"\n", "streams.scope.source"),
+        ("[streams.scope]\nsource = \"test:10x10\"\n", "streams.scope.width"),
+        ("[server]\nhttp = \"not an address\"\n", "http"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        let out = scopecast().arg("--config").arg(&path).arg("--check-config").output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains("configuration error") && stderr.contains(key), "{text:?} should name {key}: {stderr}");
+    }
+    let out = scopecast().args(["--stream", "no-equals-sign", "--check-config"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=URL"));
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../scopecast.example.toml");
+    let out = scopecast().args(["--config", example, "--check-config"]).output().expect("run");
+    assert!(out.status.success(), "the example config is valid: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
