@@ -264,6 +264,44 @@ impl Pipeline {
     }
 }
 
+/// One viewer's place in the stream: its own RTP sequence numbers, and whether it has to wait
+/// for a keyframe (it just joined, or fell behind and skipped frames). Pure, so the skip rule
+/// is tested without a network.
+#[derive(Debug)]
+pub struct ViewerCursor {
+    sequence: u16,
+    waiting_for_keyframe: bool,
+}
+
+impl ViewerCursor {
+    pub fn new(first_sequence: u16) -> Self {
+        Self { sequence: first_sequence, waiting_for_keyframe: true }
+    }
+
+    /// The viewer missed frames: what follows cannot be decoded until the next keyframe.
+    pub fn lagged(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
+    /// Whether `frame` is to be sent; a delta frame is skipped while waiting for a keyframe.
+    pub fn admit(&mut self, frame: &RtpFrame) -> bool {
+        if self.waiting_for_keyframe && !frame.keyframe {
+            return false;
+        }
+        self.waiting_for_keyframe = false;
+        true
+    }
+
+    /// A copy of `packet` numbered for this viewer (payloads are shared, not copied). Skipped
+    /// frames take no numbers, so the viewer sees no gap to NACK.
+    pub fn stamp(&mut self, packet: &Packet) -> Packet {
+        let mut packet = packet.clone();
+        packet.header.sequence_number = self.sequence;
+        self.sequence = self.sequence.wrapping_add(1);
+        packet
+    }
+}
+
 /// Unregisters a viewer when dropped.
 pub struct ViewerGuard(Arc<Pipeline>);
 
@@ -455,6 +493,51 @@ impl LogLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rtp_frame(keyframe: bool, packets: usize) -> RtpFrame {
+        let packets = (0..packets).map(|_| Packet { payload: Bytes::from_static(b"x"), ..Default::default() }).collect();
+        RtpFrame { packets, keyframe, width: 2, height: 2, bytes: 1 }
+    }
+
+    #[test]
+    fn a_viewer_starts_and_resumes_at_keyframes_with_gapless_sequence_numbers() {
+        let mut cursor = ViewerCursor::new(u16::MAX - 1);
+        let mut sent = Vec::new();
+        let mut feed = |cursor: &mut ViewerCursor, frame: RtpFrame| {
+            let admitted = cursor.admit(&frame);
+            if admitted {
+                sent.extend(frame.packets.iter().map(|p| cursor.stamp(p).header.sequence_number));
+            }
+            admitted
+        };
+        assert!(!feed(&mut cursor, rtp_frame(false, 2)), "a joiner skips deltas");
+        assert!(feed(&mut cursor, rtp_frame(true, 3)));
+        assert!(feed(&mut cursor, rtp_frame(false, 1)));
+        cursor.lagged();
+        assert!(!feed(&mut cursor, rtp_frame(false, 2)), "after lagging, deltas are undecodable");
+        assert!(feed(&mut cursor, rtp_frame(true, 2)));
+        assert_eq!(sent, vec![65534, 65535, 0, 1, 2, 3], "continuous through the skip and the wrap");
+    }
+
+    #[test]
+    fn a_viewer_that_never_reads_holds_up_neither_the_encoder_nor_other_viewers() {
+        let p = Pipeline::start("fan", settings(None)).expect("start");
+        let (_slow_guard, mut slow) = p.attach_viewer();
+        let (_fast_guard, mut fast) = p.attach_viewer();
+        let mut received = 0;
+        for _ in 0..3 * VIEWER_QUEUE_FRAMES {
+            p.push_frame(CapturedFrame { data: SourceFrame::Raw(I420::new(160, 120)), captured: Instant::now() });
+            recv(&mut fast);
+            received += 1;
+        }
+        assert_eq!(received, 3 * VIEWER_QUEUE_FRAMES, "the fast viewer got every frame");
+        match slow.try_recv() {
+            Err(broadcast::error::TryRecvError::Lagged(n)) => assert!(n >= VIEWER_QUEUE_FRAMES as u64, "lagged {n}"),
+            other => panic!("the slow viewer should have been left behind, got {other:?}"),
+        }
+        assert!(slow.try_recv().is_ok(), "and it resumes from the newest frames");
+        p.stop();
+    }
 
     #[test]
     fn frame_errors_are_logged_once_a_second_with_a_count() {

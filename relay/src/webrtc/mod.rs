@@ -5,7 +5,7 @@
 pub mod sdp;
 
 use crate::config::IceConfig;
-use crate::pipeline::{KeyframeReason, Pipeline};
+use crate::pipeline::{KeyframeReason, Pipeline, ViewerCursor};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -305,8 +305,7 @@ impl Session {
 /// and never holds up the encoder or the other viewers.
 async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mut closed: watch::Receiver<bool>, stats: Arc<ViewerStats>) {
     let (_guard, mut frames) = pipeline.attach_viewer();
-    let mut sequence: u16 = rand::random();
-    let mut waiting_for_keyframe = true;
+    let mut cursor = ViewerCursor::new(rand::random());
     loop {
         let frame = tokio::select! {
             r = frames.recv() => r,
@@ -316,25 +315,18 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mu
             Ok(f) => f,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 stats.frames_dropped.fetch_add(n, Ordering::Relaxed);
-                waiting_for_keyframe = true;
+                cursor.lagged();
                 pipeline.request_keyframe(KeyframeReason::ViewerRequest);
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        if waiting_for_keyframe {
-            if !frame.keyframe {
-                stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            waiting_for_keyframe = false;
+        if !cursor.admit(&frame) {
+            stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
         }
         for packet in &frame.packets {
-            // Own sequence numbers: a skipped frame leaves no gap for the viewer to NACK.
-            let mut packet = packet.clone();
-            packet.header.sequence_number = sequence;
-            sequence = sequence.wrapping_add(1);
-            if let Err(e) = track.write_rtp(&packet).await {
+            if let Err(e) = track.write_rtp(&cursor.stamp(packet)).await {
                 tracing::debug!("viewer write failed: {e}");
                 return;
             }
