@@ -10,6 +10,7 @@
 use scopecast::media::jpeg::{encode_i420, JpegDecoder};
 use scopecast::media::scale::Scaler;
 use scopecast::media::testpattern::TestPattern;
+use openh264::formats::YUVSource;
 use scopecast::media::{EncoderSettings, H264Encoder, I420};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -47,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     println!("input: {} JPEG frames 1280x720 4:2:0 q85 (avg {} KB), output H.264 at {} kbit/s, {} runs\n", frames, avg_jpeg / 1024, BITRATE / 1000, runs);
     println!("| output | Scopecast ms/frame (median, range) | FFmpeg libx264 ms/frame (median, range) | ratio (ours / FFmpeg) | Scopecast KB/frame | FFmpeg KB/frame |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    let mut stage_rows = Vec::new();
+    let (mut stage_rows, mut quality_rows) = (Vec::new(), Vec::new());
     for (w, h) in [(1280usize, 720usize), (640, 480)] {
         let mut ours = Vec::new();
         let mut stages: [Vec<f64>; 3] = Default::default();
@@ -75,10 +76,22 @@ fn main() -> anyhow::Result<()> {
         );
         let [d, s, e] = stages.map(|mut v| stats(&mut v).0);
         stage_rows.push(format!("| {w}x{h} | {d:.2} | {s:.2} | {e:.2} |"));
+        quality_rows.push(format!(
+            "| {w}x{h} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            scopecast_psnr(&jpegs[..frames], w, h)?,
+            our_bytes as f64 / 1024.0,
+            ffmpeg_psnr(&short, w, h)?,
+            their_bytes as f64 / 1024.0
+        ));
     }
     println!("\nScopecast by stage (CPU ms per frame, medians):\n");
     println!("| output | JPEG decode | scale | H.264 encode |\n| --- | --- | --- | --- |");
     for row in stage_rows {
+        println!("{row}");
+    }
+    println!("\nPicture quality against each encoder's input (mean luma PSNR, dB; higher is better):\n");
+    println!("| output | Scopecast PSNR Y | Scopecast KB/frame | FFmpeg libx264 PSNR Y | FFmpeg KB/frame |\n| --- | --- | --- | --- | --- |");
+    for row in quality_rows {
         println!("{row}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -98,27 +111,52 @@ struct Run {
     bytes: usize,
 }
 
-/// The relay's own per-frame work, as the pipeline does it: decode (with DCT-domain reduction
-/// when it helps), scale, encode.
+/// The relay's decode and scale steps, as the pipeline does them: decode with DCT-domain
+/// reduction when it helps, then scale to the output size if still needed.
+struct Frontend {
+    dec: JpegDecoder,
+    scaler: Scaler,
+    decoded: I420,
+    scaled: I420,
+    size: (usize, usize),
+}
+
+impl Frontend {
+    fn new(w: usize, h: usize) -> anyhow::Result<Self> {
+        Ok(Self { dec: JpegDecoder::new()?, scaler: Scaler::default(), decoded: I420::new(2, 2), scaled: I420::new(w, h), size: (w, h) })
+    }
+
+    fn decode(&mut self, jpeg: &[u8]) -> anyhow::Result<()> {
+        let denom = self.dec.info(jpeg)?.reduction_for(self.size.0, self.size.1);
+        Ok(self.dec.decode(jpeg, denom, &mut self.decoded)?)
+    }
+
+    /// The picture the encoder gets.
+    fn scale(&mut self) -> anyhow::Result<&I420> {
+        if (self.decoded.width, self.decoded.height) == self.size {
+            return Ok(&self.decoded);
+        }
+        self.scaler.scale(&self.decoded, &mut self.scaled, self.size.0, self.size.1)?;
+        Ok(&self.scaled)
+    }
+}
+
+fn encoder() -> anyhow::Result<H264Encoder> {
+    Ok(H264Encoder::new(EncoderSettings { bitrate_bps: BITRATE, fps: 25.0, idr_interval_frames: 0 })?)
+}
+
+/// The relay's own per-frame work: decode, scale, encode, each stage timed on this thread.
 fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<Run> {
-    let mut dec = JpegDecoder::new()?;
-    let mut scaler = Scaler::default();
-    let mut enc = H264Encoder::new(EncoderSettings { bitrate_bps: BITRATE, fps: 25.0, idr_interval_frames: 0 })?;
-    let (mut decoded, mut scaled) = (I420::new(2, 2), I420::new(w, h));
+    let mut front = Frontend::new(w, h)?;
+    let mut enc = encoder()?;
     let mut bytes = 0;
     let mut stages = [Duration::ZERO; 3];
     let start = thread_cpu();
     for jpeg in jpegs {
         let t0 = thread_cpu();
-        let denom = dec.info(jpeg)?.reduction_for(w, h);
-        dec.decode(jpeg, denom, &mut decoded)?;
+        front.decode(jpeg)?;
         let t1 = thread_cpu();
-        let pic = if (decoded.width, decoded.height) == (w, h) {
-            &decoded
-        } else {
-            scaler.scale(&decoded, &mut scaled, w, h)?;
-            &scaled
-        };
+        let pic = front.scale()?;
         let t2 = thread_cpu();
         if let Some(f) = enc.encode(pic)? {
             bytes += f.annexb.len();
@@ -132,23 +170,64 @@ fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<Run> {
     Ok(Run { total_ms: per_frame(thread_cpu() - start), stage_ms: stages.map(per_frame), bytes })
 }
 
-/// FFmpeg on a concatenated MJPEG file; returns (CPU seconds, output bytes).
-fn ffmpeg_run(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<(f64, usize)> {
+/// Mean luma PSNR of our H.264 against the picture the encoder was given, as x264's
+/// `PSNR Mean Y` is against its input (untimed: it decodes our output with openh264).
+fn scopecast_psnr(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<f64> {
+    let mut front = Frontend::new(w, h)?;
+    let mut enc = encoder()?;
+    let mut decoder = openh264::decoder::Decoder::new()?;
+    let mut sum = 0.0;
+    for jpeg in jpegs {
+        front.decode(jpeg)?;
+        let pic = front.scale()?;
+        let frame = enc.encode(pic)?.ok_or_else(|| anyhow::anyhow!("no output for a frame"))?;
+        let out = decoder.decode(&frame.annexb)?.ok_or_else(|| anyhow::anyhow!("the decoder held a frame back"))?;
+        let stride = out.strides().0;
+        let mut squared = 0u64;
+        for (row, want) in pic.y.chunks_exact(w).enumerate() {
+            let got = &out.y()[row * stride..row * stride + w];
+            squared += got.iter().zip(want).map(|(a, b)| (i64::from(*a) - i64::from(*b)).pow(2) as u64).sum::<u64>();
+        }
+        let mse = (squared as f64 / (w * h) as f64).max(1e-10);
+        sum += 10.0 * (255.0 * 255.0 / mse).log10();
+    }
+    Ok(sum / jpegs.len() as f64)
+}
+
+fn ffmpeg(input: &std::path::Path, w: usize, h: usize, loglevel: &str, extra: &[&str]) -> anyhow::Result<(std::process::Output, std::path::PathBuf)> {
     let out = input.with_extension(format!("{w}x{h}.h264"));
-    let before = children_cpu();
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "mjpeg", "-framerate", "25", "-i"])
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", loglevel, "-y", "-f", "mjpeg", "-framerate", "25", "-i"])
         .arg(input)
         .args(["-vf", &format!("scale={w}:{h}"), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
-        .args(["-b:v", &format!("{}", BITRATE), "-f", "h264"])
+        .args(["-b:v", &format!("{}", BITRATE)])
+        .args(extra)
+        .args(["-f", "h264"])
         .arg(&out)
         .stdin(Stdio::null())
-        .status()
+        .output()
         .map_err(|e| anyhow::anyhow!("cannot run ffmpeg ({e}); install Debian's ffmpeg"))?;
-    anyhow::ensure!(status.success(), "ffmpeg failed");
+    anyhow::ensure!(output.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok((output, out))
+}
+
+/// FFmpeg on a concatenated MJPEG file; returns (CPU seconds, output bytes).
+fn ffmpeg_run(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<(f64, usize)> {
+    let before = children_cpu();
+    let (_, out) = ffmpeg(input, w, h, "error", &[])?;
     let cpu = (children_cpu() - before).as_secs_f64();
-    let bytes = std::fs::metadata(&out)?.len() as usize;
-    Ok((cpu, bytes))
+    Ok((cpu, std::fs::metadata(&out)?.len() as usize))
+}
+
+/// x264's own mean luma PSNR against its input (untimed): its last `PSNR Mean Y` line is the
+/// whole run's, after one line per frame type.
+fn ffmpeg_psnr(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<f64> {
+    let (output, _) = ffmpeg(input, w, h, "info", &["-psnr"])?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    log.lines()
+        .filter_map(|l| l.split("PSNR Mean Y:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("no PSNR in FFmpeg's log"))
 }
 
 fn timeval(t: libc::timeval) -> Duration {
