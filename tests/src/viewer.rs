@@ -38,6 +38,8 @@ pub struct WhepViewer {
     /// When the answer arrived.
     pub answered_at: Instant,
     pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
+    /// The answer's SDP.
+    pub answer: String,
     pub pli_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -53,11 +55,28 @@ async fn new_peer() -> anyhow::Result<Arc<RTCPeerConnection>> {
     Ok(Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?))
 }
 
+/// What a viewer asks to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wants {
+    Video,
+    /// Audio and video, as many WHEP players offer even for a video-only stream.
+    AudioAndVideo,
+}
+
 /// An offer like a browser's, with its candidates gathered (for error-table tests).
 pub async fn make_offer() -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
+    make_offer_for(Wants::Video).await
+}
+
+pub async fn make_offer_for(wants: Wants) -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
     let pc = new_peer().await?;
-    pc.add_transceiver_from_kind(RTPCodecType::Video, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] }))
-        .await?;
+    let kinds: &[RTPCodecType] = match wants {
+        Wants::Video => &[RTPCodecType::Video],
+        Wants::AudioAndVideo => &[RTPCodecType::Audio, RTPCodecType::Video],
+    };
+    for kind in kinds {
+        pc.add_transceiver_from_kind(*kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] })).await?;
+    }
     let offer = pc.create_offer(None).await?;
     let mut gathered = pc.gathering_complete_promise().await;
     pc.set_local_description(offer).await?;
@@ -69,13 +88,13 @@ pub async fn make_offer() -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
 impl WhepViewer {
     /// Negotiates with `whep_url` and starts decoding.
     pub async fn connect(whep_url: &str) -> anyhow::Result<Self> {
-        Self::connect_with(whep_url, |offer| offer).await
+        Self::connect_with(whep_url, Wants::Video, |offer| offer).await
     }
 
     /// Like [`WhepViewer::connect`], with the offer rewritten by `edit` before it is sent (to
     /// play a browser that hides its addresses, say).
-    pub async fn connect_with(whep_url: &str, edit: impl FnOnce(String) -> String) -> anyhow::Result<Self> {
-        let (pc, offer) = make_offer().await?;
+    pub async fn connect_with(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String) -> anyhow::Result<Self> {
+        let (pc, offer) = make_offer_for(wants).await?;
         let offer = edit(offer);
         let (tx, frames) = mpsc::unbounded_channel();
         let pli_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -105,10 +124,10 @@ impl WhepViewer {
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         anyhow::ensure!(response.headers().get("content-type").is_some_and(|v| v == "application/sdp"), "answer content type");
         let answer = response.text().await?;
-        pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
         let base = url_base(whep_url);
         let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-        Ok(Self { pc, session_url, etag, answered_at, frames, pli_sent })
+        Ok(Self { pc, session_url, etag, answered_at, frames, answer, pli_sent })
     }
 
     /// Collects decoded frames until `n` arrive or `timeout` passes.

@@ -3,7 +3,7 @@
 
 use scopecast::config::StreamConfig;
 use scopecast_tests::camera::{self, Framing, Frames};
-use scopecast_tests::viewer::{assert_increasing, hide_behind_mdns, WhepViewer};
+use scopecast_tests::viewer::{assert_increasing, hide_behind_mdns, Wants, WhepViewer};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay};
 use std::time::Duration;
 
@@ -114,7 +114,7 @@ async fn an_offer_with_only_mdns_candidates_plays_at_once() {
     // candidates and become peer-reflexive pairs.
     let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
     let mut sent = String::new();
-    let mut viewer = WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), |offer| {
+    let mut viewer = WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), Wants::Video, |offer| {
         sent = hide_behind_mdns(&offer);
         sent.clone()
     })
@@ -126,6 +126,23 @@ async fn an_offer_with_only_mdns_candidates_plays_at_once() {
     assert!(frames.len() >= 10, "decoded only {} frames", frames.len());
     let first = frames[0].at.duration_since(viewer.answered_at);
     assert!(first < Duration::from_secs(1), "first frame {first:?} after the answer");
+    viewer.delete().await.expect("DELETE");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_that_offers_audio_too_gets_video_and_a_declined_audio_section() {
+    // Many WHEP players offer audio and video whatever the stream carries.
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
+    let mut viewer = WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), Wants::AudioAndVideo, |offer| offer).await.expect("WHEP negotiation");
+    let sections: Vec<&str> = viewer.answer.split("\r\nm=").skip(1).collect();
+    assert_eq!(sections.len(), 2, "one answer section per offered one: {}", viewer.answer);
+    let audio = sections.iter().find(|m| m.starts_with("audio")).expect("audio section");
+    assert!(audio.starts_with("audio 0 ") || audio.contains("a=inactive"), "audio declined: {audio}");
+    let video = sections.iter().find(|m| m.starts_with("video")).expect("video section");
+    assert!(video.contains("a=sendonly"), "{video}");
+    let frames = viewer.collect(10, Duration::from_secs(10)).await;
+    assert!(frames.len() >= 10, "decoded only {} frames", frames.len());
     viewer.delete().await.expect("DELETE");
     relay.shutdown().await;
 }
