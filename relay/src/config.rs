@@ -1,10 +1,12 @@
 //! Configuration: command-line flags and an optional TOML file, validated at start with errors
 //! that name the offending key.
 
+use scopecast_shared::OfflinePolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use url::Url;
 
 /// Command line. `scopecast` alone serves the test pattern as stream `telescope`.
@@ -85,6 +87,11 @@ struct StreamFile {
     fps: Option<f64>,
     bitrate_kbps: Option<u32>,
     keyframe_interval_s: Option<f64>,
+    on_demand: Option<bool>,
+    stop_after_s: Option<f64>,
+    when_offline: Option<OfflinePolicy>,
+    start_timeout_s: Option<f64>,
+    stall_timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +111,16 @@ pub struct StreamConfig {
     pub bitrate_bps: u32,
     /// Periodic IDR interval in seconds; 0 = only on demand.
     pub keyframe_interval_s: f64,
+    /// Pull the camera only while someone watches (WHEP, MJPEG or snapshot).
+    pub on_demand: bool,
+    /// On demand: how long the camera stays connected after the last viewer leaves.
+    pub stop_after: Duration,
+    /// What a WHEP viewer gets while the source is not live.
+    pub offline_policy: OfflinePolicy,
+    /// How long a request waits for a starting source (a snapshot, a rejected-if-offline WHEP).
+    pub start_timeout: Duration,
+    /// Silence before a camera connection is given up (stretched for cameras slower than that).
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +217,23 @@ impl Config {
             if let Some(k) = s.keyframe_interval_s {
                 stream.keyframe_interval_s = k;
             }
+            if let (Some(true), SourceConfig::TestPattern { .. }) = (s.on_demand, &stream.source) {
+                return Err(invalid(format!("{key}.on_demand"), "the test pattern is always on; on_demand is for cameras"));
+            }
+            stream.on_demand = s.on_demand.unwrap_or(stream.on_demand);
+            stream.offline_policy = s.when_offline.unwrap_or(stream.offline_policy);
+            for (value, field, range, name) in [
+                (s.stop_after_s, &mut stream.stop_after, 0.0..=3600.0, "stop_after_s"),
+                (s.start_timeout_s, &mut stream.start_timeout, 0.1..=120.0, "start_timeout_s"),
+                (s.stall_timeout_s, &mut stream.stall_timeout, 1.0..=3600.0, "stall_timeout_s"),
+            ] {
+                if let Some(v) = value {
+                    if !range.contains(&v) {
+                        return Err(invalid(format!("{key}.{name}"), format!("{v} is outside {} .. {}", range.start(), range.end())));
+                    }
+                    *field = Duration::from_secs_f64(v);
+                }
+            }
             streams.push(stream);
         }
         if streams.is_empty() {
@@ -267,12 +301,25 @@ fn valid_stream_name(name: &str) -> bool {
 impl StreamConfig {
     pub fn test_pattern(name: &str, width: usize, height: usize, fps: f64) -> Self {
         Self {
-            name: name.to_owned(),
-            source: SourceConfig::TestPattern { width, height, fps },
-            size: None,
             max_fps: Some(fps),
+            ..Self::defaults(name, SourceConfig::TestPattern { width, height, fps })
+        }
+    }
+
+    /// Settings shared by every kind of source.
+    fn defaults(name: &str, source: SourceConfig) -> Self {
+        Self {
+            name: name.to_owned(),
+            source,
+            size: None,
+            max_fps: None,
             bitrate_bps: 2_000_000,
             keyframe_interval_s: 0.0,
+            on_demand: false,
+            stop_after: Duration::from_secs(10),
+            offline_policy: OfflinePolicy::Wait,
+            start_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
         }
     }
 
@@ -295,14 +342,7 @@ impl StreamConfig {
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid(key, "sources are http(s) MJPEG URLs or test:"));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            source: SourceConfig::Mjpeg { url },
-            size: None,
-            max_fps: None,
-            bitrate_bps: 2_000_000,
-            keyframe_interval_s: 0.0,
-        })
+        Ok(Self::defaults(name, SourceConfig::Mjpeg { url }))
     }
 }
 
@@ -334,6 +374,11 @@ mod tests {
             height = 480
             fps = 15
             bitrate_kbps = 1500
+            on_demand = true
+            stop_after_s = 30
+            when_offline = "reject"
+            start_timeout_s = 5
+            stall_timeout_s = 120
             [streams.pattern]
             source = "test:"
             fps = 0.2
@@ -346,6 +391,9 @@ mod tests {
         assert_eq!(pattern.source, SourceConfig::TestPattern { width: 1280, height: 720, fps: 0.2 });
         let scope = c.streams.iter().find(|s| s.name == "scope").expect("scope");
         assert_eq!((scope.size, scope.max_fps, scope.bitrate_bps), (Some((640, 480)), Some(15.0), 1_500_000));
+        assert_eq!((scope.on_demand, scope.stop_after, scope.offline_policy), (true, Duration::from_secs(30), OfflinePolicy::Reject));
+        assert_eq!((scope.start_timeout, scope.stall_timeout), (Duration::from_secs(5), Duration::from_secs(120)));
+        assert!(!pattern.on_demand && pattern.offline_policy == OfflinePolicy::Wait);
     }
 
     #[test]
@@ -358,6 +406,10 @@ mod tests {
             ("[streams.\"bad name\"]\nsource = \"test:\"\n", "streams.bad name"),
             ("[server]\nhttp = \"nope\"\n", "http"),
             ("[ice]\nstun_servers = [\"http://x\"]\n", "ice.stun_servers"),
+            ("[streams.a]\nsource = \"http://cam/\"\nwhen_offline = \"explode\"\n", "when_offline"),
+            ("[streams.a]\nsource = \"http://cam/\"\nstall_timeout_s = 0\n", "streams.a.stall_timeout_s"),
+            ("[streams.a]\nsource = \"http://cam/\"\nstop_after_s = -1\n", "streams.a.stop_after_s"),
+            ("[streams.a]\nsource = \"test:\"\non_demand = true\n", "streams.a.on_demand"),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();

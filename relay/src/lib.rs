@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod media;
 pub mod pipeline;
 pub mod relay;
+pub mod stream;
 pub mod webrtc;
 
 pub use config::Config;

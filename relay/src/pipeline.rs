@@ -30,7 +30,8 @@ const RTP_CLOCK_HZ: u64 = 90_000;
 /// What a source hands to the pipeline.
 pub enum SourceFrame {
     Jpeg(Bytes),
-    Raw(I420),
+    /// Shared with the stream's latest still (the test pattern's picture).
+    Raw(Arc<I420>),
 }
 
 pub struct CapturedFrame {
@@ -68,8 +69,11 @@ pub struct PipelineStats {
     pub frames_encoded: AtomicU64,
     /// Replaced in the slot before the encoder took them, or over the frame-rate cap.
     pub frames_dropped: AtomicU64,
-    pub decode_errors: AtomicU64,
+    /// Source frames that could not be used: undecodable, oversized, not JPEG.
+    pub frames_rejected: AtomicU64,
     pub keyframes: AtomicU64,
+    /// PLI and FIR from viewers.
+    pub keyframe_requests: AtomicU64,
     pub bytes_out: AtomicU64,
     pub width: AtomicUsize,
     pub height: AtomicUsize,
@@ -111,6 +115,8 @@ impl KeyframeThrottle {
 struct Slot {
     frame: Option<CapturedFrame>,
     keyframe_wanted: bool,
+    /// Drop the last picture (the source went idle; a joiner must wait for a fresh one).
+    forget: bool,
     shutdown: bool,
 }
 
@@ -192,6 +198,15 @@ impl Pipeline {
         (ViewerGuard(Arc::clone(self)), rx)
     }
 
+    /// Drops the last picture and any waiting frame, so no viewer is shown a stale one.
+    pub fn forget_picture(&self) {
+        let mut slot = lock(&self.slot);
+        slot.frame = None;
+        slot.forget = true;
+        drop(slot);
+        self.wake.notify_one();
+    }
+
     /// Stops the encoder thread.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
@@ -214,6 +229,9 @@ impl Pipeline {
                     if slot.shutdown {
                         return;
                     }
+                    if std::mem::take(&mut slot.forget) {
+                        worker.picture = None;
+                    }
                     let watched = self.is_watched();
                     if watched && (slot.frame.is_some() || (slot.keyframe_wanted && worker.has_picture())) {
                         break;
@@ -231,7 +249,7 @@ impl Pipeline {
                     continue;
                 }
                 if let Err(e) = worker.load(frame) {
-                    self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     if let Some(count) = worker.decode_errors.hit(Instant::now()) {
                         tracing::warn!(stream = %self.name, count, "skipping undecodable frame: {e}");
                     }
@@ -399,14 +417,15 @@ impl EncoderWorker {
                 (Some(pic), target)
             }
         };
-        let src = raw.as_ref().unwrap_or(&self.decoded);
+        let src = raw.as_deref().unwrap_or(&self.decoded);
         if (src.width, src.height) != (w, h) {
             let mut out = self.picture.take().unwrap_or_else(|| I420::new(w, h));
             self.scaler.scale(src, &mut out, w, h)?;
             self.picture = Some(out);
         } else {
             self.picture = Some(match raw {
-                Some(pic) => pic,
+                // A copy only while the still still holds the picture.
+                Some(pic) => Arc::unwrap_or_clone(pic),
                 None => {
                     let spare = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
                     std::mem::replace(&mut self.decoded, spare)
@@ -526,7 +545,7 @@ mod tests {
         let (_fast_guard, mut fast) = p.attach_viewer();
         let mut received = 0;
         for _ in 0..3 * VIEWER_QUEUE_FRAMES {
-            p.push_frame(CapturedFrame { data: SourceFrame::Raw(I420::new(160, 120)), captured: Instant::now() });
+            p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(160, 120))), captured: Instant::now() });
             recv(&mut fast);
             received += 1;
         }
@@ -584,7 +603,7 @@ mod tests {
     #[test]
     fn nothing_is_encoded_unwatched_and_a_joiner_gets_an_idr_of_the_last_picture() {
         let p = Pipeline::start("t", settings(Some((320, 240)))).expect("start");
-        p.push_frame(CapturedFrame { data: SourceFrame::Raw(I420::new(640, 480)), captured: Instant::now() });
+        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(640, 480))), captured: Instant::now() });
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(p.stats.frames_encoded.load(Ordering::Relaxed), 0, "no encoding while unwatched");
 
@@ -610,7 +629,7 @@ mod tests {
         p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(jpeg.into()), captured: Instant::now() });
         let frame = recv(&mut rx);
         assert_eq!((frame.width, frame.height), (2880, 2160), "4:3 kept, inside openh264's 3840x2160");
-        assert_eq!(p.stats.decode_errors.load(Ordering::Relaxed), 0);
+        assert_eq!(p.stats.frames_rejected.load(Ordering::Relaxed), 0);
         p.stop();
     }
 }

@@ -1,9 +1,10 @@
 //! Assembles a running relay: pipelines and their sources, the WebRTC engine, the HTTP server.
 
 use crate::config::{Config, SourceConfig};
-use crate::http::{router, AppState, Limits, StreamEntry};
+use crate::http::{router, AppState, Limits};
 use crate::media::EncoderSettings;
 use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::stream::Stream;
 use crate::webrtc::{WebRtcEngine, WebRtcError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub struct Relay {
     state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    rate_sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
@@ -49,15 +51,26 @@ impl Relay {
                 },
                 keyframe_min_interval: Duration::from_millis(500),
             };
-            let pipeline = Pipeline::start(&stream.name, settings)?;
+            let hub = Stream::new(stream.clone(), Pipeline::start(&stream.name, settings)?);
             match &stream.source {
-                SourceConfig::TestPattern { width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&pipeline), *width, *height, *fps)?,
+                SourceConfig::TestPattern { width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&hub), *width, *height, *fps)?,
                 SourceConfig::Mjpeg { url } => {
-                    crate::ingest::mjpeg::spawn(Arc::clone(&pipeline), url.clone());
+                    // Ends by itself when the stream is stopped.
+                    crate::ingest::mjpeg::spawn(Arc::clone(&hub), url.clone());
                 }
             }
-            streams.insert(stream.name.clone(), StreamEntry { config: stream.clone(), pipeline });
+            streams.insert(stream.name.clone(), hub);
         }
+        let rate_sampler = {
+            let streams: Vec<Arc<Stream>> = streams.values().cloned().collect();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    let now = tick.tick().await.into_std();
+                    streams.iter().for_each(|s| s.sample_rates(now));
+                }
+            })
+        };
         let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
         let udp_port = engine.udp_port();
@@ -72,7 +85,7 @@ impl Relay {
                 tracing::error!("HTTP server failed: {e}");
             }
         });
-        Ok(Self { http_addr, udp_port, state, shutdown: Some(tx), server })
+        Ok(Self { http_addr, udp_port, state, shutdown: Some(tx), server, rate_sampler })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -93,24 +106,26 @@ impl Relay {
         &self.state
     }
 
-    /// Closes every session, stops the HTTP server and every pipeline.
+    /// Closes every session, stops every stream (which ends MJPEG and event streams) and the
+    /// HTTP server.
     pub async fn shutdown(mut self) {
         self.state.close_all().await;
+        for stream in self.state.streams.values() {
+            stream.stop();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
-        for entry in self.state.streams.values() {
-            entry.pipeline.stop();
-        }
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        for entry in self.state.streams.values() {
-            entry.pipeline.stop();
+        for stream in self.state.streams.values() {
+            stream.stop();
         }
+        self.rate_sampler.abort();
         self.server.abort();
     }
 }

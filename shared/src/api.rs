@@ -1,4 +1,4 @@
-//! JSON returned by the relay's `/api/v1` routes.
+//! JSON returned by the relay's `/api/v1` routes and carried by its event streams.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +12,49 @@ pub enum SourceKind {
     Mjpeg,
 }
 
+/// Where a stream's source stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// An on-demand source with nobody watching: not connected, by design.
+    Idle,
+    /// Connecting, or connected and waiting for the first frame.
+    Connecting,
+    /// Frames are arriving.
+    Live,
+    /// The source failed or went silent and the relay is retrying; `last_error` says why.
+    /// Viewers stay connected and keep the last picture.
+    Offline,
+}
+
+/// What a stream does when a WHEP viewer arrives while its source is not live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflinePolicy {
+    /// Accept the session; the picture comes when the source does.
+    #[default]
+    Wait,
+    /// Answer 409 Conflict with Retry-After (after waiting briefly for an on-demand source).
+    Reject,
+}
+
+/// Consumers of a stream, by how they watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Viewers {
+    /// WHEP sessions (from the POST until the session ends).
+    pub webrtc: u32,
+    /// Clients of `/{stream}/mjpeg`.
+    pub mjpeg: u32,
+    /// Snapshot requests waiting for a picture right now.
+    pub snapshot: u32,
+}
+
+impl Viewers {
+    pub fn total(&self) -> u32 {
+        self.webrtc + self.mjpeg + self.snapshot
+    }
+}
+
 /// One stream as the relay describes it to players and operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamInfo {
@@ -20,25 +63,71 @@ pub struct StreamInfo {
     pub source: SourceKind,
     /// Source URL with any credentials removed; `None` for the test pattern.
     pub source_url: Option<String>,
+    pub state: SourceState,
+    /// Why the source last failed, if it has (kept after recovery, for operators).
+    pub last_error: Option<String>,
+    /// When `state` was entered (Unix ms).
+    pub state_since_ms: u64,
+    /// Whether the source is pulled only while someone watches.
+    pub on_demand: bool,
+    pub offline_policy: OfflinePolicy,
     /// Size of the encoded video, once known.
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// Configured frame rate of the test pattern or cap on a camera, in frames per second.
+    /// Configured frame rate of the test pattern, or cap on a camera.
     pub max_fps: Option<f64>,
-    /// WebRTC viewers attached right now.
-    pub viewers: u32,
-    /// Path of the WHEP endpoint, relative to the relay's root.
-    pub whep_url: String,
+    /// Frames per second from the source and out of the encoder, over the last seconds.
+    pub fps_in: f64,
+    pub fps_out: f64,
+    /// Encoded video bitrate over the last seconds, bits per second.
+    pub bitrate_bps: u64,
+    pub viewers: Viewers,
     /// Frames from the source so far.
     pub frames_in: u64,
-    /// Frames encoded so far.
+    /// Frames encoded so far (repeats that keep slow streams alive included).
     pub frames_encoded: u64,
-    /// Frames dropped because the encoder was busy or a part was unusable.
+    /// Frames dropped because the encoder was busy or over the frame-rate cap.
     pub frames_dropped: u64,
+    /// Source frames that could not be used (corrupt, oversized or not JPEG).
+    pub frames_rejected: u64,
+    /// Capture time of the newest source frame (Unix ms).
+    pub last_frame_ms: Option<u64>,
+    /// Paths relative to the relay's root.
+    pub whep_url: String,
+    pub mjpeg_url: String,
+    pub snapshot_url: String,
+    pub events_url: String,
 }
 
 /// `GET /api/v1/streams`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamList {
     pub streams: Vec<StreamInfo>,
+}
+
+/// Server-Sent Event `state` on `/api/v1/streams/{name}/events`: the source changed state
+/// (or, when offline, the reason changed). The first event describes the current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateEvent {
+    pub state: SourceState,
+    pub last_error: Option<String>,
+    pub since_ms: u64,
+}
+
+/// Server-Sent Event names on `/api/v1/streams/{name}/events`.
+pub const EVENT_STATE: &str = "state";
+/// Carries [`Viewers`].
+pub const EVENT_VIEWERS: &str = "viewers";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_and_policies_are_snake_case_strings() {
+        assert_eq!(serde_json::to_string(&SourceState::Offline).expect("json"), "\"offline\"");
+        assert_eq!(serde_json::from_str::<OfflinePolicy>("\"reject\"").expect("json"), OfflinePolicy::Reject);
+        let e = StateEvent { state: SourceState::Live, last_error: None, since_ms: 5 };
+        assert_eq!(serde_json::to_value(&e).expect("json"), serde_json::json!({"state": "live", "last_error": null, "since_ms": 5}));
+    }
 }

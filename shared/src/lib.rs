@@ -8,5 +8,5 @@ pub mod api;
 pub mod problem;
 pub mod timecode;
 
-pub use api::{StreamInfo, StreamList, SourceKind};
+pub use api::{OfflinePolicy, SourceKind, SourceState, StateEvent, StreamInfo, StreamList, Viewers};
 pub use problem::Problem;

@@ -1,25 +1,26 @@
 //! HTTP: a router factory over shared state. Handlers are thin; errors become responses only
 //! in [`error::ApiError`].
 
+pub mod api;
 pub mod error;
+pub mod media;
 pub mod whep;
 
-use crate::config::{redact, SourceConfig, StreamConfig};
 use crate::lock;
 use crate::pipeline::Pipeline;
+use crate::stream::{DemandGuard, Stream};
 use crate::webrtc::{Session, WebRtcEngine};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use error::ApiError;
-use whep::ACCEPT_PATCH;
-use scopecast_shared::{SourceKind, StreamInfo, StreamList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use whep::ACCEPT_PATCH;
 use tower_http::cors::{Any, CorsLayer};
 
 /// Static files (the page and its assets), built into the binary.
@@ -27,15 +28,12 @@ use tower_http::cors::{Any, CorsLayer};
 #[folder = "../static/"]
 struct StaticFiles;
 
-pub struct StreamEntry {
-    pub config: StreamConfig,
-    pub pipeline: Arc<Pipeline>,
-}
-
 pub struct SessionEntry {
     pub stream: String,
     pub etag: String,
     pub session: Session,
+    /// Counts the session as a viewer of its stream (and keeps an on-demand source running).
+    pub _demand: DemandGuard,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,25 +42,31 @@ pub struct Limits {
 }
 
 pub struct AppState {
-    pub streams: BTreeMap<String, StreamEntry>,
+    pub streams: BTreeMap<String, Arc<Stream>>,
     pub engine: WebRtcEngine,
     pub limits: Limits,
     sessions: Mutex<HashMap<String, Arc<SessionEntry>>>,
     /// Sessions that ended before they were registered (the race is real: ICE may fail fast).
     ended_early: Mutex<std::collections::HashSet<String>>,
+    sessions_created: AtomicU64,
+    metrics: api::Metrics,
 }
 
 impl AppState {
-    pub fn new(streams: BTreeMap<String, StreamEntry>, engine: WebRtcEngine, limits: Limits) -> Self {
-        Self { streams, engine, limits, sessions: Mutex::default(), ended_early: Mutex::default() }
+    pub fn new(streams: BTreeMap<String, Arc<Stream>>, engine: WebRtcEngine, limits: Limits) -> Self {
+        Self { streams, engine, limits, sessions: Mutex::default(), ended_early: Mutex::default(), sessions_created: AtomicU64::new(0), metrics: api::Metrics::default() }
+    }
+
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>, ApiError> {
+        self.streams.get(name).cloned().ok_or_else(|| ApiError::unknown_stream(name))
     }
 
     pub fn pipeline(&self, stream: &str) -> Result<Arc<Pipeline>, ApiError> {
-        self.streams.get(stream).map(|s| Arc::clone(&s.pipeline)).ok_or_else(|| ApiError::unknown_stream(stream))
+        Ok(Arc::clone(&self.stream(stream)?.pipeline))
     }
 
     pub fn session(&self, stream: &str, id: &str) -> Result<Arc<SessionEntry>, ApiError> {
-        self.pipeline(stream)?;
+        self.stream(stream)?;
         lock(&self.sessions).get(id).filter(|s| s.stream == stream).cloned().ok_or_else(ApiError::unknown_session)
     }
 
@@ -70,8 +74,14 @@ impl AppState {
         lock(&self.sessions).len()
     }
 
-    fn insert_session(&self, id: &str, stream: &str, etag: String, session: Session) {
-        let entry = Arc::new(SessionEntry { stream: stream.to_owned(), etag, session });
+    /// WHEP sessions created since start.
+    pub fn sessions_created(&self) -> u64 {
+        self.sessions_created.load(Ordering::Relaxed)
+    }
+
+    fn insert_session(&self, id: &str, stream: &str, etag: String, session: Session, demand: DemandGuard) {
+        let entry = Arc::new(SessionEntry { stream: stream.to_owned(), etag, session, _demand: demand });
+        self.sessions_created.fetch_add(1, Ordering::Relaxed);
         lock(&self.sessions).insert(id.to_owned(), entry);
         if lock(&self.ended_early).remove(id) {
             self.end_session(id);
@@ -103,35 +113,7 @@ impl AppState {
             s.session.close().await;
         }
     }
-
-    fn stream_info(&self, entry: &StreamEntry) -> StreamInfo {
-        let stats = &entry.pipeline.stats;
-        let known = |v: usize| (v > 0).then_some(v as u32);
-        let (source, source_url) = match &entry.config.source {
-            SourceConfig::TestPattern { .. } => (SourceKind::TestPattern, None),
-            SourceConfig::Mjpeg { url } => (SourceKind::Mjpeg, Some(redact(url))),
-        };
-        let (w, h) = match (&entry.config.source, entry.config.size) {
-            (_, Some((w, h))) => (Some(w as u32), Some(h as u32)),
-            (SourceConfig::TestPattern { width, height, .. }, None) => (Some(*width as u32), Some(*height as u32)),
-            _ => (known(stats.width.load(Ordering::Relaxed)), known(stats.height.load(Ordering::Relaxed))),
-        };
-        StreamInfo {
-            name: entry.config.name.clone(),
-            source,
-            source_url,
-            width: w,
-            height: h,
-            max_fps: entry.config.max_fps,
-            viewers: entry.pipeline.viewers() as u32,
-            whep_url: format!("/{}/whep", entry.config.name),
-            frames_in: stats.frames_in.load(Ordering::Relaxed),
-            frames_encoded: stats.frames_encoded.load(Ordering::Relaxed),
-            frames_dropped: stats.frames_dropped.load(Ordering::Relaxed),
-        }
-    }
 }
-
 
 /// 128 random bits as hex: session ids and ETags cannot be guessed.
 pub fn random_token() -> String {
@@ -150,9 +132,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .max_age(std::time::Duration::from_secs(86400));
     Router::new()
         .route("/", get(page))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/api/v1/streams", get(list_streams))
-        .route("/api/v1/streams/{name}", get(get_stream))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/streams", get(api::list_streams))
+        .route("/api/v1/streams/{name}", get(api::get_stream))
+        .route("/api/v1/streams/{name}/events", get(api::stream_events))
+        .route("/{stream}/mjpeg", get(media::mjpeg))
+        .route("/{stream}/snapshot.jpg", get(media::snapshot))
         .route("/static/{*path}", get(static_file))
         .route("/{stream}/", get(stream_page))
         .route(
@@ -185,22 +171,13 @@ async fn whep_discovery_headers(req: Request, next: Next) -> Response {
     res
 }
 
-async fn list_streams(State(state): State<Arc<AppState>>) -> Json<StreamList> {
-    Json(StreamList { streams: state.streams.values().map(|e| state.stream_info(e)).collect() })
-}
-
-async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<StreamInfo>, ApiError> {
-    let entry = state.streams.get(&name).ok_or_else(|| ApiError::unknown_stream(&name))?;
-    Ok(Json(state.stream_info(entry)))
-}
-
 async fn page() -> Response {
     serve_static("index.html")
 }
 
 /// `/{stream}/`: the same page; it picks the stream from its own URL.
 async fn stream_page(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
-    state.pipeline(&stream)?;
+    state.stream(&stream)?;
     Ok(serve_static("index.html"))
 }
 

@@ -8,6 +8,8 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::stream::ViewerKind;
+use scopecast_shared::{OfflinePolicy, SourceState};
 use crate::webrtc::sdp::{parse_fragment, FragmentError, OfferError};
 use crate::webrtc::{TrickleError, WebRtcError};
 use axum::body::{to_bytes, Body};
@@ -20,6 +22,8 @@ use std::sync::Arc;
 pub const MAX_BODY: usize = 64 * 1024;
 pub const SDP: &str = "application/sdp";
 pub const TRICKLE: &str = "application/trickle-ice-sdpfrag";
+/// Seconds a player is told to wait before offering again to a stream that is not live.
+const RETRY_AFTER_S: u64 = 2;
 
 const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
@@ -53,14 +57,27 @@ async fn read_body(req: Request, expected: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed body", "the body is not UTF-8 text"))
 }
 
-pub async fn post_offer(State(state): State<Arc<AppState>>, Path(stream): Path<String>, req: Request) -> Result<Response, ApiError> {
-    let pipeline = state.pipeline(&stream)?;
+pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let stream = state.stream(&name)?;
     let offer = read_body(req, SDP).await?;
     if let Some(limit) = state.limits.max_sessions {
         if state.session_count() >= limit {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions", "Too many sessions", format!("the relay serves at most {limit} sessions")));
         }
     }
+    // From here the viewer counts: an on-demand camera starts while ICE and DTLS are under way.
+    let demand = stream.demand.join(ViewerKind::WebRtc);
+    if stream.config.offline_policy == OfflinePolicy::Reject
+        && !stream.is_live()
+        && stream.wait_started(stream.config.start_timeout).await != SourceState::Live
+    {
+        // The draft's rule for a stream that is not live; never 400, which players take for
+        // "switch to server-sent offers".
+        let why = stream.state().last_error.unwrap_or_else(|| "no frame yet".to_owned());
+        return Err(ApiError::new(StatusCode::CONFLICT, "source-offline", "Source offline", format!("stream '{name}' is not live: {why}")).with_retry_after(RETRY_AFTER_S));
+    }
+    let pipeline = Arc::clone(&stream.pipeline);
+    let stream = name;
     let id = super::random_token();
     let on_end = {
         let state = Arc::downgrade(&state);
@@ -82,7 +99,7 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(stream): Path<S
     })?;
     let answer = session.answer.clone();
     let etag = format!("\"{}\"", super::random_token());
-    state.insert_session(&id, &stream, etag.clone(), session);
+    state.insert_session(&id, &stream, etag.clone(), session, demand);
     tracing::info!(stream, session = %&id[..8], "WHEP session created");
 
     let mut response = (StatusCode::CREATED, answer).into_response();
@@ -98,20 +115,20 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(stream): Path<S
 
 /// Values built from validated stream names, hex tokens and configured URLs are header-safe;
 /// anything else degrades to an empty value rather than a panic.
-fn header_value(s: &str) -> HeaderValue {
+pub(crate) fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// GET/HEAD on the endpoint: it exists, and takes offers.
 pub async fn endpoint_info(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
-    state.pipeline(&stream)?;
+    state.stream(&stream)?;
     Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP))]).into_response())
 }
 
 /// OPTIONS on the endpoint without CORS preflight headers (a preflight is answered by the
 /// CORS layer, which the router decorates with the same Accept-Post).
 pub async fn endpoint_options(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
-    state.pipeline(&stream)?;
+    state.stream(&stream)?;
     Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST"))]).into_response())
 }
 

@@ -1,109 +1,166 @@
-//! Pulls an MJPEG stream over HTTP(S) and feeds its JPEGs to the pipeline, reconnecting with
-//! capped exponential backoff. Credentials in the URL are sent as Basic auth and never logged.
+//! Pulls an MJPEG stream over HTTP(S) and hands its JPEGs to the stream.
+//!
+//! Reconnects with a short capped backoff; tells silence ("no data", "no complete frame") apart
+//! from connection errors through the [`Watchdog`]; reports each change of state once; on
+//! demand, connects only while someone watches. Credentials in the URL are sent as Basic auth
+//! and never logged.
 
+use super::health::{Backoff, SourceEvent, Watchdog};
 use super::multipart::{boundary_from_content_type, Event, MultipartParser, Skip, DEFAULT_MAX_PART};
-use crate::config::redact;
-use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
+use super::unix_ms;
+use crate::pipeline::SourceFrame;
+use crate::stream::Stream;
 use futures_util::StreamExt;
+use scopecast_shared::Viewers;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use url::Url;
 
-/// No bytes for this long means the camera is gone even if the socket is open.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A camera's `X-Timestamp` further than this from our clock is not trusted as capture time.
+const TIMESTAMP_TRUST: Duration = Duration::from_secs(24 * 3600);
 
-pub fn spawn(pipeline: Arc<Pipeline>, url: Url) -> tokio::task::JoinHandle<()> {
+pub fn spawn(stream: Arc<Stream>, url: Url) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let shown = redact(&url);
-        let client = match reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build() {
+        let client = match reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build() {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(stream = %pipeline.name, "cannot build an HTTP client: {e}");
+                stream.report(SourceEvent::Failed(format!("cannot build an HTTP client: {e}")));
                 return;
             }
         };
-        let mut backoff = BACKOFF_MIN;
-        let mut last_error = String::new();
-        while !pipeline.is_stopped() {
-            let started = Instant::now();
-            match pull(&client, &url, &pipeline).await {
-                Ok(()) => last_error = String::from("stream ended"),
-                Err(e) => {
-                    // Log a state change once, not once per retry.
-                    if e != last_error {
-                        tracing::warn!(stream = %pipeline.name, url = %shown, "source: {e}");
-                        last_error = e;
-                    }
+        let mut source = Source { client, url, watchdog: Watchdog::new(stream.config.stall_timeout, Instant::now()), backoff: Backoff::default() };
+        let mut demand = stream.demand.subscribe();
+        let on_demand = stream.config.on_demand;
+        loop {
+            if on_demand {
+                tokio::select! {
+                    r = demand.wait_for(|v| v.total() > 0) => if r.is_err() { return },
+                    () = stream.stopped() => return,
                 }
             }
-            if started.elapsed() > Duration::from_secs(5) {
-                backoff = BACKOFF_MIN;
+            stream.report(SourceEvent::Starting);
+            tokio::select! {
+                () = source.run(&stream) => return,
+                () = stream.stopped() => return,
+                () = unwatched_for(&mut demand, stream.config.stop_after), if on_demand => stream.went_idle(),
             }
-            let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-            tokio::time::sleep(backoff + jitter).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     })
 }
 
-/// One connection: returns when the stream ends or fails.
-async fn pull(client: &reqwest::Client, url: &Url, pipeline: &Pipeline) -> Result<(), String> {
-    let mut request_url = url.clone();
-    let (user, password) = (url.username().to_owned(), url.password().map(str::to_owned));
-    let _ = request_url.set_username("");
-    let _ = request_url.set_password(None);
-    let mut request = client.get(request_url);
-    if !user.is_empty() || password.is_some() {
-        request = request.basic_auth(user, password);
-    }
-    let response = request.send().await.map_err(|e| format!("connect failed: {}", without_url(&e)))?;
-    if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
-    }
-    let content_type = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let boundary = boundary_from_content_type(&content_type);
-    let mut parser = MultipartParser::new(boundary.as_deref(), DEFAULT_MAX_PART);
-    tracing::info!(stream = %pipeline.name, "source connected ({content_type})");
-    let mut body = response.bytes_stream();
-    let mut skipped_logged = false;
+/// Resolves once nobody has watched for `linger`.
+async fn unwatched_for(demand: &mut watch::Receiver<Viewers>, linger: Duration) {
     loop {
-        let chunk = match tokio::time::timeout(READ_TIMEOUT, body.next()).await {
-            Err(_) => return Err(format!("no data for {} s", READ_TIMEOUT.as_secs())),
-            Ok(None) => {
-                while let Some(event) = parser.finish() {
-                    deliver(event, pipeline, &mut skipped_logged);
-                }
-                return Ok(());
-            }
-            Ok(Some(Err(e))) => return Err(format!("read failed: {}", without_url(&e))),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
-        parser.push(&chunk);
-        while let Some(event) = parser.next_event() {
-            deliver(event, pipeline, &mut skipped_logged);
+        if demand.wait_for(|v| v.total() == 0).await.is_err() {
+            return std::future::pending().await;
         }
-        if pipeline.is_stopped() {
-            return Ok(());
+        if tokio::time::timeout(linger, demand.wait_for(|v| v.total() > 0)).await.is_err() {
+            return;
         }
     }
 }
 
-fn deliver(event: Event, pipeline: &Pipeline, skipped_logged: &mut bool) {
-    match event {
-        // Timestamp on arrival: parts carry no usable timestamps of our clock.
-        Event::Jpeg(part) => pipeline.push_frame(CapturedFrame { data: SourceFrame::Jpeg(part.jpeg), captured: Instant::now() }),
-        Event::Skipped(skip) => {
-            pipeline.stats.decode_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !*skipped_logged {
-                let why = match skip {
-                    Skip::TooLarge { size } => format!("part of {size} bytes is over the {DEFAULT_MAX_PART}-byte cap"),
-                    Skip::NotJpeg { size } => format!("part of {size} bytes is not a JPEG"),
-                    Skip::BadHeaders => "unreadable part headers".to_owned(),
-                };
-                tracing::warn!(stream = %pipeline.name, "skipping MJPEG part: {why} (further skips counted, not logged)");
-                *skipped_logged = true;
+struct Source {
+    client: reqwest::Client,
+    url: Url,
+    watchdog: Watchdog,
+    backoff: Backoff,
+}
+
+impl Source {
+    /// Connects, reads, and reconnects after every failure, for as long as it is polled.
+    async fn run(&mut self, stream: &Stream) {
+        loop {
+            self.watchdog.connected(Instant::now());
+            let mut frames = 0u64;
+            let why = match self.pull(stream, &mut frames).await {
+                Ok(()) => "the camera ended the stream".to_owned(),
+                Err(e) => e,
+            };
+            stream.report(SourceEvent::Failed(why));
+            if frames > 0 {
+                self.backoff.reset();
+            }
+            tokio::time::sleep(self.backoff.next_delay(rand::random())).await;
+        }
+    }
+
+    /// One connection: returns when the stream ends, fails or falls silent.
+    async fn pull(&mut self, stream: &Stream, frames: &mut u64) -> Result<(), String> {
+        let mut request_url = self.url.clone();
+        let (user, password) = (self.url.username().to_owned(), self.url.password().map(str::to_owned));
+        let _ = request_url.set_username("");
+        let _ = request_url.set_password(None);
+        let mut request = self.client.get(request_url);
+        if !user.is_empty() || password.is_some() {
+            request = request.basic_auth(user, password);
+        }
+        // A server that accepts the connection and never answers is silence too.
+        let response = match tokio::time::timeout_at(self.watchdog.deadline().into(), request.send()).await {
+            Err(_) => return Err(format!("no response for {} s", self.watchdog.limit().as_secs())),
+            Ok(Err(e)) => return Err(format!("connect failed: {}", describe(&e))),
+            Ok(Ok(r)) => r,
+        };
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let content_type = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let mut parser = MultipartParser::new(boundary_from_content_type(&content_type).as_deref(), DEFAULT_MAX_PART);
+        tracing::debug!(stream = stream.name(), "source connected ({content_type})");
+        let mut body = response.bytes_stream();
+        let mut skip_logged = false;
+        loop {
+            let chunk = match tokio::time::timeout_at(self.watchdog.deadline().into(), body.next()).await {
+                Err(_) => match self.watchdog.check(Instant::now()) {
+                    Some(silence) => return Err(silence.to_string()),
+                    None => continue,
+                },
+                Ok(None) => {
+                    while let Some(event) = parser.finish() {
+                        self.deliver(event, stream, frames, &mut skip_logged);
+                    }
+                    return Ok(());
+                }
+                Ok(Some(Err(e))) => return Err(format!("read failed: {}", describe(&e))),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            self.watchdog.bytes(Instant::now());
+            parser.push(&chunk);
+            while let Some(event) = parser.next_event() {
+                self.deliver(event, stream, frames, &mut skip_logged);
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: Event, stream: &Stream, frames: &mut u64, skip_logged: &mut bool) {
+        match event {
+            Event::Jpeg(part) => {
+                // Arrival is when we have the frame; parts carry no timestamps of our clock.
+                let now = Instant::now();
+                self.watchdog.frame(now);
+                *frames += 1;
+                let arrival_ms = unix_ms();
+                let captured_ms = part
+                    .timestamp
+                    .map(|t| (t * 1000.0) as u64)
+                    .filter(|t| t.abs_diff(arrival_ms) < TIMESTAMP_TRUST.as_millis() as u64)
+                    .unwrap_or(arrival_ms);
+                stream.deliver(SourceFrame::Jpeg(part.jpeg), now, captured_ms);
+            }
+            Event::Skipped(skip) => {
+                stream.pipeline.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                if !*skip_logged {
+                    let why = match skip {
+                        Skip::TooLarge { size } => format!("part of {size} bytes is over the {DEFAULT_MAX_PART}-byte cap"),
+                        Skip::NotJpeg { size } => format!("part of {size} bytes is not a JPEG"),
+                        Skip::BadHeaders => "unreadable part headers".to_owned(),
+                    };
+                    tracing::warn!(stream = stream.name(), "skipping MJPEG part: {why} (further skips on this connection are counted, not logged)");
+                    *skip_logged = true;
+                }
             }
         }
     }
@@ -111,7 +168,7 @@ fn deliver(event: Event, pipeline: &Pipeline, skipped_logged: &mut bool) {
 
 /// The error and its causes on one line. The request URL printed by reqwest has had its
 /// credentials removed before the request was built.
-fn without_url(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -156,6 +156,7 @@ impl WebRtcEngine {
                         let any = p.as_any();
                         if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                             stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            pipeline.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                             pipeline.request_keyframe(KeyframeReason::ViewerRequest);
                         }
                     }

@@ -225,8 +225,8 @@ fn ffmpeg_psnr(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<f6
     let (output, _) = ffmpeg(input, w, h, "info", &["-psnr"])?;
     let log = String::from_utf8_lossy(&output.stderr);
     log.lines()
-        .filter_map(|l| l.split("PSNR Mean Y:").nth(1)?.split_whitespace().next()?.parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.split("PSNR Mean Y:").nth(1)?.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no PSNR in FFmpeg's log"))
 }
 

@@ -1,0 +1,117 @@
+//! Status for operators and players: the stream list and details (JSON types from `shared`),
+//! Server-Sent Events of state and viewer changes, Prometheus metrics, and a health check.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::stream::Stream;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use scopecast_shared::api::{EVENT_STATE, EVENT_VIEWERS};
+use scopecast_shared::{SourceState, StreamInfo, StreamList};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn list_streams(State(state): State<Arc<AppState>>) -> Json<StreamList> {
+    Json(StreamList { streams: state.streams.values().map(|s| s.info()).collect() })
+}
+
+pub async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<StreamInfo>, ApiError> {
+    Ok(Json(state.stream(&name)?.info()))
+}
+
+/// `state` events (the source's [`scopecast_shared::StateEvent`]) and `viewers` events, each
+/// sent at once with the current value and then on every change. Ends when the relay stops.
+pub async fn stream_events(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let stream = state.stream(&name)?;
+    let mut states = stream.subscribe_state();
+    let mut viewers = stream.demand.subscribe();
+    states.mark_changed();
+    viewers.mark_changed();
+    let events = futures_util::stream::unfold((stream, states, viewers), |(stream, mut states, mut viewers)| async move {
+        let event = tokio::select! {
+            biased;
+            changed = states.changed() => {
+                changed.ok()?;
+                let current = states.borrow_and_update().clone();
+                Event::default().event(EVENT_STATE).json_data(current).ok()?
+            }
+            changed = viewers.changed() => {
+                changed.ok()?;
+                let current = *viewers.borrow_and_update();
+                Event::default().event(EVENT_VIEWERS).json_data(current).ok()?
+            }
+            () = stream.stopped() => return None,
+        };
+        Some((Ok::<Event, Infallible>(event), (stream, states, viewers)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Renders Prometheus text from a recorder of the relay's own (tests run several relays in one
+/// process, so nothing is installed globally). Values are read from the streams' counters at
+/// scrape time: the hot paths keep plain atomics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+}
+
+impl Metrics {
+    fn render(&self, state: &AppState) -> String {
+        metrics::with_local_recorder(&self.recorder, || {
+            for stream in state.streams.values() {
+                record_stream(stream);
+            }
+            metrics::gauge!("scopecast_whep_sessions").set(state.session_count() as f64);
+            metrics::counter!("scopecast_whep_sessions_created_total").absolute(state.sessions_created());
+        });
+        self.handle.render()
+    }
+}
+
+fn record_stream(stream: &Stream) {
+    let name = stream.name().to_owned();
+    let stats = &stream.pipeline.stats;
+    let current = stream.state().state;
+    for (label, s) in [("idle", SourceState::Idle), ("connecting", SourceState::Connecting), ("live", SourceState::Live), ("offline", SourceState::Offline)] {
+        metrics::gauge!("scopecast_source_state", "stream" => name.clone(), "state" => label).set(f64::from(u8::from(current == s)));
+    }
+    let counters = [
+        ("scopecast_frames_in_total", stats.frames_in.load(Ordering::Relaxed)),
+        ("scopecast_frames_encoded_total", stats.frames_encoded.load(Ordering::Relaxed)),
+        ("scopecast_frames_dropped_total", stats.frames_dropped.load(Ordering::Relaxed)),
+        ("scopecast_frames_rejected_total", stats.frames_rejected.load(Ordering::Relaxed)),
+        ("scopecast_keyframes_total", stats.keyframes.load(Ordering::Relaxed)),
+        ("scopecast_keyframe_requests_total", stats.keyframe_requests.load(Ordering::Relaxed)),
+        ("scopecast_encoded_bytes_total", stats.bytes_out.load(Ordering::Relaxed)),
+        ("scopecast_mjpeg_frames_skipped_total", stream.mjpeg_skipped.load(Ordering::Relaxed)),
+    ];
+    for (metric, value) in counters {
+        metrics::counter!(metric, "stream" => name.clone()).absolute(value);
+    }
+    let viewers = stream.demand.now();
+    for (kind, n) in [("webrtc", viewers.webrtc), ("mjpeg", viewers.mjpeg), ("snapshot", viewers.snapshot)] {
+        metrics::gauge!("scopecast_viewers", "stream" => name.clone(), "kind" => kind).set(f64::from(n));
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let text = state.metrics.render(&state);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
+}

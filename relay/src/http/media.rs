@@ -1,0 +1,124 @@
+//! Pictures over plain HTTP, for players that cannot do WebRTC and for stills:
+//! `GET /{stream}/mjpeg` re-serves the source as `multipart/x-mixed-replace`, one upstream
+//! connection for any number of clients; `GET /{stream}/snapshot.jpg` is the latest original
+//! JPEG at full resolution.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::stream::{Still, Stream, ViewerKind};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use scopecast_shared::SourceState;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+const BOUNDARY: &str = "scopecast-frame";
+/// Seconds a client is told to wait before asking again for an offline source.
+const RETRY_AFTER_S: u64 = 2;
+
+/// The still's JPEG, encoding it off the async workers when it is a raw picture.
+async fn jpeg_of(still: &Arc<Still>) -> Result<Bytes, ApiError> {
+    let result = if still.is_encoded() {
+        still.jpeg()
+    } else {
+        let still = Arc::clone(still);
+        tokio::task::spawn_blocking(move || still.jpeg()).await.map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    result.map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Capture time as `X-Timestamp` gives it (Unix seconds, millisecond fraction), the header
+/// µStreamer and mjpg-streamer use, which the relay's own MJPEG parser reads back.
+fn timestamp_header(captured_ms: u64) -> String {
+    format!("{}.{:03}", captured_ms / 1000, captured_ms % 1000)
+}
+
+fn source_unavailable(stream: &Stream) -> ApiError {
+    let state = stream.state();
+    let why = state.last_error.filter(|_| state.state == SourceState::Offline).unwrap_or_else(|| "it did not deliver a frame in time".to_owned());
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "source-offline", "Source offline", format!("stream '{}' has no live source: {why}", stream.name()))
+        .with_retry_after(RETRY_AFTER_S)
+}
+
+pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let stream = state.stream(&name)?;
+    // Counted while it waits, so an on-demand source starts for it.
+    let _viewer = stream.demand.join(ViewerKind::Snapshot);
+    if !stream.is_live() && stream.wait_started(stream.config.start_timeout).await != SourceState::Live {
+        return Err(source_unavailable(&stream));
+    }
+    let still = stream.latest().ok_or_else(|| source_unavailable(&stream))?;
+    let jpeg = jpeg_of(&still).await?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::HeaderName::from_static("x-timestamp"), super::whep::header_value(&timestamp_header(still.captured_ms))),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
+pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let stream = state.stream(&name)?;
+    let viewer = stream.demand.join(ViewerKind::Mjpeg);
+    let mut stills = stream.subscribe_stills();
+    // The current picture goes out at once (an idle source has none: it was dropped).
+    stills.mark_changed();
+    let mut opening = BytesMut::new();
+    opening.put_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+    let first = Bytes::from(opening);
+    // One part per newest still. The body is only polled as fast as the client reads, so a
+    // slow client skips to the latest still and never queues frames; skips are counted.
+    let parts = futures_util::stream::unfold((stream, stills, viewer, 0u64, Some(first)), |(stream, mut stills, viewer, last_seq, mut opening)| async move {
+        loop {
+            tokio::select! {
+                changed = stills.changed() => changed.ok()?,
+                () = stream.stopped() => return None,
+            }
+            let Some(still) = stills.borrow_and_update().clone() else { continue };
+            let Ok(jpeg) = jpeg_of(&still).await else { continue };
+            if last_seq > 0 && still.seq > last_seq + 1 {
+                stream.mjpeg_skipped.fetch_add(still.seq - last_seq - 1, Ordering::Relaxed);
+            }
+            let mut part = BytesMut::with_capacity(jpeg.len() + 160);
+            if let Some(opening) = opening.take() {
+                part.put_slice(&opening);
+            }
+            part.put_slice(
+                format!("Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\n\r\n", jpeg.len(), timestamp_header(still.captured_ms)).as_bytes(),
+            );
+            part.put_slice(&jpeg);
+            // The next boundary right away: browsers show a part only once they see it end,
+            // and waiting for the next frame would show every picture one frame late.
+            part.put_slice(format!("\r\n--{BOUNDARY}\r\n").as_bytes());
+            let seq = still.seq;
+            return Some((Ok::<Bytes, std::convert::Infallible>(part.freeze()), (stream, stills, viewer, seq, opening)));
+        }
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, super::whep::header_value(&format!("multipart/x-mixed-replace; boundary={BOUNDARY}"))),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Body::from_stream(parts),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_time_is_unix_seconds_with_milliseconds() {
+        assert_eq!(timestamp_header(1_795_575_705_705), "1795575705.705");
+        assert_eq!(timestamp_header(1_795_575_705_007), "1795575705.007");
+    }
+}

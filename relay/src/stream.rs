@@ -1,0 +1,393 @@
+//! One stream's hub: what its source feeds, and what every consumer reads.
+//!
+//! A source calls [`Stream::deliver`] for each frame and [`Stream::report`] for what happens to
+//! its connection. From there a frame goes to the H.264 pipeline (WebRTC viewers) and becomes
+//! the stream's latest [`Still`] (MJPEG clients, snapshots); a report becomes the stream's
+//! [`StateEvent`], which the API and its event streams show. [`Demand`] counts who watches, by
+//! kind, and is what starts and stops an on-demand source.
+
+use crate::config::{redact, SourceConfig, StreamConfig};
+use crate::ingest::health::{Health, SourceEvent};
+use crate::ingest::unix_ms;
+use crate::media::jpeg::{encode_i420, JpegError};
+use crate::media::I420;
+use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
+use bytes::Bytes;
+use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// JPEG quality for stills made from raw pictures (the test pattern).
+const STILL_QUALITY: i32 = 85;
+
+/// The newest picture of a stream, as the source gave it: the camera's own JPEG bytes, or the
+/// test pattern's picture, encoded to JPEG the first time someone asks for it.
+pub struct Still {
+    /// Increases by one per source frame: a consumer that sees a gap skipped frames.
+    pub seq: u64,
+    /// Capture time (Unix ms): the camera's `X-Timestamp` when it sends one, else arrival.
+    pub captured_ms: u64,
+    jpeg: OnceLock<Bytes>,
+    picture: Option<Arc<I420>>,
+}
+
+impl Still {
+    pub fn from_jpeg(seq: u64, captured_ms: u64, jpeg: Bytes) -> Self {
+        Self { seq, captured_ms, jpeg: OnceLock::from(jpeg), picture: None }
+    }
+
+    pub fn from_picture(seq: u64, captured_ms: u64, picture: Arc<I420>) -> Self {
+        Self { seq, captured_ms, jpeg: OnceLock::new(), picture: Some(picture) }
+    }
+
+    /// The JPEG. Encoding a raw picture costs milliseconds of CPU: unless [`Still::is_encoded`],
+    /// call this from a blocking thread. Consumers of the same still share one encode.
+    pub fn jpeg(&self) -> Result<Bytes, JpegError> {
+        if let Some(j) = self.jpeg.get() {
+            return Ok(j.clone());
+        }
+        let picture = self.picture.as_deref().ok_or(JpegError::NoPicture)?;
+        let encoded = Bytes::from(encode_i420(picture, STILL_QUALITY)?);
+        Ok(self.jpeg.get_or_init(|| encoded).clone())
+    }
+
+    pub fn is_encoded(&self) -> bool {
+        self.jpeg.get().is_some()
+    }
+}
+
+/// How a consumer watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerKind {
+    WebRtc,
+    Mjpeg,
+    Snapshot,
+}
+
+/// Who watches a stream right now. Subscribers (an on-demand source, event streams) see every
+/// change through a watch channel.
+pub struct Demand {
+    viewers: watch::Sender<Viewers>,
+}
+
+impl Demand {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { viewers: watch::channel(Viewers::default()).0 })
+    }
+
+    /// Counts a consumer until the guard is dropped.
+    pub fn join(self: &Arc<Self>, kind: ViewerKind) -> DemandGuard {
+        self.viewers.send_modify(|v| *slot(v, kind) += 1);
+        DemandGuard { demand: Arc::clone(self), kind }
+    }
+
+    pub fn now(&self) -> Viewers {
+        *self.viewers.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Viewers> {
+        self.viewers.subscribe()
+    }
+}
+
+fn slot(v: &mut Viewers, kind: ViewerKind) -> &mut u32 {
+    match kind {
+        ViewerKind::WebRtc => &mut v.webrtc,
+        ViewerKind::Mjpeg => &mut v.mjpeg,
+        ViewerKind::Snapshot => &mut v.snapshot,
+    }
+}
+
+/// One consumer, counted while it lives.
+pub struct DemandGuard {
+    demand: Arc<Demand>,
+    kind: ViewerKind,
+}
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        let kind = self.kind;
+        self.demand.viewers.send_modify(|v| *slot(v, kind) = slot(v, kind).saturating_sub(1));
+    }
+}
+
+/// A rate over a sliding window of counter samples (fps, bitrate). Pure: samples carry time.
+#[derive(Debug)]
+pub struct RateMeter {
+    window: Duration,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateMeter {
+    pub fn new(window: Duration) -> Self {
+        Self { window, samples: VecDeque::new() }
+    }
+
+    pub fn sample(&mut self, now: Instant, count: u64) {
+        self.samples.push_back((now, count));
+        while self.samples.len() > 2 && self.samples.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > self.window) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Per second over the window; 0 until two samples are in.
+    pub fn rate(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => c1.saturating_sub(*c0) as f64 / t1.duration_since(*t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Rates shown by the API: 5 s for what the encoder does, 10 s for what slow cameras send.
+struct Meters {
+    fps_in: RateMeter,
+    fps_out: RateMeter,
+    bytes_out: RateMeter,
+}
+
+pub struct Stream {
+    pub config: StreamConfig,
+    pub pipeline: Arc<Pipeline>,
+    pub demand: Arc<Demand>,
+    latest: watch::Sender<Option<Arc<Still>>>,
+    state: watch::Sender<StateEvent>,
+    seq: AtomicU64,
+    last_frame_ms: AtomicU64,
+    /// Frames MJPEG clients skipped because they read slower than the source sends.
+    pub mjpeg_skipped: AtomicU64,
+    meters: Mutex<Meters>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Stream {
+    pub fn new(config: StreamConfig, pipeline: Arc<Pipeline>) -> Arc<Self> {
+        let initial = if config.on_demand { SourceState::Idle } else { SourceState::Connecting };
+        Arc::new(Self {
+            config,
+            pipeline,
+            demand: Demand::new(),
+            latest: watch::channel(None).0,
+            state: watch::channel(StateEvent { state: initial, last_error: None, since_ms: unix_ms() }).0,
+            seq: AtomicU64::new(0),
+            last_frame_ms: AtomicU64::new(0),
+            mjpeg_skipped: AtomicU64::new(0),
+            meters: Mutex::new(Meters {
+                fps_in: RateMeter::new(Duration::from_secs(10)),
+                fps_out: RateMeter::new(Duration::from_secs(5)),
+                bytes_out: RateMeter::new(Duration::from_secs(5)),
+            }),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// A frame from the source: to the encoder, and as the latest still.
+    pub fn deliver(&self, data: SourceFrame, captured: Instant, captured_ms: u64) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let still = match &data {
+            SourceFrame::Jpeg(jpeg) => Still::from_jpeg(seq, captured_ms, jpeg.clone()),
+            SourceFrame::Raw(picture) => Still::from_picture(seq, captured_ms, Arc::clone(picture)),
+        };
+        self.latest.send_replace(Some(Arc::new(still)));
+        self.last_frame_ms.store(captured_ms, Ordering::Relaxed);
+        self.pipeline.push_frame(CapturedFrame { data, captured });
+        self.report(SourceEvent::Frame);
+    }
+
+    /// Something happened to the source. Changes (not every retry) are logged once and shown
+    /// to subscribers.
+    pub fn report(&self, event: SourceEvent) {
+        let name = self.name();
+        self.state.send_if_modified(|current| {
+            let mut health = Health { state: current.state, last_error: current.last_error.clone() };
+            if !health.apply(&event) {
+                return false;
+            }
+            if health.state != current.state {
+                current.since_ms = unix_ms();
+            }
+            match (&health.state, &event) {
+                (SourceState::Offline, SourceEvent::Failed(why)) => tracing::warn!(stream = name, "source offline: {why}"),
+                (SourceState::Live, _) => tracing::info!(stream = name, "source live"),
+                (SourceState::Idle, _) => tracing::info!(stream = name, "source stopped: nobody is watching"),
+                (SourceState::Connecting, _) => tracing::info!(stream = name, "source starting"),
+                _ => {}
+            }
+            current.state = health.state;
+            current.last_error = health.last_error;
+            true
+        });
+    }
+
+    pub fn state(&self) -> StateEvent {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe_state(&self) -> watch::Receiver<StateEvent> {
+        self.state.subscribe()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state.borrow().state == SourceState::Live
+    }
+
+    /// Waits, up to `timeout`, for a starting source to either deliver a frame or fail, and
+    /// returns the state it is in then. The caller should hold demand, so that an on-demand
+    /// source starts.
+    pub async fn wait_started(&self, timeout: Duration) -> SourceState {
+        let mut rx = self.state.subscribe();
+        let settled = |s: &StateEvent| matches!(s.state, SourceState::Live | SourceState::Offline);
+        let _ = tokio::time::timeout(timeout, rx.wait_for(settled)).await;
+        self.state.borrow().state
+    }
+
+    /// An on-demand source was stopped because nobody watches. Its last picture is dropped:
+    /// the next viewer waits for a fresh one rather than seeing one from hours ago.
+    pub fn went_idle(&self) {
+        self.latest.send_replace(None);
+        self.pipeline.forget_picture();
+        self.report(SourceEvent::Stopped);
+    }
+
+    pub fn latest(&self) -> Option<Arc<Still>> {
+        self.latest.borrow().clone()
+    }
+
+    pub fn subscribe_stills(&self) -> watch::Receiver<Option<Arc<Still>>> {
+        self.latest.subscribe()
+    }
+
+    /// Whether frames are wanted at full rate: a WebRTC viewer is attached or an MJPEG client
+    /// reads (the test pattern slows down otherwise).
+    pub fn is_watched(&self) -> bool {
+        self.pipeline.is_watched() || self.demand.now().mjpeg > 0
+    }
+
+    /// Stops the source and the encoder.
+    pub fn stop(&self) {
+        self.shutdown.send_replace(true);
+        self.pipeline.stop();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves when the stream is stopped.
+    pub async fn stopped(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Feeds the rate meters; the relay calls this about once a second.
+    pub fn sample_rates(&self, now: Instant) {
+        let stats = &self.pipeline.stats;
+        let mut m = crate::lock(&self.meters);
+        m.fps_in.sample(now, stats.frames_in.load(Ordering::Relaxed));
+        m.fps_out.sample(now, stats.frames_encoded.load(Ordering::Relaxed));
+        m.bytes_out.sample(now, stats.bytes_out.load(Ordering::Relaxed));
+    }
+
+    /// What the API shows.
+    pub fn info(&self) -> StreamInfo {
+        let stats = &self.pipeline.stats;
+        let known = |v: usize| (v > 0).then_some(v as u32);
+        let name = &self.config.name;
+        let (source, source_url) = match &self.config.source {
+            SourceConfig::TestPattern { .. } => (SourceKind::TestPattern, None),
+            SourceConfig::Mjpeg { url } => (SourceKind::Mjpeg, Some(redact(url))),
+        };
+        let (width, height) = match (&self.config.source, self.config.size) {
+            (_, Some((w, h))) => (Some(w as u32), Some(h as u32)),
+            (SourceConfig::TestPattern { width, height, .. }, None) => (Some(*width as u32), Some(*height as u32)),
+            _ => (known(stats.width.load(Ordering::Relaxed)), known(stats.height.load(Ordering::Relaxed))),
+        };
+        let state = self.state();
+        let (fps_in, fps_out, bitrate) = {
+            let m = crate::lock(&self.meters);
+            (m.fps_in.rate(), m.fps_out.rate(), m.bytes_out.rate() * 8.0)
+        };
+        let last_frame = self.last_frame_ms.load(Ordering::Relaxed);
+        StreamInfo {
+            name: name.clone(),
+            source,
+            source_url,
+            state: state.state,
+            last_error: state.last_error,
+            state_since_ms: state.since_ms,
+            on_demand: self.config.on_demand,
+            offline_policy: self.config.offline_policy,
+            width,
+            height,
+            max_fps: self.config.max_fps,
+            fps_in: (fps_in * 100.0).round() / 100.0,
+            fps_out: (fps_out * 100.0).round() / 100.0,
+            bitrate_bps: bitrate.round() as u64,
+            viewers: self.demand.now(),
+            frames_in: stats.frames_in.load(Ordering::Relaxed),
+            frames_encoded: stats.frames_encoded.load(Ordering::Relaxed),
+            frames_dropped: stats.frames_dropped.load(Ordering::Relaxed),
+            frames_rejected: stats.frames_rejected.load(Ordering::Relaxed),
+            last_frame_ms: (last_frame > 0).then_some(last_frame),
+            whep_url: format!("/{name}/whep"),
+            mjpeg_url: format!("/{name}/mjpeg"),
+            snapshot_url: format!("/{name}/snapshot.jpg"),
+            events_url: format!("/api/v1/streams/{name}/events"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demand_counts_by_kind_until_guards_drop() {
+        let d = Demand::new();
+        let mut rx = d.subscribe();
+        let a = d.join(ViewerKind::WebRtc);
+        let b = d.join(ViewerKind::Mjpeg);
+        let c = d.join(ViewerKind::Mjpeg);
+        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0 });
+        assert!(rx.has_changed().expect("open"));
+        drop((a, b));
+        assert_eq!(d.now().total(), 1);
+        drop(c);
+        assert_eq!(rx.borrow_and_update().total(), 0);
+    }
+
+    #[test]
+    fn rates_over_a_sliding_window() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut m = RateMeter::new(Duration::from_secs(5));
+        assert_eq!(m.rate(), 0.0);
+        for n in 0..=10 {
+            m.sample(s(n), n * 25);
+        }
+        assert_eq!(m.rate(), 25.0);
+        // The source stops: the rate falls as the window slides past the last frames.
+        for n in 11..=14 {
+            m.sample(s(n), 250);
+        }
+        assert_eq!(m.rate(), 25.0 / 5.0);
+        m.sample(s(16), 250);
+        assert_eq!(m.rate(), 0.0);
+    }
+
+    #[test]
+    fn a_raw_still_is_encoded_once_on_demand() {
+        let still = Still::from_picture(1, 5, Arc::new(I420::new(64, 48)));
+        assert!(!still.is_encoded());
+        let a = still.jpeg().expect("encodes");
+        assert!(still.is_encoded() && a.starts_with(&[0xFF, 0xD8]));
+        assert_eq!(still.jpeg().expect("cached").as_ptr(), a.as_ptr(), "shared, not encoded again");
+    }
+}
