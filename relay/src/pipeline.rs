@@ -111,6 +111,39 @@ impl KeyframeThrottle {
     }
 }
 
+/// A stream slower than this gets an IDR for every new frame, and a repeat of the picture in
+/// between: browsers ask for a keyframe when nothing decodable came for ~3 s, and players'
+/// freeze detectors fire on a still picture.
+pub const REPEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When to encode without a new source frame, and when a new frame must be an IDR. Time is an
+/// argument, so the rule is tested without a clock.
+#[derive(Debug, Default)]
+pub struct Cadence {
+    last_output: Option<Instant>,
+    last_source: Option<Instant>,
+}
+
+impl Cadence {
+    /// A new source frame; returns true when it comes after a gap that calls for an IDR (a slow
+    /// stream, or the first frame after an outage).
+    pub fn source_frame(&mut self, captured: Instant) -> bool {
+        let gap = self.last_source.map(|t| captured.saturating_duration_since(t));
+        self.last_source = Some(captured);
+        gap.is_some_and(|g| g >= REPEAT_INTERVAL)
+    }
+
+    /// Something was sent to the viewers.
+    pub fn output(&mut self, now: Instant) {
+        self.last_output = Some(now);
+    }
+
+    /// When the picture is to be repeated if nothing else is sent before.
+    pub fn repeat_at(&self) -> Option<Instant> {
+        self.last_output.map(|t| t + REPEAT_INTERVAL)
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     frame: Option<CapturedFrame>,
@@ -223,7 +256,7 @@ impl Pipeline {
             }
         };
         loop {
-            let (frame, keyframe) = {
+            let (frame, keyframe, repeat) = {
                 let mut slot = lock(&self.slot);
                 loop {
                     if slot.shutdown {
@@ -234,14 +267,22 @@ impl Pipeline {
                     }
                     let watched = self.is_watched();
                     if watched && (slot.frame.is_some() || (slot.keyframe_wanted && worker.has_picture())) {
-                        break;
+                        break (slot.frame.take(), std::mem::take(&mut slot.keyframe_wanted), false);
                     }
-                    slot = match self.wake.wait_timeout(slot, Duration::from_secs(1)) {
+                    let now = Instant::now();
+                    let repeat_at = worker.has_picture().then(|| worker.cadence.repeat_at()).flatten();
+                    if watched && repeat_at.is_some_and(|t| t <= now) {
+                        break (None, false, true);
+                    }
+                    let wait = match repeat_at {
+                        Some(t) if watched => t.saturating_duration_since(now).clamp(Duration::from_millis(1), Duration::from_secs(1)),
+                        _ => Duration::from_secs(1),
+                    };
+                    slot = match self.wake.wait_timeout(slot, wait) {
                         Ok((guard, _)) => guard,
                         Err(poisoned) => poisoned.into_inner().0,
                     };
                 }
-                (slot.frame.take(), std::mem::take(&mut slot.keyframe_wanted))
             };
             if let Some(frame) = frame {
                 if !worker.accept(&frame, keyframe, self.settings.max_fps) {
@@ -259,7 +300,7 @@ impl Pipeline {
                     // A joiner still gets the previous picture as an IDR, below.
                 }
             }
-            match worker.encode(keyframe) {
+            match worker.encode(keyframe, repeat) {
                 Ok(Some(out)) => {
                     self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
                     self.stats.bytes_out.fetch_add(out.bytes as u64, Ordering::Relaxed);
@@ -346,6 +387,9 @@ struct EncoderWorker {
     last_rtp: Option<u32>,
     /// The capture time of the picture to encode next, if it is a new one.
     pending_capture: Option<Instant>,
+    /// The picture to encode next follows a gap and goes out as an IDR.
+    pending_idr: bool,
+    cadence: Cadence,
     decode_errors: LogLimiter,
     encode_errors: LogLimiter,
 }
@@ -375,6 +419,8 @@ impl EncoderWorker {
             rtp_offset: rand::random(),
             last_rtp: None,
             pending_capture: None,
+            pending_idr: false,
+            cadence: Cadence::default(),
             decode_errors: LogLimiter::default(),
             encode_errors: LogLimiter::default(),
         })
@@ -433,20 +479,23 @@ impl EncoderWorker {
             });
         }
         self.pending_capture = Some(frame.captured);
+        self.pending_idr = self.cadence.source_frame(frame.captured);
         Ok(())
     }
 
-    /// Encodes the current picture: a new frame, or a repeat of the last one as an IDR.
-    fn encode(&mut self, keyframe: bool) -> Result<Option<RtpFrame>, WorkerError> {
+    /// Encodes the current picture: a new frame, or the last one again, as an IDR for a
+    /// joiner or as a cheap repeat (a P-frame of skipped blocks) that keeps a slow stream alive.
+    fn encode(&mut self, keyframe: bool, repeat: bool) -> Result<Option<RtpFrame>, WorkerError> {
         let Some(picture) = &self.picture else { return Ok(None) };
         let captured = match self.pending_capture.take() {
             Some(t) => t,
-            None if keyframe => Instant::now(),
+            None if keyframe || repeat => Instant::now(),
             None => return Ok(None),
         };
-        if keyframe {
+        if keyframe || std::mem::take(&mut self.pending_idr) {
             self.encoder.force_keyframe();
         }
+        self.cadence.output(Instant::now());
         let Some(encoded) = self.encoder.encode(picture)? else { return Ok(None) };
         // RTP time follows capture time, so a camera's jitter and pauses show up as they were.
         let ticks = captured.saturating_duration_since(self.epoch).as_micros() as u64 * RTP_CLOCK_HZ / 1_000_000;
@@ -555,6 +604,41 @@ mod tests {
             other => panic!("the slow viewer should have been left behind, got {other:?}"),
         }
         assert!(slow.try_recv().is_ok(), "and it resumes from the newest frames");
+        p.stop();
+    }
+
+    #[test]
+    fn slow_streams_get_idrs_after_gaps_and_repeats_in_between() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Cadence::default();
+        assert_eq!(c.repeat_at(), None, "nothing to repeat before the first output");
+        assert!(!c.source_frame(ms(0)), "the first frame is an IDR anyway (a viewer joined)");
+        c.output(ms(5));
+        assert_eq!(c.repeat_at(), Some(ms(1005)));
+        assert!(!c.source_frame(ms(40)), "25 fps: deltas");
+        c.output(ms(45));
+        assert_eq!(c.repeat_at(), Some(ms(1045)), "any output postpones the repeat");
+        assert!(c.source_frame(ms(5040)), "one frame in 5 s: each is an IDR");
+    }
+
+    #[test]
+    fn a_watched_slow_stream_repeats_its_picture_and_sends_new_frames_as_idrs() {
+        let p = Pipeline::start("slow", settings(None)).expect("start");
+        let (_guard, mut rx) = p.attach_viewer();
+        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(160, 120))), captured: Instant::now() });
+        let first = recv(&mut rx);
+        assert!(first.keyframe);
+        // No new frame for 2.3 s: the picture goes out again about once a second, cheaply.
+        let (a, b) = (recv(&mut rx), recv(&mut rx));
+        assert!(!a.keyframe && !b.keyframe, "repeats are P-frames");
+        assert!(a.bytes < first.bytes / 4, "a repeat of an unchanged picture is small: {} vs {}", a.bytes, first.bytes);
+        let ts = |f: &RtpFrame| f.packets[0].header.timestamp;
+        let gap = ts(&b).wrapping_sub(ts(&a));
+        assert!((80_000..=100_000).contains(&gap), "about 1 s of 90 kHz RTP time between repeats: {gap}");
+        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(160, 120))), captured: Instant::now() });
+        let next = recv(&mut rx);
+        assert!(next.keyframe, "a frame after a gap of seconds is an IDR");
         p.stop();
     }
 

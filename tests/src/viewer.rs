@@ -12,11 +12,11 @@ use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::interceptor::registry::Registry;
-use webrtc::media::io::sample_builder::SampleBuilder;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp::codecs::h264::H264Packet;
+use webrtc::rtp::packetizer::Depacketizer;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
@@ -179,13 +179,48 @@ fn url_base(url: &str) -> String {
     url[..end].to_owned()
 }
 
+/// Puts one access unit together from its RTP packets and hands it over on the marker bit, as a
+/// browser's jitter buffer does. (The webrtc crate's SampleBuilder holds each frame until the
+/// next one starts, which would delay a slow stream's picture by a whole frame interval.)
+/// Packets arrive in order on loopback, so a sequence gap is a loss: that frame is dropped.
+#[derive(Default)]
+struct FrameAssembler {
+    depacketizer: H264Packet,
+    access_unit: Vec<u8>,
+    timestamp: Option<u32>,
+    next_sequence: Option<u16>,
+    broken: bool,
+}
+
+impl FrameAssembler {
+    fn push(&mut self, packet: &webrtc::rtp::packet::Packet) -> Option<Vec<u8>> {
+        let h = &packet.header;
+        if self.timestamp != Some(h.timestamp) {
+            *self = Self { timestamp: Some(h.timestamp), next_sequence: self.next_sequence, ..Self::default() };
+        }
+        if self.next_sequence.is_some_and(|n| n != h.sequence_number) {
+            self.broken = true;
+        }
+        self.next_sequence = Some(h.sequence_number.wrapping_add(1));
+        match self.depacketizer.depacketize(&packet.payload) {
+            Ok(nal) => self.access_unit.extend_from_slice(&nal),
+            Err(_) => self.broken = true,
+        }
+        if !h.marker {
+            return None;
+        }
+        self.timestamp = None;
+        let complete = std::mem::take(&mut self.access_unit);
+        (!self.broken).then_some(complete)
+    }
+}
+
 fn decode_loop(rtp: std::sync::mpsc::Receiver<webrtc::rtp::packet::Packet>, tx: mpsc::UnboundedSender<DecodedFrame>) {
     let Ok(mut decoder) = openh264::decoder::Decoder::new() else { return };
-    let mut builder = SampleBuilder::new(64, H264Packet::default(), 90_000);
+    let mut assembler = FrameAssembler::default();
     while let Ok(packet) = rtp.recv() {
-        builder.push(packet);
-        while let Some(sample) = builder.pop() {
-            let Ok(Some(yuv)) = decoder.decode(&sample.data) else { continue };
+        if let Some(access_unit) = assembler.push(&packet) {
+            let Ok(Some(yuv)) = decoder.decode(&access_unit) else { continue };
             let (width, height) = yuv.dimensions();
             let stride = yuv.strides().0;
             let frame = DecodedFrame { width, height, timecode: timecode::read(yuv.y(), stride, width, height), at: Instant::now() };
