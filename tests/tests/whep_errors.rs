@@ -94,6 +94,9 @@ async fn bad_requests_get_their_status_and_problem_body() {
     let answer = res.text().await.expect("answer");
     assert!(answer.contains("a=sendonly") && answer.contains("a=candidate:") && answer.contains("H264"), "{answer}");
     assert!(answer.contains("profile-level-id=42e01f"), "{answer}");
+    // The relay's UDP socket is bound to 127.0.0.1: no other address may be offered to peers.
+    let candidates: Vec<&str> = answer.lines().filter(|l| l.starts_with("a=candidate:")).collect();
+    assert!(candidates.iter().all(|c| c.contains(" 127.0.0.1 ")), "only the bound address: {candidates:?}");
 
     let trickle = Some("application/trickle-ice-sdpfrag");
     let ufrag = offer.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).expect("ufrag").trim().to_owned();

@@ -70,8 +70,8 @@ impl WebRtcEngine {
     pub async fn new(ice: &IceConfig) -> Result<Self, WebRtcError> {
         // IPv4 only: a mux bound to 0.0.0.0 would still advertise IPv6 candidates, which
         // Chromium tries first, delaying the first frame by seconds.
-        let bind = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), ice.udp.port());
-        let socket = tokio::net::UdpSocket::bind(if ice.udp.is_ipv4() { ice.udp } else { bind }).await.map_err(|e| WebRtcError::Bind(ice.udp, e))?;
+        let bind = if ice.udp.is_ipv4() { ice.udp } else { std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), ice.udp.port()) };
+        let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| WebRtcError::Bind(ice.udp, e))?;
         let udp_port = socket.local_addr().map_err(|e| WebRtcError::Bind(ice.udp, e))?.port();
         let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
 
@@ -89,7 +89,11 @@ impl WebRtcEngine {
         let mut settings = SettingEngine::default();
         settings.set_udp_network(UDPNetwork::Muxed(mux));
         settings.set_network_types(vec![NetworkType::Udp4]);
-        settings.set_include_loopback_candidate(ice.include_loopback);
+        settings.set_include_loopback_candidate(ice.include_loopback || bind.ip().is_loopback());
+        // A socket bound to one address receives nothing sent to the others: advertise only it,
+        // or peers spend their first checks (and seconds) on candidates that cannot answer.
+        let bound_ip = bind.ip();
+        settings.set_ip_filter(Box::new(move |ip| bound_ip.is_unspecified() || ip == bound_ip));
         settings.set_interface_filter(Box::new(|name: &str| !is_virtual_interface(name)));
         // Chromium hides its host IPs behind .local names; resolving them can stall. Ignore
         // them: its connectivity checks reach us anyway and become peer-reflexive candidates.
