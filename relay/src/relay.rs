@@ -6,6 +6,7 @@ use crate::media::EncoderSettings;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::stream::Stream;
 use crate::webrtc::{WebRtcEngine, WebRtcError};
+use axum::serve::ListenerExt;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +74,7 @@ impl Relay {
         };
         let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
+        let listener = listener.tap_io(tune_http_socket);
         let udp_port = engine.udp_port();
         let state = Arc::new(AppState::new(streams, engine, Limits { max_sessions: Some(1000) }));
         let app = router(Arc::clone(&state));
@@ -117,6 +119,21 @@ impl Relay {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+    }
+}
+
+/// At most this much may wait unsent in the kernel for one HTTP client. Linux grows a socket's
+/// send buffer to megabytes for a client that reads slowly; an MJPEG client on weak Wi-Fi would
+/// then see pictures seconds old. Capped, the relay stops handing it parts, and the client skips
+/// to the newest frame instead.
+const HTTP_UNSENT_LIMIT: u32 = 128 * 1024;
+
+fn tune_http_socket(tcp: &mut tokio::net::TcpStream) {
+    // Small writes (SSE events, part headers) go out at once.
+    let _ = tcp.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_notsent_lowat(HTTP_UNSENT_LIMIT) {
+        tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
     }
 }
 

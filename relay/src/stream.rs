@@ -210,11 +210,15 @@ impl Stream {
             if !health.apply(&event) {
                 return false;
             }
-            if health.state != current.state {
+            let changed_state = health.state != current.state;
+            if changed_state {
                 current.since_ms = unix_ms();
             }
+            // A line per change of state; a new reason while already offline (the cause, then
+            // "connection refused" from the retries) is shown by the API and events, not logged.
             match (&health.state, &event) {
-                (SourceState::Offline, SourceEvent::Failed(why)) => tracing::warn!(stream = name, "source offline: {why}"),
+                (SourceState::Offline, SourceEvent::Failed(why)) if changed_state => tracing::warn!(stream = name, "source offline: {why}"),
+                (SourceState::Offline, SourceEvent::Failed(why)) => tracing::debug!(stream = name, "source still offline: {why}"),
                 (SourceState::Live, _) => tracing::info!(stream = name, "source live"),
                 (SourceState::Idle, _) => tracing::info!(stream = name, "source stopped: nobody is watching"),
                 (SourceState::Connecting, _) => tracing::info!(stream = name, "source starting"),

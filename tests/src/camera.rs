@@ -10,7 +10,7 @@ use bytes::Bytes;
 use scopecast::media::testpattern::TestPattern;
 use scopecast::media::I420;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,36 +33,98 @@ pub enum Framing {
 
 pub struct Camera {
     pub addr: SocketAddr,
+    /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections streaming right now.
+    pub active: Arc<AtomicUsize>,
+    /// Bumped by [`Camera::stop`]: streams of an older generation end.
+    generation: Arc<AtomicU64>,
+    app: Router,
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Camera {
     pub fn url(&self) -> String {
         format!("http://{}/stream", self.addr)
     }
+
+    /// The camera goes away: new connections are refused and open streams end.
+    pub async fn stop(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(server) = self.server.lock().expect("camera lock").take() {
+            server.abort();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The camera comes back on the same address.
+    pub async fn restart(&self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        *self.server.lock().expect("camera lock") = Some(serve(listener, self.app.clone()));
+    }
+}
+
+fn serve(listener: tokio::net::TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }
 
 pub async fn start(frames: Frames, fps: f64, framing: Framing) -> Camera {
     let connections = Arc::new(AtomicUsize::new(0));
-    let conns = Arc::clone(&connections);
-    let app = Router::new().route(
-        "/stream",
-        get(move || {
-            conns.fetch_add(1, Ordering::Relaxed);
-            let frames = frames.clone();
-            async move { stream_response(frames, fps, framing) }
-        }),
-    );
+    let active = Arc::new(AtomicUsize::new(0));
+    let generation = Arc::new(AtomicU64::new(0));
+    let app = {
+        let (connections, active, generation) = (Arc::clone(&connections), Arc::clone(&active), Arc::clone(&generation));
+        Router::new().route(
+            "/stream",
+            get(move || {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let frames = frames.clone();
+                let live = Live { active: Arc::clone(&active), generation: Arc::clone(&generation), born: generation.load(Ordering::SeqCst) };
+                async move { stream_response(frames, fps, framing, live) }
+            }),
+        )
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind camera");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    Camera { addr, connections }
+    let server = serve(listener, app.clone());
+    Camera { addr, connections, active, generation, app, server: std::sync::Mutex::new(Some(server)) }
 }
 
-fn stream_response(frames: Frames, fps: f64, framing: Framing) -> Response {
+/// One streaming connection: counted as active while it lives, ended when the camera stops.
+struct Live {
+    active: Arc<AtomicUsize>,
+    generation: Arc<AtomicU64>,
+    born: u64,
+}
+
+impl Live {
+    fn camera_stopped(&self) -> bool {
+        self.generation.load(Ordering::SeqCst) != self.born
+    }
+}
+
+fn stream_response(frames: Frames, fps: f64, framing: Framing, live: Live) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     // The pattern is rendered and JPEG-encoded on a blocking thread, like a camera would.
     tokio::task::spawn_blocking(move || {
+        live.active.fetch_add(1, Ordering::SeqCst);
+        struct Done(Arc<AtomicUsize>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(Arc::clone(&live.active));
         let mut pattern = match &frames {
             Frames::Pattern { width, height, .. } => Some(TestPattern::new("camera", *width, *height)),
             Frames::Fixed(_) => None,
@@ -74,6 +136,9 @@ fn stream_response(frames: Frames, fps: f64, framing: Framing) -> Response {
             return;
         }
         loop {
+            if live.camera_stopped() {
+                return;
+            }
             let jpeg = match (&frames, &mut pattern) {
                 (Frames::Pattern { strip_huffman, .. }, Some(p)) => {
                     let mut pic = I420::new(2, 2);
@@ -100,8 +165,12 @@ fn stream_response(frames: Frames, fps: f64, framing: Framing) -> Response {
                 return; // Client left.
             }
             next += interval;
-            if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
-                std::thread::sleep(wait);
+            // Sleep in steps, so a slow camera that is stopped ends its stream at once.
+            while let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                if live.camera_stopped() {
+                    return;
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(20)));
             }
         }
     });

@@ -3,6 +3,8 @@
 
 pub mod browser;
 pub mod camera;
+pub mod clients;
+pub mod logs;
 pub mod viewer;
 
 use scopecast::config::{Config, IceConfig, StreamConfig};

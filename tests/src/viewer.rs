@@ -30,6 +30,30 @@ pub struct DecodedFrame {
     pub at: Instant,
 }
 
+/// What arrived over RTP, for continuity checks: one track, one SSRC, no sequence gaps and no
+/// timestamp going backwards, whatever the source did meanwhile.
+#[derive(Debug, Default, Clone)]
+pub struct RtpLog {
+    pub tracks: usize,
+    pub ssrcs: std::collections::BTreeSet<u32>,
+    pub packets: u64,
+    pub sequence_gaps: u64,
+    pub timestamp_regressions: u64,
+    last: Option<(u16, u32)>,
+}
+
+impl RtpLog {
+    fn packet(&mut self, h: &webrtc::rtp::header::Header) {
+        self.packets += 1;
+        self.ssrcs.insert(h.ssrc);
+        if let Some((seq, ts)) = self.last {
+            self.sequence_gaps += u64::from(h.sequence_number != seq.wrapping_add(1));
+            self.timestamp_regressions += u64::from((h.timestamp.wrapping_sub(ts) as i32) < 0);
+        }
+        self.last = Some((h.sequence_number, h.timestamp));
+    }
+}
+
 pub struct WhepViewer {
     pub pc: Arc<RTCPeerConnection>,
     /// Absolute session URL from the 201's Location.
@@ -40,7 +64,7 @@ pub struct WhepViewer {
     pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
     /// The answer's SDP.
     pub answer: String,
-    pub pli_sent: Arc<std::sync::atomic::AtomicU64>,
+    pub rtp: Arc<std::sync::Mutex<RtpLog>>,
 }
 
 async fn new_peer() -> anyhow::Result<Arc<RTCPeerConnection>> {
@@ -97,14 +121,18 @@ impl WhepViewer {
         let (pc, offer) = make_offer_for(wants).await?;
         let offer = edit(offer);
         let (tx, frames) = mpsc::unbounded_channel();
-        let pli_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let rtp = Arc::new(std::sync::Mutex::new(RtpLog::default()));
+        let log = Arc::clone(&rtp);
         pc.on_track(Box::new(move |track, _, _| {
             let tx = tx.clone();
+            let log = Arc::clone(&log);
+            log.lock().expect("rtp log").tracks += 1;
             // Decoding happens on a plain thread: openh264 is synchronous and CPU-bound.
             let (rtp_tx, rtp_rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || decode_loop(rtp_rx, tx));
             tokio::spawn(async move {
                 while let Ok((packet, _)) = track.read_rtp().await {
+                    log.lock().expect("rtp log").packet(&packet.header);
                     if rtp_tx.send(packet).is_err() {
                         break;
                     }
@@ -127,7 +155,7 @@ impl WhepViewer {
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
         let base = url_base(whep_url);
         let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-        Ok(Self { pc, session_url, etag, answered_at, frames, answer, pli_sent })
+        Ok(Self { pc, session_url, etag, answered_at, frames, answer, rtp })
     }
 
     /// Collects decoded frames until `n` arrive or `timeout` passes.
@@ -141,6 +169,22 @@ impl WhepViewer {
             }
         }
         out
+    }
+
+    /// Frames decoded and not yet taken.
+    pub fn take_ready(&mut self) -> Vec<DecodedFrame> {
+        std::iter::from_fn(|| self.frames.try_recv().ok()).collect()
+    }
+
+    /// The first decoded frame whose timecode was captured at or after `unix_ms`, and when.
+    pub async fn first_captured_after(&mut self, unix_ms: u64, timeout: Duration) -> Option<DecodedFrame> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.frames.recv()).await.ok()??;
+            if frame.timecode.is_some_and(|t| t.capture_ms >= unix_ms & scopecast_shared::timecode::TIME_MASK) {
+                return Some(frame);
+            }
+        }
     }
 
     /// DELETE on the session URL; returns the status.

@@ -166,15 +166,16 @@ impl Source {
     }
 }
 
-/// The error and its causes on one line. The request URL printed by reqwest has had its
-/// credentials removed before the request was built.
+/// The root cause, which is what an operator can act on ("Connection refused (os error 111)"):
+/// reqwest's own message repeats the URL and the layers it went through.
 fn describe(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
     }
-    msg
+    if e.is_timeout() {
+        format!("timed out ({cause})")
+    } else {
+        cause.to_string()
+    }
 }
