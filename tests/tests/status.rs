@@ -1,0 +1,101 @@
+//! What operators and players read: the stream API, its Server-Sent Events, Prometheus
+//! metrics and the health check, followed through a camera going away and coming back.
+
+use scopecast_shared::{Problem, SourceKind, SourceState, StreamInfo, StreamList};
+use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::clients::SseReader;
+use scopecast_tests::logs;
+use scopecast_tests::viewer::WhepViewer;
+use scopecast_tests::{base_url, mjpeg_stream, start_relay};
+use std::time::Duration;
+
+/// The value of a Prometheus sample with exactly these labels (in any order).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let pairs: Vec<&str> = rest.trim_end_matches('}').split(',').filter(|p| !p.is_empty()).collect();
+        let matches = metric_name == name && pairs.len() == labels.len() && labels.iter().all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    reqwest::get(url).await.expect("GET").json().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_api_events_and_metrics_follow_the_camera() {
+    let logs = logs::capture();
+    let cam = camera::start(Frames::Pattern { width: 640, height: 360, strip_huffman: false }, 25.0, Framing::FfmpegCrlf).await;
+    let with_password = cam.url().replace("http://", "http://astro:hunter2@");
+    let relay = start_relay(vec![mjpeg_stream("scope", &with_password, None)]).await;
+    let base = base_url(&relay);
+    let info_url = format!("{base}/api/v1/streams/scope");
+
+    let mut events = SseReader::open(&format!("{info_url}/events")).await.expect("event stream");
+    let first = events.next(Duration::from_secs(5)).await.expect("the current state at once");
+    assert_eq!(first.event, "state", "{first:?}");
+    if first.data["state"] != "live" {
+        events.until("state", Duration::from_secs(5), |d| d["state"] == "live").await.expect("live");
+    }
+
+    let mut viewer = WhepViewer::connect(&format!("{base}/scope/whep")).await.expect("WHEP negotiation");
+    events.until("viewers", Duration::from_secs(5), |d| d["webrtc"] == 1).await.expect("viewer count event");
+    assert!(viewer.collect(25, Duration::from_secs(10)).await.len() >= 25);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let info: StreamInfo = get_json(&info_url).await;
+    assert_eq!((info.name.as_str(), info.source, info.state), ("scope", SourceKind::Mjpeg, SourceState::Live));
+    assert_eq!(info.source_url.as_deref(), Some(cam.url().as_str()), "the URL without its credentials");
+    assert_eq!((info.width, info.height), (Some(640), Some(360)));
+    assert!((15.0..=35.0).contains(&info.fps_in) && (15.0..=35.0).contains(&info.fps_out), "rates: in {} out {}", info.fps_in, info.fps_out);
+    assert!(info.bitrate_bps > 10_000, "bitrate {}", info.bitrate_bps);
+    assert_eq!(info.viewers.webrtc, 1);
+    assert!(info.frames_in >= 25 && info.frames_encoded >= 25, "{info:?}");
+    let age = scopecast::ingest::unix_ms().saturating_sub(info.last_frame_ms.expect("a last frame"));
+    assert!(age < 1000, "last frame {age} ms ago");
+    assert_eq!((info.whep_url.as_str(), info.mjpeg_url.as_str(), info.snapshot_url.as_str()), ("/scope/whep", "/scope/mjpeg", "/scope/snapshot.jpg"));
+    let list: StreamList = get_json(&format!("{base}/api/v1/streams")).await;
+    assert_eq!(list.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["scope"]);
+
+    let res = reqwest::get(format!("{base}/metrics")).await.expect("metrics");
+    assert!(res.headers()["content-type"].to_str().expect("type").starts_with("text/plain; version=0.0.4"));
+    let text = res.text().await.expect("text");
+    let scope = ("stream", "scope");
+    assert_eq!(metric(&text, "scopecast_source_state", &[scope, ("state", "live")]), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "scopecast_source_state", &[scope, ("state", "offline")]), Some(0.0));
+    assert_eq!(metric(&text, "scopecast_viewers", &[scope, ("kind", "webrtc")]), Some(1.0));
+    assert!(metric(&text, "scopecast_frames_in_total", &[scope]).is_some_and(|v| v >= 25.0));
+    assert!(metric(&text, "scopecast_encoded_bytes_total", &[scope]).is_some_and(|v| v > 0.0));
+    assert_eq!(metric(&text, "scopecast_whep_sessions", &[]), Some(1.0));
+
+    // The camera goes away: the event says so with the reason, the API and metrics agree.
+    cam.stop().await;
+    let offline = events.until("state", Duration::from_secs(5), |d| d["state"] == "offline").await.expect("offline event");
+    let reason = offline.data["last_error"].as_str().expect("a reason").to_owned();
+    let info: StreamInfo = get_json(&info_url).await;
+    assert_eq!(info.state, SourceState::Offline);
+    assert!(info.last_error.is_some());
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert_eq!(metric(&text, "scopecast_source_state", &[scope, ("state", "offline")]), Some(1.0));
+    cam.restart().await;
+    events.until("state", Duration::from_secs(5), |d| d["state"] == "live").await.expect("live again");
+
+    viewer.delete().await.expect("DELETE");
+    events.until("viewers", Duration::from_secs(5), |d| d["webrtc"] == 0).await.expect("viewer gone");
+
+    assert_eq!(reqwest::get(format!("{base}/healthz")).await.expect("healthz").text().await.expect("text"), "ok");
+    for path in ["/api/v1/streams/nebula", "/api/v1/streams/nebula/events"] {
+        let res = reqwest::get(format!("{base}{path}")).await.expect("GET");
+        assert_eq!(res.status(), 404, "{path}");
+        assert_eq!(res.json::<Problem>().await.expect("problem").slug(), "unknown-stream");
+    }
+    // The password is sent to the camera, and shown nowhere else.
+    assert!(!reason.contains("hunter2"));
+    assert!(logs.lines_with(&["hunter2"]).is_empty(), "credentials in the log");
+    assert!(!logs.lines_with(&["scope"]).is_empty(), "the log was captured");
+
+    relay.shutdown().await;
+    assert!(events.next(Duration::from_secs(5)).await.is_none(), "event streams end when the relay stops");
+}
