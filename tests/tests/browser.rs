@@ -3,7 +3,9 @@
 use scopecast::config::StreamConfig;
 use scopecast_tests::browser::Browser;
 use scopecast_shared::timecode;
-use scopecast_tests::{base_url, eventually, start_relay};
+use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,4 +88,46 @@ async fn assert_levels_survive(c: &fantoccini::Client) {
     let (dark, bright) = (mean(&zeros), mean(&ones));
     assert!((8..=28).contains(&dark), "luma 16 rendered as {dark}: shadows crushed (full range not signalled?)");
     assert!((222..=247).contains(&bright), "luma 235 rendered as {bright}: highlights clipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_on_a_slow_camera_asks_for_few_keyframes_and_sees_no_freezes() {
+    // One frame every 5 s through the MJPEG ingest, played for 30 s.
+    let cam = camera::start(Frames::Pattern { width: 640, height: 360, strip_huffman: false }, 0.2, Framing::FfmpegCrlf).await;
+    let relay = start_relay(vec![mjpeg_stream("deep", &cam.url(), None)]).await;
+    let stream = relay.state().stream("deep").expect("stream");
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/deep/", base_url(&relay))).await.expect("open page");
+    let stats = r#"
+        const done = arguments[arguments.length - 1];
+        const p = window.scopecast;
+        if (!p || !p.pc) return done({});
+        p.pc.getStats().then((all) => {
+            let out = {};
+            all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") out = s; });
+            done({ frames: out.framesDecoded || 0, plis: out.pliCount || 0, firs: out.firCount || 0, freezes: out.freezeCount || 0 });
+        });
+    "#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut first = serde_json::Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        first = c.execute_async(stats, vec![]).await.expect("stats");
+        if first["frames"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first["frames"].as_u64().unwrap_or(0) > 0, "a picture at once on a 0.2 fps stream: {first}");
+
+    let requests_before = stream.pipeline.stats.keyframe_requests.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let last = c.execute_async(stats, vec![]).await.expect("stats");
+    let requests = stream.pipeline.stats.keyframe_requests.load(Ordering::Relaxed) - requests_before;
+    assert!(requests <= 3, "the relay got {requests} PLI/FIR in 30 s ({last})");
+    assert!(last["plis"].as_u64().unwrap_or(99) <= 3, "Chromium sent too many PLIs: {last}");
+    assert!(last["frames"].as_u64().unwrap_or(0) >= 25, "about a frame a second kept the player fed: {last}");
+    assert_eq!(last["freezes"].as_u64(), Some(0), "no freeze detected: {last}");
+    browser.close().await;
+    relay.shutdown().await;
 }
