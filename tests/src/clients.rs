@@ -7,6 +7,14 @@ use scopecast::ingest::multipart::{boundary_from_content_type, Event, MultipartP
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// What came next on an event stream.
+#[derive(Debug)]
+pub enum Next {
+    Event(SseEvent),
+    Ended,
+    TimedOut,
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
@@ -29,14 +37,38 @@ impl SseReader {
         Ok(Self { body: res.bytes_stream().boxed(), buf: String::new(), ready: VecDeque::new() })
     }
 
-    /// The next event (keep-alive comments skipped), or `None` after `timeout`.
+    /// The next event (keep-alive comments skipped), or `None` when the stream ends or
+    /// `timeout` passes.
     pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        match self.next_or_end(timeout).await {
+            Next::Event(e) => Some(e),
+            Next::Ended | Next::TimedOut => None,
+        }
+    }
+
+    /// Whether the server ends the stream within `timeout` (events before the end are skipped).
+    pub async fn ends_within(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.next_or_end(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+                Next::Event(_) => continue,
+                Next::Ended => return true,
+                Next::TimedOut => return false,
+            }
+        }
+    }
+
+    pub async fn next_or_end(&mut self, timeout: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(e) = self.ready.pop_front() {
-                return Some(e);
+                return Next::Event(e);
             }
-            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.ok()??.ok()?;
+            let chunk = match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return Next::TimedOut,
+                Ok(None) | Ok(Some(Err(_))) => return Next::Ended,
+                Ok(Some(Ok(chunk))) => chunk,
+            };
             self.buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();

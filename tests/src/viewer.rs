@@ -64,6 +64,8 @@ pub struct WhepViewer {
     pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
     /// The answer's SDP.
     pub answer: String,
+    /// The 201's Link header values.
+    pub links: Vec<String>,
     pub rtp: Arc<std::sync::Mutex<RtpLog>>,
 }
 
@@ -150,12 +152,13 @@ impl WhepViewer {
         let answered_at = Instant::now();
         let location = response.headers().get("location").and_then(|v| v.to_str().ok()).ok_or_else(|| anyhow::anyhow!("no Location"))?.to_owned();
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let links = response.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
         anyhow::ensure!(response.headers().get("content-type").is_some_and(|v| v == "application/sdp"), "answer content type");
         let answer = response.text().await?;
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
         let base = url_base(whep_url);
         let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-        Ok(Self { pc, session_url, etag, answered_at, frames, answer, rtp })
+        Ok(Self { pc, session_url, etag, answered_at, frames, answer, links, rtp })
     }
 
     /// Collects decoded frames until `n` arrive or `timeout` passes.
@@ -185,6 +188,13 @@ impl WhepViewer {
                 return Some(frame);
             }
         }
+    }
+
+    /// The absolute URL of the 201's Link with relation `rel`.
+    pub fn link(&self, rel: &str) -> Option<String> {
+        let link = self.links.iter().find(|l| l.contains(&format!("rel=\"{rel}\"")))?;
+        let target = link.split('>').next()?.trim_start_matches('<');
+        Some(if target.starts_with('/') { format!("{}{target}", url_base(&self.session_url)) } else { target.to_owned() })
     }
 
     /// DELETE on the session URL; returns the status.

@@ -97,5 +97,64 @@ async fn status_api_events_and_metrics_follow_the_camera() {
     assert!(!logs.lines_with(&["scope"]).is_empty(), "the log was captured");
 
     relay.shutdown().await;
-    assert!(events.next(Duration::from_secs(5)).await.is_none(), "event streams end when the relay stops");
+    assert!(events.ends_within(Duration::from_secs(5)).await, "event streams end when the relay stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_server_sent_events_extension() {
+    const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
+    let cam = camera::start(Frames::Pattern { width: 320, height: 240, strip_huffman: false }, 25.0, Framing::FfmpegCrlf).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
+    let relay = start_relay(vec![mjpeg_stream("scope", &cam.url(), None), mjpeg_stream("dark", &format!("http://{closed}/"), None)]).await;
+    let base = base_url(&relay);
+    let client = reqwest::Client::new();
+    let viewer = WhepViewer::connect(&format!("{base}/scope/whep")).await.expect("WHEP negotiation");
+    let link = viewer.links.iter().find(|l| l.contains(REL)).expect("the 201 advertises the extension");
+    assert!(link.contains("events=\"active,inactive,viewercount\""), "{link}");
+    let sse = viewer.link(REL).expect("extension URL");
+
+    // Ask for the events; a body that names an event not offered is refused.
+    let bad = client.post(&sse).header("content-type", "application/json").body(r#"["layers"]"#).send().await.expect("POST");
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Problem>().await.expect("problem").slug(), "bad-event-list");
+    let created = client.post(&sse).header("content-type", "application/json").body(r#"["active","inactive","viewercount"]"#).send().await.expect("POST");
+    assert_eq!(created.status(), 201);
+    let events_url = format!("{base}{}", created.headers()["location"].to_str().expect("location"));
+    let mut events = SseReader::open(&events_url).await.expect("event stream");
+    let mut first_two = [events.next(Duration::from_secs(5)).await.expect("event"), events.next(Duration::from_secs(5)).await.expect("event")];
+    first_two.sort_by(|a, b| a.event.cmp(&b.event));
+    assert_eq!((first_two[0].event.as_str(), first_two[0].data.clone()), ("active", serde_json::json!({})));
+    assert_eq!((first_two[1].event.as_str(), first_two[1].data.clone()), ("viewercount", serde_json::json!({ "viewercount": 1 })));
+
+    // An MJPEG viewer counts; the camera going and coming is inactive, then active.
+    let mjpeg = scopecast_tests::clients::MjpegReader::open(&format!("{base}/scope/mjpeg")).await.expect("MJPEG");
+    events.until("viewercount", Duration::from_secs(5), |d| d["viewercount"] == 2).await.expect("two viewers");
+    drop(mjpeg);
+    events.until("viewercount", Duration::from_secs(5), |d| d["viewercount"] == 1).await.expect("one viewer");
+    cam.stop().await;
+    events.until("inactive", Duration::from_secs(5), |_| true).await.expect("inactive");
+    cam.restart().await;
+    events.until("active", Duration::from_secs(5), |_| true).await.expect("active again");
+
+    // DELETE ends the event stream; it is gone afterwards.
+    assert_eq!(client.delete(&events_url).send().await.expect("DELETE").status(), 200);
+    assert!(events.ends_within(Duration::from_secs(5)).await, "the deleted stream ends");
+    assert_eq!(client.get(&events_url).send().await.expect("GET").status(), 404);
+    // Every event stream ends with its WHEP session.
+    let created = client.post(&sse).send().await.expect("POST without a body: every event");
+    assert_eq!(created.status(), 201);
+    let mut events = SseReader::open(&format!("{base}{}", created.headers()["location"].to_str().expect("location"))).await.expect("event stream");
+    assert!(events.next(Duration::from_secs(5)).await.is_some());
+    assert_eq!(viewer.delete().await.expect("DELETE"), 200);
+    assert!(events.ends_within(Duration::from_secs(5)).await, "the event stream ends with its session");
+
+    // A stream that is not live sends no initial `inactive`.
+    let dark = WhepViewer::connect(&format!("{base}/dark/whep")).await.expect("WHEP negotiation (the default policy waits)");
+    let created = client.post(dark.link(REL).expect("extension URL")).send().await.expect("POST");
+    let mut events = SseReader::open(&format!("{base}{}", created.headers()["location"].to_str().expect("location"))).await.expect("event stream");
+    let first = events.next(Duration::from_secs(5)).await.expect("event");
+    assert_eq!(first.event, "viewercount", "{first:?}");
+    assert!(events.next(Duration::from_secs(2)).await.is_none_or(|e| e.event != "inactive"), "no initial inactive");
+    dark.delete().await.expect("DELETE");
+    relay.shutdown().await;
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 pub mod media;
 pub mod whep;
+pub mod whep_sse;
 
 use crate::lock;
 use crate::pipeline::Pipeline;
@@ -14,7 +15,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,8 @@ pub struct SessionEntry {
     pub session: Session,
     /// Counts the session as a viewer of its stream (and keeps an on-demand source running).
     pub _demand: DemandGuard,
+    /// Its WHEP Server-Sent Events streams, by id.
+    pub event_streams: Mutex<HashMap<String, whep_sse::EventStream>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -80,7 +83,7 @@ impl AppState {
     }
 
     fn insert_session(&self, id: &str, stream: &str, etag: String, session: Session, demand: DemandGuard) {
-        let entry = Arc::new(SessionEntry { stream: stream.to_owned(), etag, session, _demand: demand });
+        let entry = Arc::new(SessionEntry { stream: stream.to_owned(), etag, session, _demand: demand, event_streams: Mutex::default() });
         self.sessions_created.fetch_add(1, Ordering::Relaxed);
         lock(&self.sessions).insert(id.to_owned(), entry);
         if lock(&self.ended_early).remove(id) {
@@ -93,6 +96,7 @@ impl AppState {
         let removed = lock(&self.sessions).remove(id);
         match removed {
             Some(entry) => {
+                whep_sse::end_all(&entry);
                 tokio::spawn(async move { entry.session.close().await });
             }
             None => {
@@ -110,6 +114,7 @@ impl AppState {
     pub async fn close_all(&self) {
         let all: Vec<_> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
         for s in all {
+            whep_sse::end_all(&s);
             s.session.close().await;
         }
     }
@@ -149,6 +154,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{stream}/whep/{id}",
             get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session).options(whep::session_options),
         )
+        .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
+        .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })
         .layer(cors)
         .layer(middleware::from_fn(whep_discovery_headers))

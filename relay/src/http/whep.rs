@@ -105,7 +105,9 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    h.insert(header::LOCATION, header_value(&format!("/{stream}/whep/{id}")));
+    let location = format!("/{stream}/whep/{id}");
+    h.append(header::LINK, header_value(&super::whep_sse::link(&location)));
+    h.insert(header::LOCATION, header_value(&location));
     h.insert(header::ETAG, header_value(&etag));
     for url in state.engine.ice_servers() {
         h.append(header::LINK, header_value(&format!("<{url}>; rel=\"ice-server\"")));

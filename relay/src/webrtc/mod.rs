@@ -298,9 +298,15 @@ impl Session {
         self.pc.connection_state()
     }
 
+    /// Becomes true when the session is closed.
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
     /// Stops media and closes the peer connection.
     pub async fn close(&self) {
-        let _ = self.closed.send(true);
+        // send_replace: stored even with no receiver left, for anyone who subscribes later.
+        self.closed.send_replace(true);
         let _ = self.pc.close().await;
     }
 }
