@@ -5,6 +5,10 @@ const $ = (id) => document.getElementById(id);
 const player = { pc: null, sessionUrl: null, stream: null, state: "idle" };
 window.scopecast = player; // For tests and debugging.
 
+// A relay with a token is opened as /?token=...; the token goes along with every request.
+const token = new URLSearchParams(location.search).get("token");
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
+
 function setState(state, detail = "") {
   player.state = state;
   $("state").textContent = detail ? `${state}: ${detail}` : state;
@@ -12,7 +16,7 @@ function setState(state, detail = "") {
 }
 
 async function listStreams() {
-  const res = await fetch("/api/v1/streams");
+  const res = await fetch("/api/v1/streams", { headers: auth });
   if (!res.ok) throw new Error(`stream list: HTTP ${res.status}`);
   return (await res.json()).streams;
 }
@@ -51,7 +55,7 @@ async function play(stream) {
   await gathered(pc, 1000);
   const res = await fetch(`/${encodeURIComponent(stream)}/whep`, {
     method: "POST",
-    headers: { "Content-Type": "application/sdp" },
+    headers: { "Content-Type": "application/sdp", ...auth },
     body: pc.localDescription.sdp,
   });
   if (res.status !== 201) {
@@ -69,12 +73,12 @@ async function hangUp() {
   player.pc = null;
   player.sessionUrl = null;
   if (pc) pc.close();
-  if (sessionUrl) await fetch(sessionUrl, { method: "DELETE", keepalive: true }).catch(() => {});
+  if (sessionUrl) await fetch(sessionUrl, { method: "DELETE", headers: auth, keepalive: true }).catch(() => {});
 }
 
 // Ends the session on the relay when the page goes away.
 addEventListener("pagehide", () => {
-  if (player.sessionUrl) fetch(player.sessionUrl, { method: "DELETE", keepalive: true });
+  if (player.sessionUrl) fetch(player.sessionUrl, { method: "DELETE", headers: auth, keepalive: true });
 });
 
 function showInfo() {
@@ -92,7 +96,7 @@ async function main() {
     const nav = $("streams");
     for (const s of streams) {
       const a = document.createElement("a");
-      a.href = `/${encodeURIComponent(s.name)}/`;
+      a.href = `/${encodeURIComponent(s.name)}/${location.search}`;
       a.textContent = s.name;
       if (chosen && s.name === chosen.name) a.className = "current";
       nav.append(a);

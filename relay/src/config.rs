@@ -30,6 +30,11 @@ pub struct Cli {
     /// public address of a port-forwarded relay). Repeatable.
     #[arg(long = "ice-host", value_name = "HOST")]
     pub ice_hosts: Vec<String>,
+    /// A bearer token that WHEP, the API, events, metrics, MJPEG and snapshots require
+    /// (`Authorization: Bearer TOKEN`, or `?token=TOKEN`). Prefer the environment variable:
+    /// command lines are visible to every user of the machine.
+    #[arg(long, env = "SCOPECAST_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -66,6 +71,10 @@ struct FileConfig {
 struct ServerFile {
     http: Option<SocketAddr>,
     webrtc_udp: Option<SocketAddr>,
+    token: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    max_sessions: Option<usize>,
+    session_rate: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,10 +140,42 @@ pub struct IceConfig {
     pub include_loopback: bool,
 }
 
+/// Who may use the relay, and how much.
+#[derive(Clone, PartialEq)]
+pub struct SecurityConfig {
+    /// Bearer token for everything but the page and the health check; `None` leaves it open.
+    pub token: Option<String>,
+    /// Origins whose pages may call the relay; `*` is any.
+    pub cors_origins: Vec<String>,
+    /// WHEP sessions at once, over all streams.
+    pub max_sessions: usize,
+    /// WHEP sessions one client address may create per second (in bursts of twice that).
+    pub session_rate: f64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self { token: None, cors_origins: vec!["*".to_owned()], max_sessions: 200, session_rate: 5.0 }
+    }
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("cors_origins", &self.cors_origins)
+            .field("max_sessions", &self.max_sessions)
+            .field("session_rate", &self.session_rate)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub http: SocketAddr,
     pub ice: IceConfig,
+    pub security: SecurityConfig,
     pub streams: Vec<StreamConfig>,
 }
 
@@ -153,6 +194,7 @@ impl Config {
                 stun_servers: Vec::new(),
                 include_loopback: true,
             },
+            security: SecurityConfig::default(),
             streams: vec![StreamConfig::test_pattern(DEFAULT_STREAM, 1280, 720, 25.0)],
         }
     }
@@ -176,6 +218,9 @@ impl Config {
             config.ice.udp = udp;
         }
         config.ice.additional_hosts.extend(cli.ice_hosts.iter().cloned());
+        if let Some(token) = &cli.token {
+            config.security.token = Some(token.clone());
+        }
         if !cli.streams.is_empty() {
             config.streams = cli
                 .streams
@@ -247,6 +292,12 @@ impl Config {
                 stun_servers: file.ice.stun_servers,
                 include_loopback: file.ice.include_loopback.unwrap_or(true),
             },
+            security: SecurityConfig {
+                token: file.server.token,
+                cors_origins: file.server.cors_origins.unwrap_or(defaults.security.cors_origins),
+                max_sessions: file.server.max_sessions.unwrap_or(defaults.security.max_sessions),
+                session_rate: file.server.session_rate.unwrap_or(defaults.security.session_rate),
+            },
             streams,
         };
         config.validate()?;
@@ -285,10 +336,37 @@ impl Config {
                 return Err(invalid(format!("{key}.keyframe_interval_s"), "must be between 0 and 3600"));
             }
         }
+        self.security.validate()?;
         for url in &self.ice.stun_servers {
             if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
                 return Err(invalid("ice.stun_servers", format!("'{url}' is not a stun: URL")));
             }
+        }
+        Ok(())
+    }
+}
+
+impl SecurityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            // RFC 6750's b64token, so it travels in a header and a query string unchanged.
+            let token_char = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+            if !(8..=256).contains(&token.len()) || !token.chars().all(token_char) {
+                return Err(invalid("server.token", "8-256 characters of A-Z, a-z, 0-9 and -._~+/="));
+            }
+        }
+        for origin in &self.cors_origins {
+            let bare_origin = Url::parse(origin)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !origin.ends_with('/') && u.query().is_none());
+            if origin != "*" && !bare_origin {
+                return Err(invalid("server.cors_origins", format!("'{origin}' is not an origin like http://host:port, or *")));
+            }
+        }
+        if !(1..=10_000).contains(&self.max_sessions) {
+            return Err(invalid("server.max_sessions", "must be between 1 and 10000"));
+        }
+        if !(0.1..=1000.0).contains(&self.session_rate) {
+            return Err(invalid("server.session_rate", "must be between 0.1 and 1000 per second"));
         }
         Ok(())
     }
@@ -366,6 +444,10 @@ mod tests {
             [server]
             http = "127.0.0.1:9000"
             webrtc_udp = "0.0.0.0:9001"
+            token = "s3cret-t0ken"
+            cors_origins = ["http://telescope-ui.local:3000"]
+            max_sessions = 50
+            session_rate = 2
             [ice]
             additional_hosts = ["192.0.2.7", "scope.example"]
             [streams.scope]
@@ -386,6 +468,9 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.http.port(), 9000);
+        assert_eq!(c.security.token.as_deref(), Some("s3cret-t0ken"));
+        assert_eq!((c.security.cors_origins.as_slice(), c.security.max_sessions, c.security.session_rate), (&["http://telescope-ui.local:3000".to_owned()][..], 50, 2.0));
+        assert!(!format!("{:?}", c).contains("s3cret"), "Debug never shows the token");
         assert_eq!(c.streams.len(), 2);
         let pattern = c.streams.iter().find(|s| s.name == "pattern").expect("pattern");
         assert_eq!(pattern.source, SourceConfig::TestPattern { width: 1280, height: 720, fps: 0.2 });
@@ -410,6 +495,11 @@ mod tests {
             ("[streams.a]\nsource = \"http://cam/\"\nstall_timeout_s = 0\n", "streams.a.stall_timeout_s"),
             ("[streams.a]\nsource = \"http://cam/\"\nstop_after_s = -1\n", "streams.a.stop_after_s"),
             ("[streams.a]\nsource = \"test:\"\non_demand = true\n", "streams.a.on_demand"),
+            ("[server]\ntoken = \"short\"\n", "server.token"),
+            ("[server]\ntoken = \"has spaces in it\"\n", "server.token"),
+            ("[server]\ncors_origins = [\"http://ui.local/path\"]\n", "server.cors_origins"),
+            ("[server]\nmax_sessions = 0\n", "server.max_sessions"),
+            ("[server]\nsession_rate = 0\n", "server.session_rate"),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();

@@ -1,7 +1,7 @@
 //! Assembles a running relay: pipelines and their sources, the WebRTC engine, the HTTP server.
 
 use crate::config::{Config, SourceConfig};
-use crate::http::{router, AppState, Limits};
+use crate::http::{router, AppState};
 use crate::media::EncoderSettings;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::stream::Stream;
@@ -76,11 +76,12 @@ impl Relay {
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
         let listener = listener.tap_io(tune_http_socket);
         let udp_port = engine.udp_port();
-        let state = Arc::new(AppState::new(streams, engine, Limits { max_sessions: Some(1000) }));
+        let state = Arc::new(AppState::new(streams, engine, config.security.clone()));
         let app = router(Arc::clone(&state));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            // Client addresses, for the per-client session limit.
+            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
                 let _ = rx.await;
             });
             if let Err(e) = serve.await {

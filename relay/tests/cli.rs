@@ -1,5 +1,5 @@
-//! The `scopecast` binary as a user runs it: flags, the URLs it prints, config errors and their
-//! exit code, and a clean stop on SIGTERM.
+//! The `scopecast` binary as a user runs it: flags, the token from the environment, the URLs
+//! it prints, config errors and their exit code, and a clean stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -13,6 +13,7 @@ fn scopecast() -> Command {
 fn runs_with_a_stream_flag_prints_its_urls_serves_them_and_stops_on_sigterm() {
     let mut child = scopecast()
         .args(["--http", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--stream", "deep=test:640x480@0.5"])
+        .env("SCOPECAST_TOKEN", "from-the-environment")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -24,7 +25,11 @@ fn runs_with_a_stream_flag_prints_its_urls_serves_them_and_stops_on_sigterm() {
     assert!(banner[2].contains("UDP port"), "{banner:?}");
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let list: serde_json::Value = rt.block_on(async { reqwest::get(format!("{base}/api/v1/streams")).await?.json().await }).expect("stream list");
+    let api = format!("{base}/api/v1/streams");
+    let refused = rt.block_on(async { reqwest::get(&api).await }).expect("GET");
+    assert_eq!(refused.status(), 401, "the token from SCOPECAST_TOKEN is required");
+    let client = reqwest::Client::new();
+    let list: serde_json::Value = rt.block_on(async { client.get(&api).bearer_auth("from-the-environment").send().await?.json().await }).expect("stream list");
     assert_eq!(list["streams"][0]["name"], "deep");
     assert_eq!((list["streams"][0]["width"].as_u64(), list["streams"][0]["max_fps"].as_f64()), (Some(640), Some(0.5)));
     let page = rt.block_on(async { reqwest::get(format!("{base}/deep/")).await?.text().await }).expect("page");

@@ -7,7 +7,7 @@ pub mod clients;
 pub mod logs;
 pub mod viewer;
 
-use scopecast::config::{Config, IceConfig, StreamConfig};
+use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};
 use scopecast::Relay;
 
 /// A stream pulling MJPEG from `url`, scaled to `size` when given.
@@ -21,9 +21,15 @@ pub fn mjpeg_stream(name: &str, url: &str, size: Option<(usize, usize)>) -> Stre
 
 /// Starts a relay on free loopback ports with the given streams.
 pub async fn start_relay(streams: Vec<StreamConfig>) -> Relay {
+    start_relay_with(streams, SecurityConfig::default()).await
+}
+
+/// Starts a relay with a token, CORS origins or limits of the test's choosing.
+pub async fn start_relay_with(streams: Vec<StreamConfig>, security: SecurityConfig) -> Relay {
     let config = Config {
         http: "127.0.0.1:0".parse().expect("address"),
         ice: IceConfig { udp: "127.0.0.1:0".parse().expect("address"), additional_hosts: vec![], stun_servers: vec![], include_loopback: true },
+        security,
         streams,
     };
     config.validate().expect("test configuration is valid");

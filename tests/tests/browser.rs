@@ -1,19 +1,21 @@
 //! Headless Chromium plays the relay's page over WHEP and decodes H.264.
 
-use scopecast::config::StreamConfig;
+use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast_tests::browser::Browser;
 use scopecast_shared::timecode;
 use scopecast_tests::camera::{self, Framing, Frames};
-use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay};
+use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay, start_relay_with};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
-    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]).await;
+    // A relay with a token: the page, opened with ?token=, passes it on to every request.
+    let security = SecurityConfig { token: Some("page-token-123".into()), ..SecurityConfig::default() };
+    let relay = start_relay_with(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)], security).await;
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
-    c.goto(&format!("{}/telescope/", base_url(&relay))).await.expect("open page");
+    c.goto(&format!("{}/telescope/?token=page-token-123", base_url(&relay))).await.expect("open page");
 
     // framesDecoded from the receiver's stats, and the <video>'s size.
     let probe = r#"

@@ -1,10 +1,10 @@
 //! The WHEP contract's error cases, each bad request with its status and RFC 9457 body, plus
 //! the discovery and CORS answers players rely on.
 
-use scopecast::config::StreamConfig;
+use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast_shared::Problem;
 use scopecast_tests::viewer::make_offer;
-use scopecast_tests::{base_url, start_relay};
+use scopecast_tests::{base_url, start_relay, start_relay_with};
 
 struct Case {
     name: &'static str,
@@ -48,7 +48,9 @@ async fn check(client: &reqwest::Client, base: &str, c: &Case) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_their_status_and_problem_body() {
     use reqwest::Method as M;
-    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 5.0)]).await;
+    // Many bad offers in a row from one client: the per-client limit is not what is tested here.
+    let generous = SecurityConfig { session_rate: 1000.0, ..SecurityConfig::default() };
+    let relay = start_relay_with(vec![StreamConfig::test_pattern("telescope", 320, 240, 5.0)], generous).await;
     let base = base_url(&relay);
     let client = reqwest::Client::new();
     let (_pc, offer) = make_offer().await.expect("offer");

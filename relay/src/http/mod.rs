@@ -2,11 +2,13 @@
 //! in [`error::ApiError`].
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod media;
 pub mod whep;
 pub mod whep_sse;
 
+use crate::config::SecurityConfig;
 use crate::lock;
 use crate::pipeline::Pipeline;
 use crate::stream::{DemandGuard, Stream};
@@ -22,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use whep::ACCEPT_PATCH;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Static files (the page and its assets), built into the binary.
 #[derive(rust_embed::RustEmbed)]
@@ -39,15 +41,12 @@ pub struct SessionEntry {
     pub event_streams: Mutex<HashMap<String, whep_sse::EventStream>>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Limits {
-    pub max_sessions: Option<usize>,
-}
-
 pub struct AppState {
     pub streams: BTreeMap<String, Arc<Stream>>,
     pub engine: WebRtcEngine,
-    pub limits: Limits,
+    pub security: SecurityConfig,
+    /// Session creations per client address.
+    pub session_limiter: Mutex<auth::RateLimiter>,
     sessions: Mutex<HashMap<String, Arc<SessionEntry>>>,
     /// Sessions that ended before they were registered (the race is real: ICE may fail fast).
     ended_early: Mutex<std::collections::HashSet<String>>,
@@ -56,8 +55,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(streams: BTreeMap<String, Arc<Stream>>, engine: WebRtcEngine, limits: Limits) -> Self {
-        Self { streams, engine, limits, sessions: Mutex::default(), ended_early: Mutex::default(), sessions_created: AtomicU64::new(0), metrics: api::Metrics::default() }
+    pub fn new(streams: BTreeMap<String, Arc<Stream>>, engine: WebRtcEngine, security: SecurityConfig) -> Self {
+        let session_limiter = Mutex::new(auth::RateLimiter::new(security.session_rate, 2.0 * security.session_rate));
+        Self {
+            streams,
+            engine,
+            security,
+            session_limiter,
+            sessions: Mutex::default(),
+            ended_early: Mutex::default(),
+            sessions_created: AtomicU64::new(0),
+            metrics: api::Metrics::default(),
+        }
     }
 
     pub fn stream(&self, name: &str) -> Result<Arc<Stream>, ApiError> {
@@ -127,8 +136,15 @@ pub fn random_token() -> String {
 
 /// The relay's routes.
 pub fn router(state: Arc<AppState>) -> Router {
+    let origins = &state.security.cors_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Validated as origins by the configuration.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH])
         // Without these a cross-origin player plays but cannot read Location, never sends
@@ -157,6 +173,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })
+        // Inside CORS, so that a page on another origin can read a 401 too.
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth::require_token))
         .layer(cors)
         .layer(middleware::from_fn(whep_discovery_headers))
         .with_state(state)

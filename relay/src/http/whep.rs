@@ -13,10 +13,13 @@ use scopecast_shared::{OfflinePolicy, SourceState};
 use crate::webrtc::sdp::{parse_fragment, FragmentError, OfferError};
 use crate::webrtc::{TrickleError, WebRtcError};
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, Request, State};
+use crate::lock;
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Largest accepted offer or fragment. Real offers are 2-8 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -59,12 +62,20 @@ async fn read_body(req: Request, expected: &str) -> Result<String, ApiError> {
 
 pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
-    let offer = read_body(req, SDP).await?;
-    if let Some(limit) = state.limits.max_sessions {
-        if state.session_count() >= limit {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions", "Too many sessions", format!("the relay serves at most {limit} sessions")));
+    // Each offer costs an ICE agent and a DTLS handshake for up to 30 s: limit how fast one
+    // client may make them, and how many there are.
+    if let Some(ConnectInfo(client)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        if let Err(wait) = lock(&state.session_limiter).check(client.ip(), Instant::now()) {
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests", "this client creates sessions too fast")
+                .with_retry_after(wait.as_secs().max(1)));
         }
     }
+    let limit = state.security.max_sessions;
+    if state.session_count() >= limit {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions", "Too many sessions", format!("the relay serves at most {limit} sessions"))
+            .with_retry_after(RETRY_AFTER_S));
+    }
+    let offer = read_body(req, SDP).await?;
     // From here the viewer counts: an on-demand camera starts while ICE and DTLS are under way.
     let demand = stream.demand.join(ViewerKind::WebRtc);
     if stream.config.offline_policy == OfflinePolicy::Reject
