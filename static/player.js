@@ -32,9 +32,26 @@ function gathered(pc, ms) {
   });
 }
 
+// The camera's own state, from the relay's event stream: the picture may be live over
+// WebRTC while the camera behind it is offline (the last frame stays on screen).
+function watchSource(stream) {
+  if (player.events) player.events.close();
+  const q = token ? `?token=${encodeURIComponent(token)}` : "";
+  const events = new EventSource(`/api/v1/streams/${encodeURIComponent(stream)}/events${q}`);
+  events.addEventListener("state", (ev) => {
+    const s = JSON.parse(ev.data);
+    player.source = s.state;
+    const el = $("source");
+    el.dataset.source = s.state;
+    el.textContent = s.state === "offline" ? `camera offline: ${s.last_error || ""}` : `camera ${s.state}`;
+  });
+  player.events = events;
+}
+
 async function play(stream) {
   await hangUp();
   player.stream = stream;
+  watchSource(stream);
   setState("connecting");
   const pc = new RTCPeerConnection();
   player.pc = pc;

@@ -133,3 +133,55 @@ async fn chromium_on_a_slow_camera_asks_for_few_keyframes_and_sees_no_freezes() 
     browser.close().await;
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_keeps_playing_through_a_camera_outage_and_says_so() {
+    let cam = camera::start(Frames::Pattern { width: 640, height: 360, strip_huffman: false }, 25.0, Framing::FfmpegCrlf).await;
+    let relay = start_relay(vec![mjpeg_stream("scope", &cam.url(), None)]).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/scope/", base_url(&relay))).await.expect("open page");
+    let probe = r#"
+        const done = arguments[arguments.length - 1];
+        const p = window.scopecast;
+        if (!p || !p.pc) return done({ frames: 0 });
+        p.pc.getStats().then((all) => {
+            let frames = 0;
+            all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0; });
+            done({ frames, source: document.getElementById("source").textContent, state: p.state, pc: p.pc.connectionState });
+        });
+    "#;
+    let wait_for = |what: &'static str, pred: fn(&serde_json::Value) -> bool| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = c.execute_async(probe, vec![]).await.expect("probe");
+            if pred(&now) {
+                return now;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "waiting for {what}: {now}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for("live frames", |v| v["frames"].as_u64().unwrap_or(0) >= 25 && v["source"] == "camera live").await;
+
+    cam.stop().await;
+    let offline = wait_for("the page to say the camera is offline", |v| v["source"].as_str().is_some_and(|s| s.starts_with("camera offline"))).await;
+    assert_eq!(offline["pc"], "connected", "the WebRTC session stays up: {offline}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = c.execute_async(probe, vec![]).await.expect("probe")["frames"].as_u64().unwrap_or(0);
+    cam.restart().await;
+    let back = tokio::time::Instant::now();
+    wait_for("the page to say the camera is live", |v| v["source"] == "camera live").await;
+    // During the outage only the once-a-second repeat arrives; 15 more frames means the
+    // camera's 25 fps are decoded again.
+    let deadline = back + Duration::from_secs(2);
+    let mut frames = before;
+    while frames < before + 15 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        frames = c.execute_async(probe, vec![]).await.expect("probe")["frames"].as_u64().unwrap_or(0);
+    }
+    assert!(frames >= before + 15, "camera frames decoded again within 2 s of its return: {before} -> {frames}");
+    assert_eq!(relay.state().sessions_created(), 1, "no reload, no new session");
+    browser.close().await;
+    relay.shutdown().await;
+}
