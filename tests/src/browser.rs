@@ -68,3 +68,41 @@ impl Browser {
         let _ = std::fs::remove_dir_all(&self._profile);
     }
 }
+
+/// What a test sees of the page's player: the video receiver's stats (frames decoded, PLIs,
+/// FIRs, freezes), the `<video>`'s size, the player's state, the peer connection's state and
+/// the camera state the page shows.
+pub async fn page_status(client: &Client) -> serde_json::Value {
+    let probe = r#"
+        const done = arguments[arguments.length - 1];
+        const p = window.scopecast;
+        const v = document.getElementById("video");
+        const source = (document.getElementById("source") || {}).textContent || "";
+        const base = { frames: 0, plis: 0, firs: 0, freezes: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, state: p ? p.state : "none", pc: "none", source };
+        if (!p || !p.pc) return done(base);
+        p.pc.getStats().then((all) => {
+            let rx = {};
+            all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") rx = s; });
+            done({ ...base, frames: rx.framesDecoded || 0, plis: rx.pliCount || 0, firs: rx.firCount || 0, freezes: rx.freezeCount || 0, pc: p.pc.connectionState });
+        });
+    "#;
+    client.execute_async(probe, vec![]).await.unwrap_or(serde_json::Value::Null)
+}
+
+/// Polls [`page_status`] until `pred` holds; fails the test with the last status after `secs`.
+pub async fn wait_for_page(client: &Client, what: &str, secs: u64, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = page_status(client).await;
+        if pred(&now) {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A counter from [`page_status`].
+pub fn count(status: &serde_json::Value, key: &str) -> u64 {
+    status[key].as_u64().unwrap_or(0)
+}

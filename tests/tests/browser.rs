@@ -1,7 +1,7 @@
 //! Headless Chromium plays the relay's page over WHEP and decodes H.264.
 
 use scopecast::config::{SecurityConfig, StreamConfig};
-use scopecast_tests::browser::Browser;
+use scopecast_tests::browser::{count, page_status, wait_for_page, Browser};
 use scopecast_shared::timecode;
 use scopecast_tests::camera::{self, Framing, Frames};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay, start_relay_with};
@@ -17,28 +17,7 @@ async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
     let c = &browser.client;
     c.goto(&format!("{}/telescope/?token=page-token-123", base_url(&relay))).await.expect("open page");
 
-    // framesDecoded from the receiver's stats, and the <video>'s size.
-    let probe = r#"
-        const done = arguments[arguments.length - 1];
-        const p = window.scopecast;
-        if (!p || !p.pc) return done({ frames: 0, width: 0, height: 0, state: p ? p.state : "none" });
-        p.pc.getStats().then((stats) => {
-            let frames = 0;
-            stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0; });
-            const v = document.getElementById("video");
-            done({ frames, width: v.videoWidth, height: v.videoHeight, state: p.state });
-        });
-    "#;
-    let mut last = serde_json::Value::Null;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        last = c.execute_async(probe, vec![]).await.expect("probe");
-        if last["frames"].as_u64().unwrap_or(0) >= 25 && last["width"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(last["frames"].as_u64().unwrap_or(0) >= 25, "Chromium decoded too few frames: {last}");
+    let last = wait_for_page(c, "25 decoded frames of the configured size", 20, |v| count(v, "frames") >= 25 && count(v, "width") > 0).await;
     assert_eq!((last["width"].as_u64(), last["height"].as_u64()), (Some(640), Some(360)), "{last}");
     assert_eq!(last["state"], "live");
     assert_eq!(relay.session_count(), 1);
@@ -101,34 +80,15 @@ async fn chromium_on_a_slow_camera_asks_for_few_keyframes_and_sees_no_freezes() 
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
     c.goto(&format!("{}/deep/", base_url(&relay))).await.expect("open page");
-    let stats = r#"
-        const done = arguments[arguments.length - 1];
-        const p = window.scopecast;
-        if (!p || !p.pc) return done({});
-        p.pc.getStats().then((all) => {
-            let out = {};
-            all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") out = s; });
-            done({ frames: out.framesDecoded || 0, plis: out.pliCount || 0, firs: out.firCount || 0, freezes: out.freezeCount || 0 });
-        });
-    "#;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut first = serde_json::Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        first = c.execute_async(stats, vec![]).await.expect("stats");
-        if first["frames"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(first["frames"].as_u64().unwrap_or(0) > 0, "a picture at once on a 0.2 fps stream: {first}");
+    wait_for_page(c, "a picture at once on a 0.2 fps stream", 10, |v| count(v, "frames") > 0).await;
 
     let requests_before = stream.pipeline.stats.keyframe_requests.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let last = c.execute_async(stats, vec![]).await.expect("stats");
+    let last = page_status(c).await;
     let requests = stream.pipeline.stats.keyframe_requests.load(Ordering::Relaxed) - requests_before;
     assert!(requests <= 3, "the relay got {requests} PLI/FIR in 30 s ({last})");
-    assert!(last["plis"].as_u64().unwrap_or(99) <= 3, "Chromium sent too many PLIs: {last}");
-    assert!(last["frames"].as_u64().unwrap_or(0) >= 25, "about a frame a second kept the player fed: {last}");
+    assert!(count(&last, "plis") <= 3, "Chromium sent too many PLIs: {last}");
+    assert!(count(&last, "frames") >= 25, "about a frame a second kept the player fed: {last}");
     assert_eq!(last["freezes"].as_u64(), Some(0), "no freeze detected: {last}");
     browser.close().await;
     relay.shutdown().await;
@@ -141,44 +101,23 @@ async fn chromium_keeps_playing_through_a_camera_outage_and_says_so() {
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
     c.goto(&format!("{}/scope/", base_url(&relay))).await.expect("open page");
-    let probe = r#"
-        const done = arguments[arguments.length - 1];
-        const p = window.scopecast;
-        if (!p || !p.pc) return done({ frames: 0 });
-        p.pc.getStats().then((all) => {
-            let frames = 0;
-            all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0; });
-            done({ frames, source: document.getElementById("source").textContent, state: p.state, pc: p.pc.connectionState });
-        });
-    "#;
-    let wait_for = |what: &'static str, pred: fn(&serde_json::Value) -> bool| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = c.execute_async(probe, vec![]).await.expect("probe");
-            if pred(&now) {
-                return now;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "waiting for {what}: {now}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    wait_for("live frames", |v| v["frames"].as_u64().unwrap_or(0) >= 25 && v["source"] == "camera live").await;
+    wait_for_page(c, "live frames", 10, |v| count(v, "frames") >= 25 && v["source"] == "camera live").await;
 
     cam.stop().await;
-    let offline = wait_for("the page to say the camera is offline", |v| v["source"].as_str().is_some_and(|s| s.starts_with("camera offline"))).await;
+    let offline = wait_for_page(c, "the page to say the camera is offline", 10, |v| v["source"].as_str().is_some_and(|s| s.starts_with("camera offline"))).await;
     assert_eq!(offline["pc"], "connected", "the WebRTC session stays up: {offline}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = c.execute_async(probe, vec![]).await.expect("probe")["frames"].as_u64().unwrap_or(0);
+    let before = count(&page_status(c).await, "frames");
     cam.restart().await;
     let back = tokio::time::Instant::now();
-    wait_for("the page to say the camera is live", |v| v["source"] == "camera live").await;
+    wait_for_page(c, "the page to say the camera is live", 10, |v| v["source"] == "camera live").await;
     // During the outage only the once-a-second repeat arrives; 15 more frames means the
     // camera's 25 fps are decoded again.
     let deadline = back + Duration::from_secs(2);
     let mut frames = before;
     while frames < before + 15 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        frames = c.execute_async(probe, vec![]).await.expect("probe")["frames"].as_u64().unwrap_or(0);
+        frames = count(&page_status(c).await, "frames");
     }
     assert!(frames >= before + 15, "camera frames decoded again within 2 s of its return: {before} -> {frames}");
     assert_eq!(relay.state().sessions_created(), 1, "no reload, no new session");
