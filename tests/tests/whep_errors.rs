@@ -37,6 +37,10 @@ async fn run(client: &reqwest::Client, base: &str, c: &Case) -> reqwest::Respons
 
 async fn check(client: &reqwest::Client, base: &str, c: &Case) {
     let res = run(client, base, c).await;
+    if !c.body.is_empty() && c.status >= 400 {
+        // The body may be unread: the connection must not be reused for another request.
+        assert_eq!(res.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"), "{}", c.name);
+    }
     if let Some(slug) = c.problem {
         assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"), "{}", c.name);
         let p: Problem = res.json().await.unwrap_or_else(|e| panic!("{}: body is not a problem: {e}", c.name));

@@ -177,7 +177,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth::require_token))
         .layer(cors)
         .layer(middleware::from_fn(whep_discovery_headers))
+        .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
+}
+
+/// A request refused before its body was read (too large, wrong type, unknown stream, rate
+/// limited) leaves the connection unusable for another request. Saying so keeps clients from
+/// sending their next request on a connection that is being closed (RFC 9112, 9.6).
+async fn close_after_refused_body(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let has_body = declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    let mut res = next.run(req).await;
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// CORS preflights never reach the handlers; this gives them WHEP's Accept-Post/Accept-Patch.

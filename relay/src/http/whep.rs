@@ -87,8 +87,6 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
         let why = stream.state().last_error.unwrap_or_else(|| "no frame yet".to_owned());
         return Err(ApiError::new(StatusCode::CONFLICT, "source-offline", "Source offline", format!("stream '{name}' is not live: {why}")).with_retry_after(RETRY_AFTER_S));
     }
-    let pipeline = Arc::clone(&stream.pipeline);
-    let stream = name;
     let id = super::random_token();
     let on_end = {
         let state = Arc::downgrade(&state);
@@ -99,7 +97,7 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
             }
         })
     };
-    let session = state.engine.create_session(&offer, pipeline, on_end).await.map_err(|e| match e {
+    let session = state.engine.create_session(&offer, Arc::clone(&stream.pipeline), on_end).await.map_err(|e| match e {
         WebRtcError::Offer(e @ OfferError::Malformed(_)) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-sdp", "Malformed SDP offer", e.to_string()),
         // 422: the offer is well-formed but cannot be served. Not 400 (some players take 400
         // to mean "switch to server offers") and not 406 ("retry without audio").
@@ -110,13 +108,13 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
     })?;
     let answer = session.answer.clone();
     let etag = format!("\"{}\"", super::random_token());
-    state.insert_session(&id, &stream, etag.clone(), session, demand);
-    tracing::info!(stream, session = %&id[..8], "WHEP session created");
+    state.insert_session(&id, &name, etag.clone(), session, demand);
+    tracing::info!(stream = name, session = %&id[..8], "WHEP session created");
 
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    let location = format!("/{stream}/whep/{id}");
+    let location = format!("/{name}/whep/{id}");
     h.append(header::LINK, header_value(&super::whep_sse::link(&location)));
     h.insert(header::LOCATION, header_value(&location));
     h.insert(header::ETAG, header_value(&etag));
