@@ -1,7 +1,7 @@
 //! The multipart parser on captures from real servers (tests/fixtures/mjpeg, copied from the
 //! steering repo's shared/mjpeg-samples), split at every byte.
 
-use scopecast::ingest::multipart::{boundary_from_content_type, Event, MultipartParser, DEFAULT_MAX_PART};
+use scopecast_shared::multipart::{boundary_from_content_type, Event, MultipartParser, DEFAULT_MAX_PART};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/../tests/fixtures/mjpeg/{name}", env!("CARGO_MANIFEST_DIR"));

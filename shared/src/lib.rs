@@ -2,9 +2,11 @@
 //!
 //! Invariant: this crate builds for `wasm32-unknown-unknown` and the host, and depends on
 //! nothing that assumes an async runtime or a browser (no tokio, no web-sys). If a type here is
-//! serializable, it is part of a boundary: change it with both sides in mind.
+//! serializable, it is part of a boundary: change it with both sides in mind. The MJPEG
+//! multipart parser lives here too: the relay reads cameras with it, the player its fallback.
 
 pub mod api;
+pub mod multipart;
 pub mod problem;
 pub mod timecode;
 

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use scopecast::ingest::multipart::{boundary_from_content_type, Event, MultipartParser, DEFAULT_MAX_PART};
+use scopecast_shared::multipart::{boundary_from_content_type, Event, MultipartParser, DEFAULT_MAX_PART};
 use std::collections::VecDeque;
 use std::time::Duration;
 

@@ -60,11 +60,11 @@ async fn real_captures_are_ingested_through_each_framing() {
     relay.shutdown().await;
 
     // FFmpeg's four 640x480 frames from its capture, split out by the relay's own parser.
-    let mut parser = scopecast::ingest::multipart::MultipartParser::new(Some("ffmpeg"), 1 << 24);
+    let mut parser = scopecast_shared::multipart::MultipartParser::new(Some("ffmpeg"), 1 << 24);
     parser.push(&fixture("ffmpeg-multipart.body.bin"));
     let jpegs: Vec<bytes::Bytes> = std::iter::from_fn(|| parser.next_event())
         .filter_map(|e| match e {
-            scopecast::ingest::multipart::Event::Jpeg(p) => Some(p.jpeg),
+            scopecast_shared::multipart::Event::Jpeg(p) => Some(p.jpeg),
             _ => None,
         })
         .collect();

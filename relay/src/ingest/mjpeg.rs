@@ -6,7 +6,7 @@
 //! and never logged.
 
 use super::health::{Backoff, SourceEvent, Watchdog};
-use super::multipart::{boundary_from_content_type, Event, MultipartParser, Skip, DEFAULT_MAX_PART};
+use scopecast_shared::multipart::{boundary_from_content_type, Event, MultipartParser, Skip, DEFAULT_MAX_PART};
 use super::unix_ms;
 use crate::pipeline::SourceFrame;
 use crate::stream::Stream;

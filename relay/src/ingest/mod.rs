@@ -3,7 +3,6 @@
 
 pub mod health;
 pub mod mjpeg;
-pub mod multipart;
 pub mod testpattern;
 
 /// Wall-clock Unix time in milliseconds.
