@@ -31,6 +31,14 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 #[folder = "../static/"]
 struct StaticFiles;
 
+/// The player (client/ built for wasm32 by build.rs, with its JS bindings), served under
+/// `/static/player/`.
+const PLAYER_FILES: [(&str, &[u8]); 3] = [
+    ("scopecast_client.js", include_bytes!(concat!(env!("OUT_DIR"), "/player/scopecast_client.js"))),
+    ("scopecast_client_bg.wasm", include_bytes!(concat!(env!("OUT_DIR"), "/player/scopecast_client_bg.wasm"))),
+    ("scopecast_client.d.ts", include_bytes!(concat!(env!("OUT_DIR"), "/player/scopecast_client.d.ts"))),
+];
+
 pub struct SessionEntry {
     pub stream: String,
     pub etag: String,
@@ -226,8 +234,9 @@ async fn static_file(Path(path): Path<String>) -> Response {
 }
 
 fn serve_static(path: &str) -> Response {
-    match StaticFiles::get(path) {
-        Some(file) => {
+    let player = path.strip_prefix("player/").and_then(|name| PLAYER_FILES.iter().find(|(n, _)| *n == name)).map(|(_, data)| std::borrow::Cow::Borrowed(*data));
+    match player.or_else(|| StaticFiles::get(path).map(|f| f.data)) {
+        Some(data) => {
             let mime = match path.rsplit('.').next() {
                 Some("html") => "text/html; charset=utf-8",
                 Some("js") => "text/javascript; charset=utf-8",
@@ -235,9 +244,10 @@ fn serve_static(path: &str) -> Response {
                 Some("wasm") => "application/wasm",
                 Some("svg") => "image/svg+xml",
                 Some("png") => "image/png",
+                Some("ts") => "text/plain; charset=utf-8",
                 _ => "application/octet-stream",
             };
-            (StatusCode::OK, [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], file.data).into_response()
+            (StatusCode::OK, [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], data).into_response()
         }
         None => ApiError::not_found().into_response(),
     }

@@ -1,0 +1,653 @@
+//! The fallback ladder: every decision about how the player gets its picture, in one place.
+//!
+//! WebRTC first. While WebRTC is not (yet) showing frames, the relay's MJPEG fills in, so the
+//! user never stares at a black box; the player keeps climbing back to WebRTC and drops MJPEG as
+//! soon as WebRTC frames render. Pure: the browser layer feeds it events with the time, and
+//! carries out the [`Command`]s it returns.
+
+use crate::backoff::Backoff;
+
+/// Show MJPEG when WebRTC has not shown a picture this long after the offer went out.
+pub const FALLBACK_AFTER_MS: u64 = 2_500;
+/// Give up on a session that has not connected this long after the offer went out.
+pub const CONNECT_TIMEOUT_MS: u64 = 6_000;
+/// Chromium says `failed` ~17 s after a peer vanishes; `disconnected` this long is a drop.
+pub const DISCONNECT_GRACE_MS: u64 = 3_000;
+/// An ICE restart that has not reconnected in this long has failed.
+pub const RESTART_TIMEOUT_MS: u64 = 5_000;
+/// A session live this long resets the backoff.
+pub const STABLE_AFTER_MS: u64 = 10_000;
+/// Restarting the MJPEG reader after it ended.
+pub const MJPEG_BACKOFF: Backoff = Backoff { base_ms: 1_000, cap_ms: 10_000 };
+
+/// What happened, as the browser layer saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Begin (the element was mounted).
+    Start,
+    /// The WHEP POST answered 201 and the answer was applied.
+    Answered,
+    /// The WHEP POST failed: an HTTP status (0 when the request never got an answer), the
+    /// server's Retry-After, and what it said.
+    Refused { status: u16, retry_after_ms: Option<u64>, detail: String },
+    /// The peer connection reached `connected`.
+    Connected,
+    /// WebRTC frames are being rendered.
+    Playing,
+    /// The peer connection went `disconnected` (may recover by itself).
+    Disconnected,
+    /// The peer connection `failed` or closed under us.
+    Failed,
+    /// The relay accepted an ICE restart (PATCH 200).
+    RestartAnswered,
+    /// The relay refused an ICE restart (422, 405, 501, ...): it does not offer them.
+    RestartRefused,
+    /// No new WebRTC frame for the stream's stall threshold while its source is live.
+    Stalled,
+    /// An MJPEG frame was drawn.
+    MjpegFrame,
+    /// The MJPEG stream ended or failed to start.
+    MjpegEnded,
+    /// Time passed (the layer ticks a few times a second).
+    Tick,
+    /// End everything (the element was removed or the page is going away).
+    Stop,
+}
+
+/// What the browser layer must do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Create a peer connection, send the offer to the WHEP endpoint.
+    Post,
+    /// Restart ICE on the current session (PATCH with new credentials).
+    IceRestart,
+    /// Close the peer connection and DELETE the session, if there is one.
+    HangUp,
+    /// Start reading the MJPEG stream into the canvas.
+    StartMjpeg,
+    /// Stop reading MJPEG and hide the canvas.
+    StopMjpeg,
+}
+
+/// Where the ladder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    /// An offer is out or a session is negotiating, since the given time.
+    Connecting { since: u64 },
+    /// The peer connection is connected; `disconnected_since` while ICE wobbles.
+    Live { since: u64, disconnected_since: Option<u64> },
+    /// An ICE restart is under way.
+    Restarting { since: u64 },
+    /// WebRTC failed; the next offer goes out at `retry_at`.
+    Waiting { retry_at: u64 },
+    /// The server cannot do WebRTC with us (it refused the offer itself): MJPEG only.
+    MjpegOnly,
+    Stopped(StopReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Stopped on purpose.
+    Ended,
+    /// The relay wants a token we do not have (or a different one): retrying will not help.
+    Unauthorized,
+    /// WebRTC refused and no MJPEG fallback allowed.
+    Unsupported,
+}
+
+/// How the picture is currently coming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    None,
+    WebRtc,
+    Mjpeg,
+}
+
+/// What the user is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Idle,
+    Connecting,
+    Live,
+    Reconnecting,
+    /// The picture comes over MJPEG while WebRTC is down.
+    Fallback,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Idle => "idle",
+            Status::Connecting => "connecting",
+            Status::Live => "live",
+            Status::Reconnecting => "reconnecting",
+            Status::Fallback => "fallback",
+            Status::Error => "error",
+        }
+    }
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::None => "none",
+            Transport::WebRtc => "webrtc",
+            Transport::Mjpeg => "mjpeg",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mjpeg {
+    Off,
+    /// Reading (or starting to); `shown` once a frame was drawn.
+    On { shown: bool },
+    /// It ended; start again at the given time.
+    Retrying { at: u64 },
+}
+
+/// Whether the relay does ICE restarts: unknown until the first one is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restarts {
+    Unknown,
+    Supported,
+    Unsupported,
+}
+
+/// The state machine. See the module comment.
+#[derive(Debug, Clone)]
+pub struct Ladder {
+    phase: Phase,
+    fallback_allowed: bool,
+    mjpeg: Mjpeg,
+    mjpeg_failures: u32,
+    /// WebRTC failures since the last stable session.
+    failures: u32,
+    restarts: Restarts,
+    playing: bool,
+    last_error: Option<String>,
+    backoff: Backoff,
+}
+
+impl Ladder {
+    pub fn new(fallback_allowed: bool) -> Self {
+        Self {
+            phase: Phase::Idle,
+            fallback_allowed,
+            mjpeg: Mjpeg::Off,
+            mjpeg_failures: 0,
+            failures: 0,
+            restarts: Restarts::Unknown,
+            playing: false,
+            last_error: None,
+            backoff: Backoff::WHEP,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Consecutive WebRTC failures (the backoff exponent).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Feeds one event at time `now` (ms, any monotonic origin). `jitter` is a random number in
+    /// `[0, 1)` for the backoff. Returns what to do, in order.
+    pub fn handle(&mut self, now: u64, event: Event, jitter: f64) -> Vec<Command> {
+        let mut out = Vec::new();
+        if matches!(self.phase, Phase::Stopped(_)) && event != Event::Start {
+            return out;
+        }
+        match event {
+            Event::Start => {
+                if matches!(self.phase, Phase::Idle | Phase::Stopped(_)) {
+                    *self = Self::new(self.fallback_allowed);
+                    self.connect(now, &mut out);
+                }
+            }
+            Event::Answered => {}
+            Event::Refused { status, retry_after_ms, detail } => {
+                if matches!(self.phase, Phase::Connecting { .. }) {
+                    self.last_error = Some(if detail.is_empty() { format!("HTTP {status}") } else { detail });
+                    self.refused(now, status, retry_after_ms, jitter, &mut out);
+                }
+            }
+            Event::Connected => match self.phase {
+                Phase::Connecting { .. } | Phase::Restarting { .. } => self.phase = Phase::Live { since: now, disconnected_since: None },
+                Phase::Live { since, .. } => self.phase = Phase::Live { since, disconnected_since: None },
+                _ => {}
+            },
+            Event::Playing => {
+                if matches!(self.phase, Phase::Live { .. }) && !self.playing {
+                    self.playing = true;
+                    self.last_error = None;
+                    self.stop_mjpeg(&mut out);
+                }
+            }
+            Event::Disconnected => {
+                if let Phase::Live { since, disconnected_since: None } = self.phase {
+                    self.phase = Phase::Live { since, disconnected_since: Some(now) };
+                }
+            }
+            Event::Failed => {
+                if matches!(self.phase, Phase::Connecting { .. } | Phase::Live { .. } | Phase::Restarting { .. }) {
+                    self.last_error = Some("WebRTC connection failed".into());
+                    self.fail(now, None, jitter, &mut out);
+                }
+            }
+            Event::RestartAnswered => {
+                if matches!(self.phase, Phase::Restarting { .. }) {
+                    self.restarts = Restarts::Supported;
+                }
+            }
+            Event::RestartRefused => {
+                if matches!(self.phase, Phase::Restarting { .. }) {
+                    self.restarts = Restarts::Unsupported;
+                    self.fail(now, None, jitter, &mut out);
+                }
+            }
+            Event::Stalled => {
+                if matches!(self.phase, Phase::Live { .. }) {
+                    self.last_error = Some("no new frames".into());
+                    self.fail(now, None, jitter, &mut out);
+                }
+            }
+            Event::MjpegFrame => {
+                if let Mjpeg::On { .. } = self.mjpeg {
+                    self.mjpeg = Mjpeg::On { shown: true };
+                    self.mjpeg_failures = 0;
+                }
+            }
+            Event::MjpegEnded => {
+                if let Mjpeg::On { .. } = self.mjpeg {
+                    let delay = MJPEG_BACKOFF.delay_ms(self.mjpeg_failures, jitter, None);
+                    self.mjpeg_failures = self.mjpeg_failures.saturating_add(1);
+                    self.mjpeg = Mjpeg::Retrying { at: now + delay };
+                }
+            }
+            Event::Tick => self.tick(now, jitter, &mut out),
+            Event::Stop => {
+                self.phase = Phase::Stopped(StopReason::Ended);
+                self.playing = false;
+                out.push(Command::HangUp);
+                self.stop_mjpeg(&mut out);
+            }
+        }
+        out
+    }
+
+    fn tick(&mut self, now: u64, jitter: f64, out: &mut Vec<Command>) {
+        match self.phase {
+            Phase::Connecting { since } => {
+                if now.saturating_sub(since) >= CONNECT_TIMEOUT_MS {
+                    self.last_error = Some("WebRTC did not connect".into());
+                    self.fail(now, None, jitter, out);
+                } else if now.saturating_sub(since) >= FALLBACK_AFTER_MS {
+                    self.start_mjpeg(out);
+                }
+            }
+            Phase::Live { since, disconnected_since } => {
+                if disconnected_since.is_some_and(|d| now.saturating_sub(d) >= DISCONNECT_GRACE_MS) {
+                    if self.restarts == Restarts::Unsupported {
+                        self.last_error = Some("WebRTC connection lost".into());
+                        self.fail(now, None, jitter, out);
+                    } else {
+                        self.phase = Phase::Restarting { since: now };
+                        out.push(Command::IceRestart);
+                    }
+                } else if self.playing && now.saturating_sub(since) >= STABLE_AFTER_MS {
+                    self.failures = 0;
+                }
+            }
+            Phase::Restarting { since } => {
+                if now.saturating_sub(since) >= RESTART_TIMEOUT_MS {
+                    self.last_error = Some("ICE restart did not reconnect".into());
+                    self.fail(now, None, jitter, out);
+                } else if now.saturating_sub(since) >= FALLBACK_AFTER_MS {
+                    self.start_mjpeg(out);
+                }
+            }
+            Phase::Waiting { retry_at } if now >= retry_at => self.connect(now, out),
+            _ => {}
+        }
+        if let Mjpeg::Retrying { at } = self.mjpeg {
+            if now >= at {
+                self.mjpeg = Mjpeg::On { shown: false };
+                out.push(Command::StartMjpeg);
+            }
+        }
+    }
+
+    fn connect(&mut self, now: u64, out: &mut Vec<Command>) {
+        self.phase = Phase::Connecting { since: now };
+        self.playing = false;
+        out.push(Command::Post);
+    }
+
+    fn refused(&mut self, now: u64, status: u16, retry_after_ms: Option<u64>, jitter: f64, out: &mut Vec<Command>) {
+        match status {
+            401 | 403 => {
+                self.phase = Phase::Stopped(StopReason::Unauthorized);
+                out.push(Command::HangUp);
+                self.stop_mjpeg(out);
+            }
+            // The offer itself cannot be served (bad SDP, no common codec, too large, wrong
+            // type): the same browser will get the same answer, so stop asking.
+            400 | 406 | 413 | 415 | 422 => {
+                out.push(Command::HangUp);
+                self.playing = false;
+                if self.fallback_allowed {
+                    self.phase = Phase::MjpegOnly;
+                    self.start_mjpeg(out);
+                } else {
+                    self.phase = Phase::Stopped(StopReason::Unsupported);
+                }
+            }
+            // Everything else may pass: the relay restarting (0, 502, 503), the camera offline
+            // (409), too many sessions (429, 503), a stream not configured yet (404).
+            _ => self.fail(now, retry_after_ms, jitter, out),
+        }
+    }
+
+    /// The current WebRTC attempt is over: hang up, show MJPEG, and schedule the next offer.
+    fn fail(&mut self, now: u64, retry_after_ms: Option<u64>, jitter: f64, out: &mut Vec<Command>) {
+        out.push(Command::HangUp);
+        self.playing = false;
+        let delay = self.backoff.delay_ms(self.failures, jitter, retry_after_ms);
+        self.failures = self.failures.saturating_add(1);
+        self.phase = Phase::Waiting { retry_at: now + delay };
+        self.start_mjpeg(out);
+    }
+
+    fn start_mjpeg(&mut self, out: &mut Vec<Command>) {
+        if self.fallback_allowed && self.mjpeg == Mjpeg::Off {
+            self.mjpeg = Mjpeg::On { shown: false };
+            out.push(Command::StartMjpeg);
+        }
+    }
+
+    fn stop_mjpeg(&mut self, out: &mut Vec<Command>) {
+        if self.mjpeg != Mjpeg::Off {
+            self.mjpeg = Mjpeg::Off;
+            self.mjpeg_failures = 0;
+            out.push(Command::StopMjpeg);
+        }
+    }
+
+    /// How the picture is coming right now.
+    pub fn transport(&self) -> Transport {
+        if self.playing {
+            Transport::WebRtc
+        } else if self.mjpeg == (Mjpeg::On { shown: true }) {
+            Transport::Mjpeg
+        } else {
+            Transport::None
+        }
+    }
+
+    /// What the user is told.
+    pub fn status(&self) -> Status {
+        let mjpeg_shown = self.mjpeg == (Mjpeg::On { shown: true });
+        match self.phase {
+            Phase::Idle | Phase::Stopped(StopReason::Ended) => Status::Idle,
+            Phase::Stopped(_) => Status::Error,
+            Phase::Live { .. } if self.playing => Status::Live,
+            _ if mjpeg_shown => Status::Fallback,
+            Phase::Connecting { .. } | Phase::Live { .. } => Status::Connecting,
+            Phase::Restarting { .. } | Phase::Waiting { .. } | Phase::MjpegOnly => Status::Reconnecting,
+        }
+    }
+
+    /// Milliseconds until the next WebRTC attempt, while waiting for one.
+    pub fn retry_in_ms(&self, now: u64) -> Option<u64> {
+        match self.phase {
+            Phase::Waiting { retry_at } => Some(retry_at.saturating_sub(now)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Command::*;
+
+    /// A ladder that has started: the first offer is out at t=0.
+    fn started(fallback: bool) -> Ladder {
+        let mut l = Ladder::new(fallback);
+        assert_eq!(l.handle(0, Event::Start, 0.0), [Post]);
+        assert_eq!(l.status(), Status::Connecting);
+        l
+    }
+
+    /// A ladder playing WebRTC since t=100.
+    fn playing() -> Ladder {
+        let mut l = started(true);
+        assert_eq!(l.handle(50, Event::Answered, 0.0), []);
+        assert_eq!(l.handle(100, Event::Connected, 0.0), []);
+        assert_eq!(l.status(), Status::Connecting, "connected, but no picture yet");
+        assert_eq!(l.handle(150, Event::Playing, 0.0), []);
+        assert_eq!((l.status(), l.transport()), (Status::Live, Transport::WebRtc));
+        l
+    }
+
+    #[test]
+    fn happy_path_never_touches_mjpeg() {
+        let mut l = playing();
+        for t in (200..60_000).step_by(250) {
+            assert_eq!(l.handle(t, Event::Tick, 0.5), [], "t={t}");
+        }
+        assert_eq!(l.status(), Status::Live);
+    }
+
+    #[test]
+    fn slow_connect_shows_mjpeg_meanwhile_then_drops_it_when_webrtc_plays() {
+        let mut l = started(true);
+        assert_eq!(l.handle(FALLBACK_AFTER_MS - 1, Event::Tick, 0.0), []);
+        assert_eq!(l.handle(FALLBACK_AFTER_MS, Event::Tick, 0.0), [StartMjpeg]);
+        assert_eq!(l.handle(FALLBACK_AFTER_MS + 10, Event::Tick, 0.0), [], "started once");
+        assert_eq!(l.status(), Status::Connecting, "no MJPEG frame yet");
+        l.handle(2_700, Event::MjpegFrame, 0.0);
+        assert_eq!((l.status(), l.transport()), (Status::Fallback, Transport::Mjpeg));
+        l.handle(3_000, Event::Connected, 0.0);
+        assert_eq!(l.transport(), Transport::Mjpeg, "MJPEG stays until WebRTC frames render");
+        assert_eq!(l.handle(3_100, Event::Playing, 0.0), [StopMjpeg]);
+        assert_eq!((l.status(), l.transport()), (Status::Live, Transport::WebRtc));
+    }
+
+    #[test]
+    fn connect_timeout_fails_over_to_mjpeg_and_retries_with_backoff() {
+        let mut l = started(true);
+        l.handle(FALLBACK_AFTER_MS, Event::Tick, 0.0);
+        assert_eq!(l.handle(CONNECT_TIMEOUT_MS, Event::Tick, 1.0), [HangUp], "MJPEG is already on");
+        assert_eq!(l.phase(), Phase::Waiting { retry_at: CONNECT_TIMEOUT_MS + 500 });
+        assert_eq!(l.retry_in_ms(CONNECT_TIMEOUT_MS + 100), Some(400));
+        assert_eq!(l.handle(CONNECT_TIMEOUT_MS + 499, Event::Tick, 1.0), []);
+        assert_eq!(l.handle(CONNECT_TIMEOUT_MS + 500, Event::Tick, 1.0), [Post]);
+        assert_eq!(l.last_error(), Some("WebRTC did not connect"));
+    }
+
+    #[test]
+    fn refusals_back_off_exponentially_and_honour_retry_after() {
+        let mut l = started(true);
+        let mut now = 0;
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            let cmds = l.handle(now, Event::Refused { status: 503, retry_after_ms: None, detail: String::new() }, 1.0);
+            assert_eq!(cmds[0], HangUp);
+            let Phase::Waiting { retry_at } = l.phase() else { panic!("waiting: {:?}", l.phase()) };
+            delays.push(retry_at - now);
+            now = retry_at;
+            assert_eq!(l.handle(now, Event::Tick, 1.0), [Post]);
+        }
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 10_000]);
+        assert_eq!(l.last_error(), Some("HTTP 503"));
+
+        l.handle(now, Event::Refused { status: 409, retry_after_ms: Some(30_000), detail: "camera offline".into() }, 1.0);
+        assert_eq!(l.phase(), Phase::Waiting { retry_at: now + 30_000 }, "Retry-After beats our 10 s");
+        assert_eq!(l.last_error(), Some("camera offline"));
+    }
+
+    #[test]
+    fn the_first_failure_starts_mjpeg_at_once() {
+        let mut l = started(true);
+        assert_eq!(l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: "network".into() }, 0.0), [HangUp, StartMjpeg]);
+        assert_eq!(l.status(), Status::Reconnecting, "until an MJPEG frame shows");
+        l.handle(20, Event::MjpegFrame, 0.0);
+        assert_eq!(l.status(), Status::Fallback);
+    }
+
+    #[test]
+    fn without_fallback_failures_only_retry() {
+        let mut l = started(false);
+        assert_eq!(l.handle(10, Event::Refused { status: 503, retry_after_ms: None, detail: String::new() }, 0.0), [HangUp]);
+        assert_eq!(l.handle(FALLBACK_AFTER_MS * 10, Event::Tick, 0.0), [Post]);
+        assert_eq!(l.handle(FALLBACK_AFTER_MS * 11, Event::Tick, 0.0), [], "no MJPEG while connecting either");
+        assert_eq!(l.status(), Status::Connecting);
+    }
+
+    #[test]
+    fn unauthorized_stops_for_good() {
+        let mut l = started(true);
+        assert_eq!(l.handle(10, Event::Refused { status: 401, retry_after_ms: None, detail: "token required".into() }, 0.0), [HangUp]);
+        assert_eq!(l.phase(), Phase::Stopped(StopReason::Unauthorized));
+        assert_eq!(l.status(), Status::Error);
+        assert_eq!(l.handle(100_000, Event::Tick, 0.0), []);
+        assert_eq!(l.last_error(), Some("token required"));
+    }
+
+    #[test]
+    fn an_offer_the_server_cannot_serve_means_mjpeg_only() {
+        for status in [400, 406, 413, 415, 422] {
+            let mut l = started(true);
+            assert_eq!(l.handle(10, Event::Refused { status, retry_after_ms: None, detail: String::new() }, 0.0), [HangUp, StartMjpeg]);
+            assert_eq!(l.phase(), Phase::MjpegOnly, "{status}");
+            assert_eq!(l.handle(1_000_000, Event::Tick, 0.0), [], "no more offers: {status}");
+        }
+        let mut l = started(false);
+        l.handle(10, Event::Refused { status: 422, retry_after_ms: None, detail: String::new() }, 0.0);
+        assert_eq!(l.phase(), Phase::Stopped(StopReason::Unsupported));
+    }
+
+    #[test]
+    fn a_short_disconnect_recovers_by_itself() {
+        let mut l = playing();
+        assert_eq!(l.handle(1_000, Event::Disconnected, 0.0), []);
+        assert_eq!(l.handle(1_000 + DISCONNECT_GRACE_MS - 1, Event::Tick, 0.0), []);
+        assert_eq!(l.handle(3_500, Event::Connected, 0.0), []);
+        assert_eq!(l.handle(10_000, Event::Tick, 0.0), []);
+        assert_eq!(l.status(), Status::Live);
+    }
+
+    #[test]
+    fn a_long_disconnect_tries_an_ice_restart_first() {
+        let mut l = playing();
+        l.handle(1_000, Event::Disconnected, 0.0);
+        assert_eq!(l.handle(1_000 + DISCONNECT_GRACE_MS, Event::Tick, 0.0), [IceRestart]);
+        assert_eq!((l.status(), l.transport()), (Status::Reconnecting, Transport::WebRtc), "the last WebRTC frame stays up");
+        l.handle(4_100, Event::RestartAnswered, 0.0);
+        assert_eq!(l.handle(4_500, Event::Connected, 0.0), []);
+        assert!(matches!(l.phase(), Phase::Live { disconnected_since: None, .. }));
+    }
+
+    #[test]
+    fn a_refused_restart_means_a_fresh_offer_and_no_more_restarts() {
+        let mut l = playing();
+        l.handle(1_000, Event::Disconnected, 0.0);
+        l.handle(4_000, Event::Tick, 0.0);
+        assert_eq!(l.handle(4_050, Event::RestartRefused, 0.0), [HangUp, StartMjpeg]);
+        assert_eq!(l.handle(4_050 + 250, Event::Tick, 0.0), [Post]);
+        l.handle(4_400, Event::Connected, 0.0);
+        l.handle(4_450, Event::Playing, 0.0);
+        l.handle(5_000, Event::Disconnected, 0.0);
+        assert_eq!(l.handle(8_000, Event::Tick, 0.0), [HangUp, StartMjpeg], "known unsupported: no restart");
+    }
+
+    #[test]
+    fn a_restart_that_does_not_reconnect_fails() {
+        let mut l = playing();
+        l.handle(1_000, Event::Disconnected, 0.0);
+        l.handle(4_000, Event::Tick, 0.0);
+        l.handle(4_100, Event::RestartAnswered, 0.0);
+        assert_eq!(l.handle(4_000 + FALLBACK_AFTER_MS, Event::Tick, 0.0), [StartMjpeg], "picture meanwhile");
+        assert_eq!(l.handle(4_000 + RESTART_TIMEOUT_MS, Event::Tick, 0.0), [HangUp]);
+        assert!(matches!(l.phase(), Phase::Waiting { .. }));
+    }
+
+    #[test]
+    fn failed_and_stalled_sessions_fall_back_and_retry() {
+        for event in [Event::Failed, Event::Stalled] {
+            let mut l = playing();
+            assert_eq!(l.handle(2_000, event.clone(), 0.0), [HangUp, StartMjpeg], "{event:?}");
+            assert_eq!(l.transport(), Transport::None);
+            assert!(l.retry_in_ms(2_000).is_some());
+        }
+        let mut l = started(true);
+        assert_eq!(l.handle(10, Event::Stalled, 0.0), [], "not live: nothing to stall");
+    }
+
+    #[test]
+    fn a_stable_session_resets_the_backoff() {
+        let mut l = started(true);
+        for t in [0, 1_000, 3_000] {
+            l.handle(t, Event::Refused { status: 503, retry_after_ms: None, detail: String::new() }, 0.0);
+            l.handle(t + 100_000, Event::Tick, 0.0);
+        }
+        assert_eq!(l.failures(), 3);
+        l.handle(200_000, Event::Connected, 0.0);
+        l.handle(200_050, Event::Playing, 0.0);
+        l.handle(200_000 + STABLE_AFTER_MS - 1, Event::Tick, 0.0);
+        assert_eq!(l.failures(), 3);
+        l.handle(200_000 + STABLE_AFTER_MS, Event::Tick, 0.0);
+        assert_eq!(l.failures(), 0);
+    }
+
+    #[test]
+    fn mjpeg_that_ends_is_restarted_with_its_own_backoff() {
+        let mut l = started(true);
+        l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: String::new() }, 0.0);
+        assert_eq!(l.handle(20, Event::MjpegEnded, 1.0), []);
+        assert!(!l.handle(1_019, Event::Tick, 1.0).contains(&StartMjpeg), "1 s later, not sooner");
+        assert!(l.handle(1_020, Event::Tick, 1.0).contains(&StartMjpeg));
+        l.handle(1_030, Event::MjpegEnded, 1.0);
+        assert!(!l.handle(2_029, Event::Tick, 1.0).contains(&StartMjpeg));
+        assert!(l.handle(3_030, Event::Tick, 1.0).contains(&StartMjpeg), "2 s the second time");
+        // Once WebRTC plays, a late MJPEG end changes nothing.
+        l.handle(3_100, Event::Tick, 1.0);
+        let mut l2 = playing();
+        assert_eq!(l2.handle(200, Event::MjpegEnded, 0.0), []);
+        assert_eq!(l2.handle(5_000, Event::Tick, 0.0), []);
+    }
+
+    #[test]
+    fn stop_hangs_up_and_ignores_everything_after() {
+        let mut l = started(true);
+        l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: String::new() }, 0.0);
+        assert_eq!(l.handle(20, Event::Stop, 0.0), [HangUp, StopMjpeg]);
+        assert_eq!(l.status(), Status::Idle);
+        for e in [Event::Tick, Event::Connected, Event::Failed, Event::MjpegEnded] {
+            assert_eq!(l.handle(100_000, e, 0.0), []);
+        }
+        assert_eq!(l.handle(200_000, Event::Start, 0.0), [Post], "can start again");
+    }
+
+    #[test]
+    fn events_out_of_place_are_ignored() {
+        let mut l = Ladder::new(true);
+        for e in [Event::Connected, Event::Playing, Event::Failed, Event::Disconnected, Event::RestartRefused, Event::Tick] {
+            assert_eq!(l.handle(5, e, 0.0), []);
+        }
+        assert_eq!(l.phase(), Phase::Idle);
+        let mut l = playing();
+        assert_eq!(l.handle(500, Event::Refused { status: 503, retry_after_ms: None, detail: String::new() }, 0.0), [], "a late refusal of an old offer");
+        assert_eq!(l.handle(600, Event::Start, 0.0), [], "already running");
+    }
+}

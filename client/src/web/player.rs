@@ -1,0 +1,778 @@
+//! The controller of one live view: carries out the ladder's commands with the browser's
+//! WebRTC, fetch and canvas, and turns what the browser reports back into ladder events.
+//! Everything it decides is decided in [`crate::ladder`].
+
+use super::net::{self, Req};
+use super::stats::{self, Stats};
+use crate::headers::{self, StreamUrls};
+use crate::ladder::{Command, Event, Ladder, Transport};
+use crate::sdpfrag::{self, IceParams};
+use crate::stall::FrameClock;
+use js_sys::{Array, Object, Reflect};
+use leptos::prelude::*;
+use scopecast_shared::multipart::{boundary_from_content_type, Event as PartEvent, MultipartParser, DEFAULT_MAX_PART};
+use scopecast_shared::{SourceState, StateEvent, StreamInfo};
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::spawn_local;
+use web_sys::{
+    AbortController, CanvasRenderingContext2d, EventSource, HtmlCanvasElement, HtmlElement, HtmlVideoElement, MessageEvent, RtcConfiguration,
+    RtcIceGatheringState, RtcIceServer, RtcOfferOptions, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
+    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+};
+
+/// How often the ladder is ticked, and (every fourth tick) WebRTC stats are read.
+const TICK_MS: i32 = 250;
+/// The offer waits this long at most for ICE gathering; later candidates are trickled.
+const GATHER_CAP_MS: i32 = 1_000;
+
+/// What the view shows; written by the controller, read reactively.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ui {
+    pub status: &'static str,
+    pub transport: &'static str,
+    pub source: Option<SourceState>,
+    pub source_error: Option<String>,
+    pub error: Option<String>,
+    pub retry_in_ms: Option<u64>,
+    pub stats: Stats,
+}
+
+/// Options of one view (from the element's attributes or `mount`'s options).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub src: String,
+    pub token: Option<String>,
+    pub fallback: bool,
+    /// Connect at once; otherwise on [`Player::play`] (a click).
+    pub autoplay: bool,
+}
+
+/// The DOM the controller drives.
+pub struct Elements {
+    pub root: HtmlElement,
+    pub video: HtmlVideoElement,
+    pub canvas: HtmlCanvasElement,
+}
+
+/// One WebRTC attempt: its peer connection, session URL and the callbacks that keep it alive.
+struct Session {
+    pc: RtcPeerConnection,
+    url: Option<String>,
+    etag: Option<String>,
+    /// Candidates gathered after the offer went out, waiting for the session URL.
+    late_candidates: Vec<String>,
+    remote_sdp: Option<String>,
+    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+pub struct Player {
+    ladder: Ladder,
+    opts: Options,
+    urls: StreamUrls,
+    el: Elements,
+    ui: RwSignal<Ui>,
+    /// Bumped on every hang-up and MJPEG stop: callbacks of an older attempt see it and stay quiet.
+    generation: u32,
+    session: Option<Session>,
+    ice_servers: Vec<headers::IceServer>,
+    mjpeg: Option<AbortController>,
+    mjpeg_frames: u64,
+    mjpeg_last_ms: Option<u64>,
+    /// MJPEG frames and time at the last stats poll (for its frame rate).
+    mjpeg_mark: (u64, u64),
+    webrtc_clock: FrameClock,
+    webrtc_stats: Option<stats::Sample>,
+    fps_hint: Option<f64>,
+    source: Option<SourceState>,
+    source_error: Option<String>,
+    events: Option<(EventSource, Closure<dyn FnMut(MessageEvent)>)>,
+    ticker: Option<(i32, Closure<dyn FnMut()>)>,
+    ticks: u64,
+    stats: Stats,
+    /// Ends the session when the page goes away (unmount cleanups do not run then).
+    on_pagehide: Option<Closure<dyn FnMut()>>,
+    me: Weak<RefCell<Player>>,
+}
+
+pub type Shared = Rc<RefCell<Player>>;
+
+impl Player {
+    pub fn start(opts: Options, el: Elements, ui: RwSignal<Ui>) -> Result<Shared, String> {
+        let urls = StreamUrls::from_src(&opts.src).ok_or_else(|| format!("not a stream URL: {:?}", opts.src))?;
+        let player = Rc::new_cyclic(|me| {
+            RefCell::new(Player {
+                ladder: Ladder::new(opts.fallback),
+                opts,
+                urls,
+                el,
+                ui,
+                generation: 0,
+                session: None,
+                ice_servers: Vec::new(),
+                mjpeg: None,
+                mjpeg_frames: 0,
+                mjpeg_last_ms: None,
+                mjpeg_mark: (0, 0),
+                webrtc_clock: FrameClock::default(),
+                webrtc_stats: None,
+                fps_hint: None,
+                source: None,
+                source_error: None,
+                events: None,
+                ticker: None,
+                ticks: 0,
+                stats: Stats::default(),
+                on_pagehide: None,
+                me: me.clone(),
+            })
+        });
+        {
+            let mut p = player.borrow_mut();
+            p.watch_source();
+            p.start_ticker();
+            let me = p.me.clone();
+            let cb = Closure::<dyn FnMut()>::new(move || {
+                if let Some(p) = me.upgrade() {
+                    Player::stop(&p);
+                }
+            });
+            let _ = net::window().add_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref());
+            p.on_pagehide = Some(cb);
+            p.publish();
+        }
+        spawn_local(fetch_info(Rc::downgrade(&player)));
+        if player.borrow().opts.autoplay {
+            dispatch(&player, Event::Start);
+        }
+        Ok(player)
+    }
+
+    /// Starts a player mounted without autoplay.
+    pub fn play(this: &Shared) {
+        dispatch(this, Event::Start);
+    }
+
+    /// Ends the session on the relay and releases everything. Idempotent.
+    pub fn stop(this: &Shared) {
+        dispatch(this, Event::Stop);
+        let mut p = this.borrow_mut();
+        if let Some((id, _)) = p.ticker.take() {
+            net::window().clear_interval_with_handle(id);
+        }
+        if let Some((es, _)) = p.events.take() {
+            es.close();
+        }
+        if let Some(cb) = p.on_pagehide.take() {
+            let _ = net::window().remove_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref());
+        }
+    }
+
+    fn publish(&mut self) {
+        let now = net::mono_ms();
+        let ui = Ui {
+            status: self.ladder.status().as_str(),
+            transport: self.ladder.transport().as_str(),
+            source: self.source,
+            source_error: self.source_error.clone(),
+            error: self.ladder.last_error().map(str::to_owned),
+            retry_in_ms: self.ladder.retry_in_ms(now),
+            stats: self.stats.clone(),
+        };
+        // Attributes for CSS, tests and host pages; the pc for those who want its stats.
+        let root = &self.el.root;
+        let _ = root.set_attribute("data-status", ui.status);
+        let _ = root.set_attribute("data-transport", ui.transport);
+        let _ = root.set_attribute("data-source", self.source.map_or("unknown", source_str));
+        let _ = root.set_attribute("data-mjpeg-frames", &self.mjpeg_frames.to_string());
+        let _ = root.set_attribute("data-webrtc-frames", &self.webrtc_clock.frames().to_string());
+        let handle = Object::new();
+        let pc = self.session.as_ref().map_or(JsValue::NULL, |s| s.pc.clone().into());
+        let url = self.session.as_ref().and_then(|s| s.url.clone()).map_or(JsValue::NULL, |u| JsValue::from_str(&u));
+        let _ = Reflect::set(&handle, &"pc".into(), &pc);
+        let _ = Reflect::set(&handle, &"sessionUrl".into(), &url);
+        let _ = Reflect::set(root, &"scopecast".into(), &handle);
+        if self.ui.with_untracked(|old| *old != ui) {
+            self.ui.set(ui);
+        }
+    }
+
+    fn start_ticker(&mut self) {
+        let me = self.me.clone();
+        let cb = Closure::<dyn FnMut()>::new(move || {
+            if let Some(p) = me.upgrade() {
+                tick(&p);
+            }
+        });
+        if let Ok(id) = net::window().set_interval_with_callback_and_timeout_and_arguments_0(cb.as_ref().unchecked_ref(), TICK_MS) {
+            self.ticker = Some((id, cb));
+        }
+    }
+
+    /// The source's state from the relay's event stream (a Scopecast extra: other WHEP servers
+    /// have none, and the view then simply does not show it).
+    fn watch_source(&mut self) {
+        let url = with_token_query(&self.urls.events, self.opts.token.as_deref());
+        let Ok(es) = EventSource::new(&url) else { return };
+        let me = self.me.clone();
+        let cb = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(p) = me.upgrade() else { return };
+            let Some(data) = ev.data().as_string() else { return };
+            let Ok(state) = serde_json::from_str::<StateEvent>(&data) else { return };
+            let mut p = p.borrow_mut();
+            let back_live = state.state == SourceState::Live && p.source != Some(SourceState::Live);
+            p.source = Some(state.state);
+            p.source_error = state.last_error;
+            if back_live {
+                // The camera came back: its frames, not the once-a-second repeat, set the pace.
+                p.webrtc_clock.start(net::mono_ms());
+            }
+            p.publish();
+        });
+        let _ = es.add_event_listener_with_callback(scopecast_shared::api::EVENT_STATE, cb.as_ref().unchecked_ref());
+        self.events = Some((es, cb));
+    }
+}
+
+fn source_str(s: SourceState) -> &'static str {
+    match s {
+        SourceState::Idle => "idle",
+        SourceState::Connecting => "connecting",
+        SourceState::Live => "live",
+        SourceState::Offline => "offline",
+    }
+}
+
+/// `EventSource` and `<img>` cannot send headers: the relay takes the token as `?token=`.
+fn with_token_query(url: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) if !url.contains("token=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}token={}", js_sys::encode_uri_component(t))
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Feeds one event to the ladder and carries out its commands.
+pub fn dispatch(this: &Shared, event: Event) {
+    let commands = {
+        let mut p = this.borrow_mut();
+        p.ladder.handle(net::mono_ms(), event, net::random())
+    };
+    for c in commands {
+        run(this, c);
+    }
+    this.borrow_mut().publish();
+}
+
+fn run(this: &Shared, command: Command) {
+    match command {
+        Command::Post => {
+            let generation = this.borrow().generation;
+            spawn_local(post(Rc::downgrade(this), generation));
+        }
+        Command::IceRestart => {
+            let generation = this.borrow().generation;
+            spawn_local(ice_restart(Rc::downgrade(this), generation));
+        }
+        Command::HangUp => hang_up(this),
+        Command::StartMjpeg => {
+            let mut p = this.borrow_mut();
+            if let Some(old) = p.mjpeg.take() {
+                old.abort();
+            }
+            let Ok(abort) = AbortController::new() else { return };
+            p.mjpeg = Some(abort.clone());
+            let _ = p.el.canvas.class_list().remove_1("scopecast-hidden");
+            spawn_local(read_mjpeg(Rc::downgrade(this), abort));
+        }
+        Command::StopMjpeg => {
+            let mut p = this.borrow_mut();
+            if let Some(abort) = p.mjpeg.take() {
+                abort.abort();
+            }
+            let _ = p.el.canvas.class_list().add_1("scopecast-hidden");
+        }
+    }
+}
+
+fn tick(this: &Shared) {
+    let poll_stats = {
+        let mut p = this.borrow_mut();
+        p.ticks += 1;
+        p.ticks % 4 == 0
+    };
+    dispatch(this, Event::Tick);
+    if poll_stats {
+        spawn_local(poll(Rc::downgrade(this)));
+    }
+}
+
+/// Reads the receiver's stats once a second: frames decoded (stall and "playing"), and what
+/// the overlay shows.
+async fn poll(me: Weak<RefCell<Player>>) {
+    let Some(p) = me.upgrade() else { return };
+    let (pc, generation, prev) = {
+        let p = p.borrow();
+        (p.session.as_ref().map(|s| s.pc.clone()), p.generation, p.webrtc_stats.clone())
+    };
+    let now = net::mono_ms();
+    let sample = match &pc {
+        Some(pc) => stats::sample(pc, now).await,
+        None => None,
+    };
+    let mut events = Vec::new();
+    {
+        let mut pl = p.borrow_mut();
+        if pl.generation != generation {
+            return;
+        }
+        let fps_hint = pl.fps_hint;
+        if let Some(s) = &sample {
+            pl.webrtc_clock.observe(now, s.frames_decoded);
+            if s.frames_decoded > 0 {
+                events.push(Event::Playing);
+            }
+        }
+        let transport = pl.ladder.transport();
+        let mut st = stats::derive(prev.as_ref(), sample.as_ref());
+        st.transport = transport.as_str();
+        match transport {
+            Transport::WebRtc => {
+                st.width = pl.el.video.video_width();
+                st.height = pl.el.video.video_height();
+                st.since_frame_ms = pl.webrtc_clock.since_last_ms(now);
+                st.latency_ms = stats::strip_latency(pl.el.video.as_ref(), st.width, st.height);
+            }
+            Transport::Mjpeg => {
+                st.width = pl.el.canvas.width();
+                st.height = pl.el.canvas.height();
+                let (frames, at) = pl.mjpeg_mark;
+                st.fps = (pl.mjpeg_frames.saturating_sub(frames)) as f64 * 1000.0 / now.saturating_sub(at).max(1) as f64;
+                st.since_frame_ms = pl.mjpeg_last_ms.map(|t| now.saturating_sub(t));
+                st.latency_ms = stats::strip_latency(pl.el.canvas.as_ref(), st.width, st.height);
+            }
+            Transport::None => {}
+        }
+        pl.mjpeg_mark = (pl.mjpeg_frames, now);
+        pl.stats = st;
+        pl.webrtc_stats = sample;
+        // A live source but no new frames: the transport is stuck (an offline camera is not).
+        let source_live = !matches!(pl.source, Some(SourceState::Offline) | Some(SourceState::Connecting) | Some(SourceState::Idle));
+        if source_live && transport == Transport::WebRtc && pl.webrtc_clock.stalled(now, fps_hint) {
+            events.push(Event::Stalled);
+        }
+    }
+    for e in events {
+        dispatch(&p, e);
+    }
+}
+
+async fn fetch_info(me: Weak<RefCell<Player>>) {
+    let Some((url, token)) = me.upgrade().map(|p| {
+        let p = p.borrow();
+        (p.urls.info.clone(), p.opts.token.clone())
+    }) else {
+        return;
+    };
+    let Ok(res) = net::fetch(Req::new("GET", &url, token.as_deref())).await else { return };
+    if !res.ok() {
+        return;
+    }
+    let body = net::text(&res).await;
+    if let (Ok(info), Some(p)) = (serde_json::from_str::<StreamInfo>(&body), me.upgrade()) {
+        let mut p = p.borrow_mut();
+        p.fps_hint = info.max_fps.or(Some(info.fps_in)).filter(|f| *f > 0.0);
+        if p.source.is_none() {
+            p.source = Some(info.state);
+            p.source_error = info.last_error;
+        }
+        p.publish();
+    }
+}
+
+/// One WHEP attempt: a recvonly peer connection, the offer (after ICE gathering, capped),
+/// the POST, and the answer. Ends in a ladder event.
+async fn post(me: Weak<RefCell<Player>>, generation: u32) {
+    let outcome = negotiate(&me, generation).await;
+    let Some(p) = me.upgrade() else { return };
+    if p.borrow().generation != generation {
+        return;
+    }
+    match outcome {
+        Ok(()) => {
+            trickle_late(&p);
+            dispatch(&p, Event::Answered);
+        }
+        Err(refusal) => dispatch(&p, refusal),
+    }
+}
+
+fn refused(status: u16, detail: impl Into<String>) -> Event {
+    Event::Refused { status, retry_after_ms: None, detail: detail.into() }
+}
+
+async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Event> {
+    let js = |e: JsValue| refused(0, format!("{e:?}"));
+    let (pc, whep, token) = {
+        let p = me.upgrade().ok_or_else(|| refused(0, "gone"))?;
+        let mut p = p.borrow_mut();
+        let pc = new_peer_connection(&p.ice_servers).map_err(js)?;
+        let callbacks = peer_callbacks(&pc, me.clone(), generation, p.el.video.clone());
+        p.session = Some(Session { pc: pc.clone(), url: None, etag: None, late_candidates: Vec::new(), remote_sdp: None, _callbacks: callbacks });
+        (pc, p.urls.whep.clone(), p.opts.token.clone())
+    };
+    let offer = net::wait(pc.create_offer()).await.map_err(js)?;
+    let offer_sdp = Reflect::get(&offer, &"sdp".into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+    let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    desc.set_sdp(&offer_sdp);
+    net::wait(pc.set_local_description(&desc)).await.map_err(js)?;
+    gathered(&pc, GATHER_CAP_MS).await;
+    let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(offer_sdp);
+
+    let res = net::fetch(Req { body: Some(&sdp), headers: &[("Content-Type", "application/sdp")], ..Req::new("POST", &whep, token.as_deref()) })
+        .await
+        .map_err(|_| refused(0, "the relay did not answer"))?;
+    let status = res.status();
+    if status != 201 {
+        let retry_after_ms = net::header(&res, "retry-after").and_then(|v| headers::retry_after_ms(&v, net::unix_ms()));
+        let detail = net::problem_detail(&res).await;
+        return Err(Event::Refused { status, retry_after_ms, detail });
+    }
+    let location = net::header(&res, "location").map(|l| headers::resolve(&absolute(&whep), &l));
+    let etag = net::header(&res, "etag");
+    let links = net::header(&res, "link").unwrap_or_default();
+    let answer = net::text(&res).await;
+    {
+        let p = me.upgrade().ok_or_else(|| refused(0, "gone"))?;
+        let mut p = p.borrow_mut();
+        if p.generation != generation {
+            // Hung up while the POST was out: end the session we just made.
+            if let Some(url) = location {
+                spawn_local(delete(url, token));
+            }
+            return Ok(());
+        }
+        let servers = headers::ice_servers([links.as_str()]);
+        if !servers.is_empty() {
+            // Too late for this offer; used by the next peer connection.
+            p.ice_servers = servers;
+        }
+        if let Some(s) = p.session.as_mut() {
+            s.url = location;
+            s.etag = etag;
+            s.remote_sdp = Some(answer.clone());
+        }
+    }
+    let desc = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+    desc.set_sdp(&answer);
+    net::wait(pc.set_remote_description(&desc)).await.map_err(|e| refused(0, format!("the answer was refused: {e:?}")))?;
+    Ok(())
+}
+
+/// Relative URLs (a page served by the relay) against the page's own address.
+fn absolute(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_owned();
+    }
+    let here = net::window().location().href().unwrap_or_default();
+    headers::resolve(&here, url)
+}
+
+fn new_peer_connection(servers: &[headers::IceServer]) -> Result<RtcPeerConnection, JsValue> {
+    let config = RtcConfiguration::new();
+    let list = Array::new();
+    for s in servers {
+        let server = RtcIceServer::new();
+        server.set_urls(&JsValue::from_str(&s.url));
+        if let Some(u) = &s.username {
+            server.set_username(u);
+        }
+        if let Some(c) = &s.credential {
+            server.set_credential(c);
+        }
+        list.push(&server);
+    }
+    config.set_ice_servers(&list);
+    let pc = RtcPeerConnection::new_with_configuration(&config)?;
+    let init = RtcRtpTransceiverInit::new();
+    init.set_direction(RtcRtpTransceiverDirection::Recvonly);
+    pc.add_transceiver_with_str_and_init("video", &init);
+    Ok(pc)
+}
+
+/// Waits for ICE gathering to complete, at most `cap_ms`: host candidates come at once, and a
+/// relay on the LAN needs nothing more; later ones are trickled.
+async fn gathered(pc: &RtcPeerConnection, cap_ms: i32) {
+    if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+        return;
+    }
+    let pc2 = pc.clone();
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let resolve2 = resolve.clone();
+        let _ = net::window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, cap_ms);
+        let pc3 = pc2.clone();
+        let cb = Closure::<dyn FnMut()>::new(move || {
+            if pc3.ice_gathering_state() == RtcIceGatheringState::Complete {
+                let _ = resolve2.call0(&JsValue::NULL);
+            }
+        });
+        let _ = pc2.add_event_listener_with_callback("icegatheringstatechange", cb.as_ref().unchecked_ref());
+        cb.forget_once();
+    });
+    let _ = net::wait(promise).await;
+}
+
+/// Extension: `Closure::forget` for a listener that lives as long as its peer connection.
+trait ForgetOnce {
+    fn forget_once(self);
+}
+impl ForgetOnce for Closure<dyn FnMut()> {
+    fn forget_once(self) {
+        // The listener belongs to one peer connection and is collected with it; leaking the
+        // small Rust side once per session is bounded by the session count.
+        self.forget();
+    }
+}
+
+fn peer_callbacks(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation: u32, video: HtmlVideoElement) -> Vec<Closure<dyn FnMut(JsValue)>> {
+    let mut out = Vec::new();
+    let on_state = {
+        let me = me.clone();
+        let pc = pc.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            let Some(p) = me.upgrade() else { return };
+            if p.borrow().generation != generation {
+                return;
+            }
+            let event = match pc.connection_state() {
+                RtcPeerConnectionState::Connected => Event::Connected,
+                RtcPeerConnectionState::Disconnected => Event::Disconnected,
+                RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => Event::Failed,
+                _ => return,
+            };
+            if event == Event::Connected {
+                p.borrow_mut().webrtc_clock.start(net::mono_ms());
+            }
+            dispatch(&p, event);
+        })
+    };
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+    out.push(on_state);
+
+    let on_track = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+        let Ok(ev) = ev.dyn_into::<RtcTrackEvent>() else { return };
+        let stream = ev.streams().get(0).dyn_into::<web_sys::MediaStream>().ok().or_else(|| {
+            let tracks = Array::of1(&ev.track());
+            web_sys::MediaStream::new_with_tracks(&tracks).ok()
+        });
+        // Play out as soon as decoded: the browser's jitter buffer target to zero where supported.
+        let receiver = ev.receiver();
+        let _ = Reflect::set(&receiver, &"jitterBufferTarget".into(), &JsValue::from_f64(0.0));
+        let _ = Reflect::set(&receiver, &"playoutDelayHint".into(), &JsValue::from_f64(0.0));
+        video.set_muted(true);
+        video.set_src_object(stream.as_ref());
+        if let Ok(p) = video.play() {
+            // Autoplay may be refused (no gesture); the picture still shows once allowed.
+            spawn_local(async move {
+                let _ = net::wait(p).await;
+            });
+        }
+    });
+    pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+    out.push(on_track);
+
+    let on_candidate = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+        let Ok(ev) = ev.dyn_into::<RtcPeerConnectionIceEvent>() else { return };
+        let Some(c) = ev.candidate() else { return };
+        let Some(p) = me.upgrade() else { return };
+        if p.borrow().generation != generation {
+            return;
+        }
+        let line = c.candidate();
+        if line.is_empty() {
+            return;
+        }
+        // Before the POST's answer the candidate is in the offer (or will be trickled).
+        if let Some(s) = p.borrow_mut().session.as_mut() {
+            s.late_candidates.push(line);
+        }
+        if p.borrow().session.as_ref().is_some_and(|s| s.url.is_some()) {
+            trickle_late(&p);
+        }
+    });
+    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+    out.push(on_candidate);
+    out
+}
+
+/// PATCHes candidates that were not in the offer.
+fn trickle_late(p: &Shared) {
+    let mut pl = p.borrow_mut();
+    let token = pl.opts.token.clone();
+    let Some(s) = pl.session.as_mut() else { return };
+    let Some(url) = s.url.clone() else { return };
+    let offer = s.pc.local_description().map(|d| d.sdp()).unwrap_or_default();
+    let pending: Vec<String> = std::mem::take(&mut s.late_candidates).into_iter().filter(|c| !offer.contains(c.as_str())).collect();
+    let Some(ice) = IceParams::from_sdp(&offer) else { return };
+    if pending.is_empty() {
+        return;
+    }
+    let body = sdpfrag::fragment(&ice, &pending);
+    spawn_local(async move {
+        let _ = net::fetch(Req { body: Some(&body), headers: &[("Content-Type", "application/trickle-ice-sdpfrag")], ..Req::new("PATCH", &url, token.as_deref()) }).await;
+    });
+}
+
+/// An ICE restart on the current session (WHEP's PATCH with `If-Match: *`).
+async fn ice_restart(me: Weak<RefCell<Player>>, generation: u32) {
+    let result = restart(&me, generation).await;
+    let Some(p) = me.upgrade() else { return };
+    if p.borrow().generation == generation {
+        dispatch(&p, if result.is_ok() { Event::RestartAnswered } else { Event::RestartRefused });
+    }
+}
+
+async fn restart(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), ()> {
+    let (pc, url, token, remote) = {
+        let p = me.upgrade().ok_or(())?;
+        let p = p.borrow();
+        let s = p.session.as_ref().ok_or(())?;
+        (s.pc.clone(), s.url.clone().ok_or(())?, p.opts.token.clone(), s.remote_sdp.clone().ok_or(())?)
+    };
+    let options = RtcOfferOptions::new();
+    options.set_ice_restart(true);
+    let offer = net::wait(pc.create_offer_with_rtc_offer_options(&options)).await.map_err(|_| ())?;
+    let sdp = Reflect::get(&offer, &"sdp".into()).ok().and_then(|v| v.as_string()).ok_or(())?;
+    let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    desc.set_sdp(&sdp);
+    net::wait(pc.set_local_description(&desc)).await.map_err(|_| ())?;
+    gathered(&pc, GATHER_CAP_MS).await;
+    let local = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
+    let ice = IceParams::from_sdp(&local).ok_or(())?;
+    let candidates: Vec<String> = local.lines().filter_map(|l| l.trim().strip_prefix("a=").filter(|c| c.starts_with("candidate:")).map(str::to_owned)).collect();
+    let body = sdpfrag::fragment(&ice, &candidates);
+    let res = net::fetch(Req { body: Some(&body), headers: &[("Content-Type", "application/trickle-ice-sdpfrag"), ("If-Match", "*")], ..Req::new("PATCH", &url, token.as_deref()) })
+        .await
+        .map_err(|_| ())?;
+    if res.status() != 200 {
+        return Err(());
+    }
+    let etag = net::header(&res, "etag");
+    let fragment = net::text(&res).await;
+    let new_remote = sdpfrag::apply_restart(&remote, &fragment).ok_or(())?;
+    let desc = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+    desc.set_sdp(&new_remote);
+    net::wait(pc.set_remote_description(&desc)).await.map_err(|_| ())?;
+    let p = me.upgrade().ok_or(())?;
+    let mut p = p.borrow_mut();
+    if p.generation == generation {
+        if let Some(s) = p.session.as_mut() {
+            s.remote_sdp = Some(new_remote);
+            s.etag = etag.or(s.etag.take());
+        }
+    }
+    Ok(())
+}
+
+fn hang_up(this: &Shared) {
+    let mut p = this.borrow_mut();
+    p.generation = p.generation.wrapping_add(1);
+    p.webrtc_stats = None;
+    p.webrtc_clock = FrameClock::default();
+    let token = p.opts.token.clone();
+    if let Some(s) = p.session.take() {
+        s.pc.set_onconnectionstatechange(None);
+        s.pc.set_ontrack(None);
+        s.pc.set_onicecandidate(None);
+        s.pc.close();
+        if let Some(url) = s.url {
+            spawn_local(delete(url, token));
+        }
+    }
+    p.el.video.set_src_object(None);
+}
+
+/// Ends a session on the relay. `keepalive`, so it goes out even when the page is unloading.
+async fn delete(url: String, token: Option<String>) {
+    let _ = net::fetch(Req { keepalive: true, ..Req::new("DELETE", &url, token.as_deref()) }).await;
+}
+
+/// The MJPEG fallback: reads `/{stream}/mjpeg` with fetch and draws the newest JPEG of each
+/// chunk on the canvas. (An `<img>` would show each frame one frame late in Chromium.)
+async fn read_mjpeg(me: Weak<RefCell<Player>>, abort: AbortController) {
+    let result = mjpeg_loop(&me, &abort).await;
+    let Some(p) = me.upgrade() else { return };
+    let still_current = p.borrow().mjpeg.as_ref().is_some_and(|a| *a == abort);
+    if still_current {
+        if let Err(e) = result {
+            web_sys::console::debug_1(&JsValue::from_str(&format!("scopecast: MJPEG ended: {e}")));
+        }
+        dispatch(&p, Event::MjpegEnded);
+    }
+}
+
+async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Result<(), String> {
+    let (url, token, canvas) = {
+        let p = me.upgrade().ok_or("gone")?;
+        let p = p.borrow();
+        (p.urls.mjpeg.clone(), p.opts.token.clone(), p.el.canvas.clone())
+    };
+    let signal = abort.signal();
+    let res = net::fetch(Req { signal: Some(&signal), ..Req::new("GET", &url, token.as_deref()) }).await.map_err(|_| "no answer".to_owned())?;
+    if !res.ok() {
+        return Err(format!("HTTP {}", res.status()));
+    }
+    let boundary = net::header(&res, "content-type").and_then(|ct| boundary_from_content_type(&ct));
+    let body = res.body().ok_or("no body")?;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut parser = MultipartParser::new(boundary.as_deref(), DEFAULT_MAX_PART);
+    let ctx = canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
+        .and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
+        .ok_or("no 2d canvas")?;
+    while let Some(chunk) = net::read_chunk(&reader).await.map_err(|e| format!("{e:?}"))? {
+        parser.push(&chunk);
+        let mut newest = None;
+        while let Some(event) = parser.next_event() {
+            if let PartEvent::Jpeg(part) = event {
+                newest = Some(part.jpeg);
+            }
+        }
+        let Some(jpeg) = newest else { continue };
+        if draw_jpeg(&jpeg, &canvas, &ctx).await.is_err() {
+            continue; // A corrupt frame: skip it, the next one comes.
+        }
+        let p = me.upgrade().ok_or("gone")?;
+        let mut pl = p.borrow_mut();
+        if pl.mjpeg.as_ref() != Some(abort) {
+            return Ok(());
+        }
+        pl.mjpeg_frames += 1;
+        pl.mjpeg_last_ms = Some(net::mono_ms());
+        drop(pl);
+        dispatch(&p, Event::MjpegFrame);
+    }
+    Err("the stream ended".into())
+}
+
+async fn draw_jpeg(jpeg: &[u8], canvas: &HtmlCanvasElement, ctx: &CanvasRenderingContext2d) -> Result<(), JsValue> {
+    let bytes = js_sys::Uint8Array::from(jpeg);
+    let parts = Array::of1(&bytes);
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type("image/jpeg");
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts)?;
+    let bitmap: web_sys::ImageBitmap = net::wait(net::window().create_image_bitmap_with_blob(&blob)?).await?.dyn_into()?;
+    if canvas.width() != bitmap.width() || canvas.height() != bitmap.height() {
+        canvas.set_width(bitmap.width());
+        canvas.set_height(bitmap.height());
+    }
+    ctx.draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)?;
+    bitmap.close();
+    Ok(())
+}
