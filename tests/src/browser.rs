@@ -69,22 +69,32 @@ impl Browser {
     }
 }
 
-/// What a test sees of the page's player: the video receiver's stats (frames decoded, PLIs,
-/// FIRs, freezes), the `<video>`'s size, the player's state, the peer connection's state and
-/// the camera state the page shows.
+/// What a test sees of the first player on the page (`.scopecast`, the Leptos live view): its
+/// status, transport and camera state (the `data-` attributes it keeps), MJPEG frames drawn,
+/// the badges' text, the `<video>`'s size, and the WebRTC receiver's stats (frames decoded,
+/// PLIs, FIRs, freezes) with the peer connection's state.
 pub async fn page_status(client: &Client) -> serde_json::Value {
     let probe = r#"
         const done = arguments[arguments.length - 1];
-        const p = window.scopecast;
-        const v = document.getElementById("video");
-        const source = (document.getElementById("source") || {}).textContent || "";
-        const base = { frames: 0, plis: 0, firs: 0, freezes: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, state: p ? p.state : "none", pc: "none", source };
-        if (!p || !p.pc) return done(base);
-        p.pc.getStats().then((all) => {
+        const root = document.querySelector(".scopecast");
+        if (!root) return done({ state: "none", frames: 0, mjpeg: 0, width: 0, height: 0, pc: "none" });
+        const v = root.querySelector("video");
+        const c = root.querySelector("canvas");
+        const text = (sel) => (root.querySelector(sel) || {}).textContent || "";
+        const base = {
+            state: root.dataset.status || "none", transport: root.dataset.transport || "none", source: root.dataset.source || "unknown",
+            status_text: text(".scopecast-status"), source_text: text(".scopecast-source"),
+            mjpeg: Number(root.dataset.mjpegFrames || 0), canvas_width: c ? c.width : 0, canvas_visible: !!c && !c.classList.contains("scopecast-hidden"),
+            frames: 0, plis: 0, firs: 0, freezes: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, pc: "none",
+            session: root.scopecast && root.scopecast.sessionUrl,
+        };
+        const pc = root.scopecast && root.scopecast.pc;
+        if (!pc) return done(base);
+        pc.getStats().then((all) => {
             let rx = {};
             all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") rx = s; });
-            done({ ...base, frames: rx.framesDecoded || 0, plis: rx.pliCount || 0, firs: rx.firCount || 0, freezes: rx.freezeCount || 0, pc: p.pc.connectionState });
-        });
+            done({ ...base, frames: rx.framesDecoded || 0, plis: rx.pliCount || 0, firs: rx.firCount || 0, freezes: rx.freezeCount || 0, pc: pc.connectionState });
+        }, () => done(base));
     "#;
     client.execute_async(probe, vec![]).await.unwrap_or(serde_json::Value::Null)
 }
@@ -105,4 +115,17 @@ pub async fn wait_for_page(client: &Client, what: &str, secs: u64, pred: impl Fn
 /// A counter from [`page_status`].
 pub fn count(status: &serde_json::Value, key: &str) -> u64 {
     status[key].as_u64().unwrap_or(0)
+}
+
+/// Saves a screenshot of the page as `docs/screenshots/{name}.png` (README shows them).
+pub async fn save_screenshot(client: &Client, name: &str) {
+    let shot = client.screenshot().await.expect("screenshot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::write(dir.join(format!("{name}.png")), shot).expect("write screenshot");
+}
+
+/// Opens the player's details overlay (the "i" button).
+pub async fn show_overlay(client: &Client) {
+    client.execute(r#"document.querySelector(".scopecast .scopecast-toggle").click()"#, vec![]).await.expect("toggle overlay");
 }

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod camera;
 pub mod clients;
 pub mod logs;
+pub mod proxy;
 pub mod viewer;
 
 use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};

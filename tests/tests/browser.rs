@@ -1,7 +1,7 @@
 //! Headless Chromium plays the relay's page over WHEP and decodes H.264.
 
 use scopecast::config::{SecurityConfig, StreamConfig};
-use scopecast_tests::browser::{count, page_status, wait_for_page, Browser};
+use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser};
 use scopecast_shared::timecode;
 use scopecast_tests::camera::{self, Framing, Frames};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay, start_relay_with};
@@ -19,14 +19,21 @@ async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
 
     let last = wait_for_page(c, "25 decoded frames of the configured size", 20, |v| count(v, "frames") >= 25 && count(v, "width") > 0).await;
     assert_eq!((last["width"].as_u64(), last["height"].as_u64()), (Some(640), Some(360)), "{last}");
-    assert_eq!(last["state"], "live");
+    assert_eq!((last["state"].as_str(), last["transport"].as_str()), (Some("live"), Some("webrtc")), "{last}");
+    assert_eq!(last["canvas_visible"], false, "no MJPEG while WebRTC plays: {last}");
     assert_eq!(relay.session_count(), 1);
     assert_levels_survive(c).await;
 
-    let shot = c.screenshot().await.expect("screenshot");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join("page-live.png"), shot);
+    show_overlay(c).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await; // two stats polls: rates need two samples
+    let details = c.execute(r#"return Object.fromEntries([...document.querySelectorAll(".scopecast-overlay dd")].map((d) => [d.dataset.key, d.textContent]))"#, vec![]).await.expect("overlay");
+    assert_eq!(details["transport"], "webrtc", "{details}");
+    assert_eq!(details["resolution"], "640x360", "{details}");
+    let fps: f64 = details["frame-rate"].as_str().and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    assert!((15.0..=30.0).contains(&fps), "about 25 fps shown: {details}");
+    let latency: u64 = details["glass-to-glass"].as_str().and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect("latency read from the strip");
+    assert!(latency < 1000, "glass-to-glass latency from the timecode strip: {details}");
+    save_screenshot(c, "player-live").await;
 
     // Leaving the page sends DELETE.
     c.goto("about:blank").await.expect("leave");
@@ -41,7 +48,7 @@ async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
 /// telescope picture's faintest detail.
 async fn assert_levels_survive(c: &fantoccini::Client) {
     let grab = r#"
-        const v = document.getElementById("video");
+        const v = document.querySelector(".scopecast video");
         const w = v.videoWidth, h = v.videoHeight, band = Math.max(8, Math.floor(h / 40)) & ~1;
         const canvas = document.createElement("canvas");
         canvas.width = w; canvas.height = h;
@@ -101,16 +108,18 @@ async fn chromium_keeps_playing_through_a_camera_outage_and_says_so() {
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
     c.goto(&format!("{}/scope/", base_url(&relay))).await.expect("open page");
-    wait_for_page(c, "live frames", 10, |v| count(v, "frames") >= 25 && v["source"] == "camera live").await;
+    wait_for_page(c, "live frames", 10, |v| count(v, "frames") >= 25 && v["source"] == "live").await;
 
     cam.stop().await;
-    let offline = wait_for_page(c, "the page to say the camera is offline", 10, |v| v["source"].as_str().is_some_and(|s| s.starts_with("camera offline"))).await;
+    let offline = wait_for_page(c, "the page to say the camera is offline", 10, |v| v["source"] == "offline" && v["source_text"].as_str().is_some_and(|s| s.starts_with("source offline"))).await;
     assert_eq!(offline["pc"], "connected", "the WebRTC session stays up: {offline}");
+    assert_eq!(offline["transport"], "webrtc", "the last picture stays: {offline}");
+    save_screenshot(c, "player-source-offline").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = count(&page_status(c).await, "frames");
     cam.restart().await;
     let back = tokio::time::Instant::now();
-    wait_for_page(c, "the page to say the camera is live", 10, |v| v["source"] == "camera live").await;
+    wait_for_page(c, "the page to say the camera is live", 10, |v| v["source"] == "live").await;
     // During the outage only the once-a-second repeat arrives; 15 more frames means the
     // camera's 25 fps are decoded again.
     let deadline = back + Duration::from_secs(2);

@@ -1,0 +1,141 @@
+//! An HTTP proxy in front of a relay that can make WebRTC impossible on demand, the way a
+//! firewall or a misbehaving server would, while everything else (the page, MJPEG, events)
+//! still passes. Browser tests load the page through it.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What the proxy does to WHEP offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Everything passes.
+    Pass = 0,
+    /// Offers are answered, but ICE can never connect (UDP blocked by a firewall): the offer
+    /// reaches the relay without the browser's candidates, trickled ones are swallowed, and
+    /// every candidate in the answer points at a dead port.
+    BlockUdp = 1,
+    /// Offers get `503` with `Retry-After: 1` (the relay refusing).
+    RefuseWhep = 2,
+}
+
+struct Shared {
+    upstream: String,
+    mode: AtomicU8,
+    offers: AtomicU64,
+    client: reqwest::Client,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str, mode: Mode) -> Self {
+        let shared = Arc::new(Shared { upstream: upstream.trim_end_matches('/').to_owned(), mode: AtomicU8::new(mode as u8), offers: AtomicU64::new(0), client: reqwest::Client::new() });
+        let app = axum::Router::new().fallback(forward).with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// WHEP offers seen so far.
+    pub fn offers(&self) -> u64 {
+        self.shared.offers.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let mode = shared.mode.load(Ordering::SeqCst);
+    let offer = req.method() == Method::POST && req.uri().path().ends_with("/whep");
+    if offer {
+        shared.offers.fetch_add(1, Ordering::SeqCst);
+        if mode == Mode::RefuseWhep as u8 {
+            let body = r#"{"type":"urn:scopecast:problem:test-refusal","title":"Refused by the test proxy","status":503}"#;
+            return (StatusCode::SERVICE_UNAVAILABLE, [("content-type", "application/problem+json"), ("retry-after", "1")], body).into_response();
+        }
+    }
+    let url = format!("{}{}", shared.upstream, req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let method = req.method().clone();
+    let mut headers = req.headers().clone();
+    headers.remove("host");
+    let trickle = req.method() == Method::PATCH;
+    let Ok(mut body) = axum::body::to_bytes(req.into_body(), 1 << 20).await else { return StatusCode::BAD_REQUEST.into_response() };
+    if mode == Mode::BlockUdp as u8 {
+        if trickle {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        if offer {
+            let sdp = String::from_utf8_lossy(&body);
+            let kept: Vec<&str> = sdp.lines().filter(|l| !l.starts_with("a=candidate:")).collect();
+            body = (kept.join("\r\n") + "\r\n").into();
+        }
+    }
+    let Ok(res) = shared.client.request(method, &url).headers(headers).body(body).send().await else { return StatusCode::BAD_GATEWAY.into_response() };
+    let status = res.status();
+    let mut out_headers = HeaderMap::new();
+    for (k, v) in res.headers() {
+        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+            out_headers.append(k, v.clone());
+        }
+    }
+    if offer && mode == Mode::BlockUdp as u8 && status == StatusCode::CREATED {
+        let answer = res.text().await.unwrap_or_default();
+        let mut builder = Response::builder().status(status);
+        for (k, v) in &out_headers {
+            builder = builder.header(k, v);
+        }
+        return builder.body(Body::from(dead_candidates(&answer))).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+    }
+    // Streamed, so MJPEG and event streams pass through as they come.
+    let stream = res.bytes_stream().map_err(std::io::Error::other);
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = status;
+    *response.headers_mut() = out_headers;
+    response.headers_mut().insert("x-test-proxy", HeaderValue::from_static("1"));
+    response
+}
+
+/// Points every candidate in an SDP at the discard port (9), where nothing answers STUN.
+fn dead_candidates(sdp: &str) -> String {
+    sdp.lines()
+        .map(|l| {
+            if l.starts_with("a=candidate:") {
+                let mut parts: Vec<&str> = l.split(' ').collect();
+                if parts.len() > 5 {
+                    parts[5] = "9";
+                }
+                parts.join(" ")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n"
+}

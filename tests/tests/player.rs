@@ -1,0 +1,107 @@
+//! The Leptos player in headless Chromium: the fallback ladder against a relay behind a proxy
+//! that can make WebRTC impossible, and the embeddable element.
+
+use scopecast::config::StreamConfig;
+use scopecast_tests::browser::{count, save_screenshot, wait_for_page, Browser};
+use scopecast_tests::proxy::{Mode, Proxy};
+use scopecast_tests::{base_url, eventually, start_relay};
+use std::time::Duration;
+
+fn pattern() -> Vec<StreamConfig> {
+    vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]
+}
+
+/// MJPEG frames drawn over `secs`.
+async fn mjpeg_frames_over(c: &fantoccini::Client, secs: u64) -> u64 {
+    let before = count(&scopecast_tests::browser::page_status(c).await, "mjpeg");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    count(&scopecast_tests::browser::page_status(c).await, "mjpeg") - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_udp_blocked_the_player_shows_mjpeg_then_climbs_back_to_webrtc_without_a_reload() {
+    let relay = start_relay(pattern()).await;
+    let proxy = Proxy::start(&base_url(&relay), Mode::BlockUdp).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
+    c.execute("window.sameDocument = true", vec![]).await.expect("mark the document");
+
+    let fallback = wait_for_page(c, "the MJPEG fallback", 15, |v| v["state"] == "fallback" && v["transport"] == "mjpeg" && count(v, "mjpeg") > 0).await;
+    assert_eq!(fallback["canvas_visible"], true, "{fallback}");
+    assert_eq!(count(&fallback, "canvas_width"), 640, "MJPEG at full resolution: {fallback}");
+    let advanced = mjpeg_frames_over(c, 2).await;
+    assert!(advanced >= 20, "the MJPEG picture advances at about 25 fps: {advanced} frames in 2 s");
+    save_screenshot(c, "player-fallback").await;
+    assert!(proxy.offers() >= 1, "WebRTC was tried");
+
+    proxy.set_mode(Mode::Pass);
+    let back = wait_for_page(c, "WebRTC again", 30, |v| v["state"] == "live" && v["transport"] == "webrtc" && count(v, "frames") > 10).await;
+    assert_eq!(back["canvas_visible"], false, "MJPEG stopped once WebRTC played: {back}");
+    assert_eq!(c.execute("return window.sameDocument === true", vec![]).await.expect("same document?"), true, "no reload");
+    // Attempts that never connected were hung up (DELETE), not left to time out.
+    eventually(10, "only the live session left on the relay", || relay.session_count() == 1).await;
+    browser.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refusing_offers_gets_mjpeg_and_polite_retries() {
+    let relay = start_relay(pattern()).await;
+    let proxy = Proxy::start(&base_url(&relay), Mode::RefuseWhep).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
+
+    wait_for_page(c, "the MJPEG fallback", 10, |v| v["state"] == "fallback" && count(v, "mjpeg") > 0).await;
+    let offers_before = proxy.offers();
+    let advanced = mjpeg_frames_over(c, 6).await;
+    let retries = proxy.offers() - offers_before;
+    assert!(advanced >= 60, "MJPEG frames kept coming: {advanced} in 6 s");
+    // Retry-After: 1 and backoff from 0.5 s doubling to 10 s: a handful, not a flood.
+    assert!((1..=6).contains(&retries), "{retries} offers in 6 s");
+    assert_eq!(relay.session_count(), 0);
+
+    proxy.set_mode(Mode::Pass);
+    wait_for_page(c, "WebRTC once the relay accepts", 25, |v| v["state"] == "live" && v["transport"] == "webrtc" && count(v, "frames") > 0).await;
+    browser.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_element_plays_survives_a_move_and_removing_it_ends_the_session() {
+    let relay = start_relay(pattern()).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/static/embed.html", base_url(&relay))).await.expect("open the embed example");
+    let live = wait_for_page(c, "the embedded player live", 15, |v| v["state"] == "live" && count(v, "frames") >= 10).await;
+    assert_eq!((count(&live, "width"), count(&live, "height")), (640, 360), "{live}");
+    save_screenshot(c, "player-embedded").await;
+    assert_eq!(relay.session_count(), 1);
+
+    // A React re-render or a drag moves the element: same session, no new one.
+    c.execute("const el = document.getElementById('scope'); document.body.append(el);", vec![]).await.expect("move");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((relay.session_count(), relay.state().sessions_created()), (1, 1), "moving keeps the session");
+
+    c.execute("document.getElementById('scope').remove()", vec![]).await.expect("remove");
+    eventually(10, "removing the element to end the session", || relay.session_count() == 0).await;
+
+    // The module's mount() API, and destroy().
+    let mount = r#"
+        const done = arguments[arguments.length - 1];
+        import("/static/scopecast-player.js").then((m) => {
+            const div = document.createElement("div");
+            div.style.height = "200px";
+            document.body.append(div);
+            window.handle = m.mount(div, { src: "/telescope", controls: "false" });
+            done(true);
+        }, (e) => done(String(e)));
+    "#;
+    assert_eq!(c.execute_async(mount, vec![]).await.expect("mount"), true);
+    eventually(10, "mount() to start a session", || relay.session_count() == 1).await;
+    c.execute("window.handle.destroy()", vec![]).await.expect("destroy");
+    eventually(10, "destroy() to end the session", || relay.session_count() == 0).await;
+    browser.close().await;
+    relay.shutdown().await;
+}
