@@ -20,4 +20,9 @@ fi
 if grep -rlE '(^|[^:[:alnum:]_])webrtc::' relay/src | grep -Ev '^relay/src/(webrtc/|pipeline\.rs)'; then
   fail "webrtc crate used outside relay/src/webrtc and relay/src/pipeline.rs"
 fi
+# The player's logic (client/src/*.rs) is plain Rust tested natively; only client/src/web/
+# touches the browser.
+if grep -lE '(web_sys|js_sys|wasm_bindgen|leptos)' client/src/*.rs | grep -v '^client/src/lib.rs$'; then
+  fail "client logic outside client/src/web uses browser crates"
+fi
 echo "invariants hold"

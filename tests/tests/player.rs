@@ -105,3 +105,22 @@ async fn the_embedded_element_plays_survives_a_move_and_removing_it_ends_the_ses
     browser.close().await;
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_is_served_gzipped_and_mjpeg_is_not() {
+    let relay = start_relay(pattern()).await;
+    let client = reqwest::Client::builder().no_gzip().build().expect("client");
+    let wasm = client.get(format!("{}/static/player/scopecast_client_bg.wasm", base_url(&relay))).header("accept-encoding", "gzip").send().await.expect("wasm");
+    assert_eq!(wasm.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/wasm"));
+    assert_eq!(wasm.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
+    let gz = wasm.bytes().await.expect("body");
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
+    // The size budget (BENCHMARKS.md): every viewer downloads it.
+    assert!(gz.len() <= 250 * 1024, "the player's wasm is {} KB gzipped, over the 250 KB budget", gz.len() / 1024);
+    let js = client.get(format!("{}/static/scopecast-player.js", base_url(&relay))).send().await.expect("js");
+    assert!(js.text().await.expect("text").contains("customElements.define(\"scopecast-player\""), "uncompressed without Accept-Encoding");
+    let mjpeg = client.get(format!("{}/telescope/mjpeg", base_url(&relay))).header("accept-encoding", "gzip").send().await.expect("mjpeg");
+    assert_eq!(mjpeg.headers().get("content-encoding"), None, "a live stream is never compressed");
+    drop(mjpeg);
+    relay.shutdown().await;
+}

@@ -16,7 +16,7 @@ pub fn unix_ms() -> u64 {
 
 /// Monotonic ms (the ladder's clock).
 pub fn mono_ms() -> u64 {
-    window().performance().map_or_else(|| js_sys::Date::now(), |p| p.now()) as u64
+    window().performance().map_or_else(js_sys::Date::now, |p| p.now()) as u64
 }
 
 pub fn random() -> f64 {

@@ -88,7 +88,7 @@ pub struct Player {
     fps_hint: Option<f64>,
     source: Option<SourceState>,
     source_error: Option<String>,
-    events: Option<(EventSource, Closure<dyn FnMut(MessageEvent)>)>,
+    events: Option<(EventSource, StateListener)>,
     ticker: Option<(i32, Closure<dyn FnMut()>)>,
     ticks: u64,
     stats: Stats,
@@ -98,6 +98,7 @@ pub struct Player {
 }
 
 pub type Shared = Rc<RefCell<Player>>;
+type StateListener = Closure<dyn FnMut(MessageEvent)>;
 
 impl Player {
     pub fn start(opts: Options, el: Elements, ui: RwSignal<Ui>) -> Result<Shared, String> {
@@ -303,7 +304,7 @@ fn tick(this: &Shared) {
     let poll_stats = {
         let mut p = this.borrow_mut();
         p.ticks += 1;
-        p.ticks % 4 == 0
+        p.ticks.is_multiple_of(4)
     };
     dispatch(this, Event::Tick);
     if poll_stats {
@@ -521,21 +522,11 @@ async fn gathered(pc: &RtcPeerConnection, cap_ms: i32) {
             }
         });
         let _ = pc2.add_event_listener_with_callback("icegatheringstatechange", cb.as_ref().unchecked_ref());
-        cb.forget_once();
+        // The listener lives as long as its peer connection; the small Rust side is leaked
+        // once per WHEP attempt, which the backoff bounds.
+        cb.forget();
     });
     let _ = net::wait(promise).await;
-}
-
-/// Extension: `Closure::forget` for a listener that lives as long as its peer connection.
-trait ForgetOnce {
-    fn forget_once(self);
-}
-impl ForgetOnce for Closure<dyn FnMut()> {
-    fn forget_once(self) {
-        // The listener belongs to one peer connection and is collected with it; leaking the
-        // small Rust side once per session is bounded by the session count.
-        self.forget();
-    }
 }
 
 fn peer_callbacks(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation: u32, video: HtmlVideoElement) -> Vec<Closure<dyn FnMut(JsValue)>> {

@@ -168,7 +168,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams/{name}/events", get(api::stream_events))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))
-        .route("/static/{*path}", get(static_file))
+        // The player's wasm is 423 KB, 157 KB gzipped. Only static files: MJPEG and event
+        // streams must not sit in a compressor's buffer.
+        .route("/static/{*path}", get(static_file).layer(tower_http::compression::CompressionLayer::new()))
         .route("/{stream}/", get(stream_page))
         .route(
             "/{stream}/whep",
