@@ -312,13 +312,23 @@ impl Pipeline {
                     // No receivers is not an error: the last viewer may just have left.
                     let _ = self.frames.send(Arc::new(out));
                 }
-                Ok(None) => {}
+                Ok(None) => self.keep_keyframe_request(keyframe, &worker),
                 Err(e) => {
                     if let Some(count) = worker.encode_errors.hit(Instant::now()) {
                         tracing::warn!(stream = %self.name, count, "encode failed: {e}");
                     }
+                    self.keep_keyframe_request(keyframe, &worker);
                 }
             }
+        }
+    }
+
+    /// A keyframe was asked for but nothing could be encoded because there is no picture yet
+    /// (the joiner's first frame was undecodable): the request waits for the next good frame,
+    /// instead of being lost and leaving the joiner without an IDR.
+    fn keep_keyframe_request(&self, keyframe: bool, worker: &EncoderWorker) {
+        if keyframe && !worker.has_picture() {
+            lock(&self.slot).keyframe_wanted = true;
         }
     }
 }
@@ -704,6 +714,27 @@ mod tests {
         drop(guard);
         p.stop();
     }
+    #[test]
+    fn a_joiner_whose_first_frame_is_undecodable_gets_an_idr_of_the_next_good_one() {
+        let p = Pipeline::start("bad-first", settings(None)).expect("start");
+        let (_guard, mut rx) = p.attach_viewer();
+        // Prime the encoder: its very first output is an IDR whatever was asked.
+        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(320, 240))), captured: Instant::now() });
+        assert!(recv(&mut rx).keyframe);
+        // The encoder forgets its picture (an idle on-demand source), a new viewer joins, and
+        // the first frame it is offered is garbage.
+        p.forget_picture();
+        std::thread::sleep(Duration::from_millis(100));
+        p.request_keyframe(KeyframeReason::ViewerJoined);
+        p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(vec![0xff, 0xd8, 1, 2, 3].into()), captured: Instant::now() });
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(p.stats.frames_rejected.load(Ordering::Relaxed), 1);
+        let good = crate::media::jpeg::encode_i420(&I420::new(320, 240), 70).expect("jpeg");
+        p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(good.into()), captured: Instant::now() });
+        assert!(recv(&mut rx).keyframe, "the request outlived the bad frame");
+        p.stop();
+    }
+
     #[test]
     fn a_source_larger_than_the_encoder_takes_is_fitted_not_refused() {
         // A full-sensor preview from an astro camera, with no output size configured.
