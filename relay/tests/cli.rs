@@ -33,7 +33,12 @@ fn runs_with_a_stream_flag_prints_its_urls_serves_them_and_stops_on_sigterm() {
     assert_eq!(list["streams"][0]["name"], "deep");
     assert_eq!((list["streams"][0]["width"].as_u64(), list["streams"][0]["max_fps"].as_f64()), (Some(640), Some(0.5)));
     let page = rt.block_on(async { reqwest::get(format!("{base}/deep/")).await?.text().await }).expect("page");
-    assert!(page.contains("<video"), "the player page");
+    assert!(page.contains("mountPage"), "the player page");
+    // The player is built into the binary: its wasm is served from it.
+    let wasm = rt.block_on(async { reqwest::get(format!("{base}/static/player/scopecast_client_bg.wasm")).await }).expect("wasm");
+    assert_eq!(wasm.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/wasm"));
+    let bytes = rt.block_on(wasm.bytes()).expect("wasm body");
+    assert_eq!(&bytes[..4], b"\0asm", "a WebAssembly module");
 
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(kill.success());

@@ -183,6 +183,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })
+        // 405 with a problem body too (axum's own has none); axum still adds `Allow`.
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", format!("{method} is not supported here"))
+        })
         // Inside CORS, so that a page on another origin can read a 401 too.
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth::require_token))
         .layer(cors)
