@@ -1,6 +1,7 @@
 //! Shared harness for the end-to-end tests: a relay on 127.0.0.1, a WHEP viewer built on the
 //! `webrtc` crate that decodes what it receives, and an MJPEG camera served over HTTP.
 
+pub mod bench;
 pub mod browser;
 pub mod camera;
 pub mod clients;

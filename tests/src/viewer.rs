@@ -37,14 +37,19 @@ pub struct RtpLog {
     pub tracks: usize,
     pub ssrcs: std::collections::BTreeSet<u32>,
     pub packets: u64,
+    pub bytes: u64,
+    /// Packets with the marker bit: complete frames sent.
+    pub frames: u64,
     pub sequence_gaps: u64,
     pub timestamp_regressions: u64,
     last: Option<(u16, u32)>,
 }
 
 impl RtpLog {
-    fn packet(&mut self, h: &webrtc::rtp::header::Header) {
+    fn packet(&mut self, h: &webrtc::rtp::header::Header, payload: usize) {
         self.packets += 1;
+        self.bytes += payload as u64;
+        self.frames += u64::from(h.marker);
         self.ssrcs.insert(h.ssrc);
         if let Some((seq, ts)) = self.last {
             self.sequence_gaps += u64::from(h.sequence_number != seq.wrapping_add(1));
@@ -59,7 +64,8 @@ pub struct WhepViewer {
     /// Absolute session URL from the 201's Location.
     pub session_url: String,
     pub etag: Option<String>,
-    /// When the answer arrived.
+    /// When the offer was sent, and when the answer arrived.
+    pub posted_at: Instant,
     pub answered_at: Instant,
     pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
     /// The answer's SDP.
@@ -120,6 +126,16 @@ impl WhepViewer {
     /// Like [`WhepViewer::connect`], with the offer rewritten by `edit` before it is sent (to
     /// play a browser that hides its addresses, say).
     pub async fn connect_with(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String) -> anyhow::Result<Self> {
+        Self::connect_full(whep_url, wants, edit, true).await
+    }
+
+    /// A viewer that only receives and counts RTP ([`WhepViewer::rtp`]), decoding nothing:
+    /// many of them fit in one process (the fan-out benchmark).
+    pub async fn connect_counting(whep_url: &str) -> anyhow::Result<Self> {
+        Self::connect_full(whep_url, Wants::Video, |o| o, false).await
+    }
+
+    async fn connect_full(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String, decode: bool) -> anyhow::Result<Self> {
         let (pc, offer) = make_offer_for(wants).await?;
         let offer = edit(offer);
         let (tx, frames) = mpsc::unbounded_channel();
@@ -131,10 +147,15 @@ impl WhepViewer {
             log.lock().expect("rtp log").tracks += 1;
             // Decoding happens on a plain thread: openh264 is synchronous and CPU-bound.
             let (rtp_tx, rtp_rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || decode_loop(rtp_rx, tx));
+            if decode {
+                std::thread::spawn(move || decode_loop(rtp_rx, tx));
+            }
             tokio::spawn(async move {
                 while let Ok((packet, _)) = track.read_rtp().await {
-                    log.lock().expect("rtp log").packet(&packet.header);
+                    log.lock().expect("rtp log").packet(&packet.header, packet.payload.len());
+                    if !decode {
+                        continue;
+                    }
                     if rtp_tx.send(packet).is_err() {
                         break;
                     }
@@ -142,6 +163,7 @@ impl WhepViewer {
             });
             Box::pin(async {})
         }));
+        let posted_at = Instant::now();
         let response = reqwest::Client::new()
             .post(whep_url)
             .header("content-type", "application/sdp")
@@ -158,7 +180,7 @@ impl WhepViewer {
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
         let base = url_base(whep_url);
         let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-        Ok(Self { pc, session_url, etag, answered_at, frames, answer, links, rtp })
+        Ok(Self { pc, session_url, etag, posted_at, answered_at, frames, answer, links, rtp })
     }
 
     /// Collects decoded frames until `n` arrive or `timeout` passes.

@@ -1,0 +1,130 @@
+//! What the benchmarks share: the relay as its own process (the release binary, so its CPU and
+//! memory are its own), and medians.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `scopecast` release binary running with a generated config file.
+pub struct RelayProcess {
+    child: Child,
+    pub http: String,
+    _dir: std::path::PathBuf,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free TCP port")
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free UDP port")
+}
+
+impl RelayProcess {
+    /// Starts the relay with `streams_toml` (the `[streams.*]` tables), on loopback ports, with
+    /// limits high enough for a benchmark's many sessions from one address.
+    pub async fn start(streams_toml: &str) -> anyhow::Result<Self> {
+        let bin = std::env::current_exe()?.with_file_name("scopecast");
+        anyhow::ensure!(bin.exists(), "{} is missing: run `cargo build --release -p scopecast` first", bin.display());
+        let (http_port, udp_port) = (free_tcp_port(), free_udp_port());
+        let dir = std::env::temp_dir().join(format!("scopecast-bench-relay-{}-{http_port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            format!("[server]\nhttp = \"127.0.0.1:{http_port}\"\nwebrtc_udp = \"127.0.0.1:{udp_port}\"\nmax_sessions = 1000\nsession_rate = 1000\n\n{streams_toml}"),
+        )?;
+        let log = std::fs::File::create(dir.join("relay.log"))?;
+        let child = Command::new(&bin).arg("--config").arg(&config).stdout(Stdio::null()).stderr(log).spawn()?;
+        let relay = Self { child, http: format!("http://127.0.0.1:{http_port}"), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if reqwest::get(format!("{}/healthz", relay.http)).await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(relay);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the relay did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn proc_stat_field(&self, index: usize) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split(' ').nth(index - 3)?.parse().ok()
+    }
+
+    /// CPU time the relay has used (user + system, all threads).
+    pub fn cpu(&self) -> Duration {
+        let ticks = self.proc_stat_field(14).unwrap_or(0) + self.proc_stat_field(15).unwrap_or(0);
+        Duration::from_millis(ticks * 1000 / clock_ticks())
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+/// USER_HZ, the unit of /proc CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> u64 {
+    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100)
+}
+
+/// Median of a sample (mean of the middle two for even sizes).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// The p-th percentile (0..=100), nearest rank.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// Writes a benchmark's markdown to `target/bench/{name}.md` (scripts/bench.sh splices it into
+/// BENCHMARKS.md) and prints it.
+pub fn report(name: &str, markdown: &str) {
+    println!("{markdown}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.md")), markdown);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!((percentile(&v, 50.0), percentile(&v, 95.0), percentile(&v, 100.0)), (50.0, 95.0, 100.0));
+        assert_eq!(min_max(&[2.0, -1.0, 5.0]), (-1.0, 5.0));
+    }
+}

@@ -1,0 +1,46 @@
+//! Time to first frame: from the WHEP POST being sent to the first decoded picture, on a 25 fps
+//! stream and on a 0.2 fps stream (one frame every 5 s), each new viewer arriving at a random
+//! moment of the stream.
+//!
+//! `cargo run --release -p scopecast-tests --bin first-frame-bench [-- --trials 15]`
+//! (after `cargo build --release -p scopecast`).
+//!
+//! The relay is the release binary in its own process; the viewer is a webrtc-crate peer that
+//! depacketizes and decodes (openh264), like the end-to-end tests. The baseline in the same run
+//! is the POST's own round trip (offer in, answer out): what no server can go below.
+
+use rand::Rng;
+use scopecast_tests::bench::{self, median, min_max, percentile, RelayProcess};
+use scopecast_tests::viewer::WhepViewer;
+use std::time::Duration;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let trials: usize = args.iter().position(|a| a == "--trials").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(15);
+    let relay = RelayProcess::start("[streams.fast]\nsource = \"test:1280x720@25\"\n\n[streams.slow]\nsource = \"test:1280x720@0.2\"\n").await?;
+
+    let mut md = format!("{trials} viewers per stream, one at a time, each joining at a random moment; milliseconds.\n\n");
+    md.push_str("| stream | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median | frames of the configured size |\n| --- | --- | --- | --- |\n");
+    for (name, label) in [("fast", "1280x720 at 25 fps"), ("slow", "1280x720 at 0.2 fps")] {
+        let (mut first, mut answer, mut sized) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..trials {
+            // Join anywhere in the stream's cycle (a 0.2 fps stream: anywhere in its 5 s gap).
+            let wait = rand::rng().random_range(0..2000);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let mut viewer = WhepViewer::connect(&format!("{}/{name}/whep", relay.http)).await?;
+            let frames = viewer.collect(1, Duration::from_secs(10)).await;
+            let frame = frames.first().ok_or_else(|| anyhow::anyhow!("{name}: no frame within 10 s"))?;
+            first.push((frame.at - viewer.posted_at).as_secs_f64() * 1000.0);
+            answer.push((viewer.answered_at - viewer.posted_at).as_secs_f64() * 1000.0);
+            sized += usize::from((frame.width, frame.height) == (1280, 720));
+            let _ = viewer.delete().await;
+            viewer.close().await;
+        }
+        let (lo, hi) = min_max(&first);
+        eprintln!("{label}: first frame median {:.0} ms", median(&first));
+        md.push_str(&format!("| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {sized}/{trials} |\n", median(&first), percentile(&first, 95.0), lo, hi, median(&answer)));
+    }
+    bench::report("first-frame", &md);
+    Ok(())
+}
