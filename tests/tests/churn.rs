@@ -31,7 +31,8 @@ async fn churn_leaves_no_sessions_tasks_or_memory_behind() {
     let security = SecurityConfig { session_rate: 1000.0, max_sessions: 1000, ..SecurityConfig::default() };
     let relay = start_relay_with(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)], security).await;
     let whep = format!("{}/telescope/whep", base_url(&relay));
-    let client = reqwest::Client::new();
+    // No idle pooled connections: each would hold a task on both ends and blur the task count.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
     let (_pc, offer) = make_offer().await.expect("offer");
 
     let join_leave = |n: usize| {

@@ -17,7 +17,7 @@ async fn with_a_token_everything_but_the_page_needs_it() {
     let relay = start_relay_with(pattern(), SecurityConfig { token: Some(TOKEN.into()), ..SecurityConfig::default() }).await;
     let base = base_url(&relay);
     let client = reqwest::Client::new();
-    for open in ["/", "/telescope/", "/static/player.js", "/healthz"] {
+    for open in ["/", "/telescope/", "/static/scopecast-player.js", "/static/player/scopecast_client_bg.wasm", "/static/embed.html", "/healthz"] {
         assert_eq!(client.get(format!("{base}{open}")).send().await.expect("GET").status(), 200, "{open} is public");
     }
     for closed in ["/api/v1/streams", "/api/v1/streams/telescope", "/api/v1/streams/telescope/events", "/metrics", "/telescope/snapshot.jpg", "/telescope/mjpeg", "/telescope/whep"] {
