@@ -5,6 +5,7 @@ pub mod bench;
 pub mod browser;
 pub mod camera;
 pub mod clients;
+pub mod deadnet;
 pub mod logs;
 pub mod proxy;
 pub mod viewer;

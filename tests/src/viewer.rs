@@ -75,7 +75,8 @@ pub struct WhepViewer {
     pub rtp: Arc<std::sync::Mutex<RtpLog>>,
 }
 
-async fn new_peer() -> anyhow::Result<Arc<RTCPeerConnection>> {
+/// A peer on its own UDP socket (through a mux), when given one.
+async fn new_peer_on(socket: Option<crate::deadnet::KillableSocket>) -> anyhow::Result<Arc<RTCPeerConnection>> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
@@ -83,6 +84,10 @@ async fn new_peer() -> anyhow::Result<Arc<RTCPeerConnection>> {
     settings.set_include_loopback_candidate(true);
     settings.set_network_types(vec![NetworkType::Udp4]);
     settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    if let Some(socket) = socket {
+        let mux = webrtc::ice::udp_mux::UDPMuxDefault::new(webrtc::ice::udp_mux::UDPMuxParams::new(socket));
+        settings.set_udp_network(webrtc::ice::udp_network::UDPNetwork::Muxed(mux));
+    }
     let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
     Ok(Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?))
 }
@@ -101,7 +106,11 @@ pub async fn make_offer() -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
 }
 
 pub async fn make_offer_for(wants: Wants) -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
-    let pc = new_peer().await?;
+    make_offer_on(wants, None).await
+}
+
+async fn make_offer_on(wants: Wants, socket: Option<crate::deadnet::KillableSocket>) -> anyhow::Result<(Arc<RTCPeerConnection>, String)> {
+    let pc = new_peer_on(socket).await?;
     let kinds: &[RTPCodecType] = match wants {
         Wants::Video => &[RTPCodecType::Video],
         Wants::AudioAndVideo => &[RTPCodecType::Audio, RTPCodecType::Video],
@@ -135,8 +144,18 @@ impl WhepViewer {
         Self::connect_full(whep_url, Wants::Video, |o| o, false).await
     }
 
+    /// A decoding viewer whose network can be cut with the returned switch.
+    pub async fn connect_killable(whep_url: &str) -> anyhow::Result<(Self, Arc<std::sync::atomic::AtomicBool>)> {
+        let (socket, dead) = crate::deadnet::KillableSocket::bind().await?;
+        Ok((Self::connect_full_on(whep_url, Wants::Video, |o| o, true, Some(socket)).await?, dead))
+    }
+
     async fn connect_full(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String, decode: bool) -> anyhow::Result<Self> {
-        let (pc, offer) = make_offer_for(wants).await?;
+        Self::connect_full_on(whep_url, wants, edit, decode, None).await
+    }
+
+    async fn connect_full_on(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String, decode: bool, socket: Option<crate::deadnet::KillableSocket>) -> anyhow::Result<Self> {
+        let (pc, offer) = make_offer_on(wants, socket).await?;
         let offer = edit(offer);
         let (tx, frames) = mpsc::unbounded_channel();
         let rtp = Arc::new(std::sync::Mutex::new(RtpLog::default()));
