@@ -1,6 +1,6 @@
 //! Sessions that come and go leave nothing behind: WHEP join/leave cycles, viewers that really
 //! connect and leave, and offers abandoned before ICE. Bounded: the cycle count is set by
-//! SCOPECAST_CHURN_CYCLES (CI runs the default; BENCHMARKS.md documents the long run).
+//! SCOPECAST_CHURN_CYCLES (CI runs the default 2,000; HARDENING.md documents a longer run).
 
 use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast_tests::viewer::{make_offer, WhepViewer};
@@ -27,7 +27,7 @@ async fn tasks_settle_to(baseline: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_leaves_no_sessions_tasks_or_memory_behind() {
-    let cycles: usize = std::env::var("SCOPECAST_CHURN_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let cycles: usize = std::env::var("SCOPECAST_CHURN_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let security = SecurityConfig { session_rate: 1000.0, max_sessions: 1000, ..SecurityConfig::default() };
     let relay = start_relay_with(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)], security).await;
     let whep = format!("{}/telescope/whep", base_url(&relay));
