@@ -51,3 +51,12 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Runs timing-sensitive tests of one binary one at a time. The webrtc crate (relay and test
+/// viewer alike) drops a DTLS packet that arrives before its DTLS transport has started, and
+/// the handshake then waits for the 1 s retransmission; seven relays and decoders sharing two
+/// cores widen that window, and a first frame sent in milliseconds arrives a second late.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

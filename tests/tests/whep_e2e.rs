@@ -4,11 +4,12 @@
 use scopecast::config::StreamConfig;
 use scopecast_tests::camera::{self, Framing, Frames};
 use scopecast_tests::viewer::{assert_increasing, hide_behind_mdns, Wants, WhepViewer};
-use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay};
+use scopecast_tests::{base_url, eventually, mjpeg_stream, one_at_a_time, start_relay};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_pattern_viewer_decodes_increasing_frames_and_delete_ends_the_session() {
+    let _serial = one_at_a_time().await;
     let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 480, 25.0)]).await;
     let whep = format!("{}/telescope/whep", base_url(&relay));
     let mut viewer = WhepViewer::connect(&whep).await.expect("WHEP negotiation");
@@ -32,6 +33,7 @@ async fn test_pattern_viewer_decodes_increasing_frames_and_delete_ends_the_sessi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mjpeg_camera_without_huffman_tables_is_scaled_and_served() {
+    let _serial = one_at_a_time().await;
     // A 1280x720 camera whose JPEGs lack DHT segments, parts without Content-Length, LF line
     // ends and junk before the first part; the relay scales to 640x360.
     let cam = camera::start(Frames::Pattern { width: 1280, height: 720, strip_huffman: true }, 25.0, Framing::BareLf).await;
@@ -47,6 +49,7 @@ async fn mjpeg_camera_without_huffman_tables_is_scaled_and_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_captures_are_ingested_through_each_framing() {
+    let _serial = one_at_a_time().await;
     let fixture = |name: &str| std::fs::read(format!("{}/fixtures/mjpeg/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
     // The real no-DHT USB-camera frame (4:2:2, AVI1), and FFmpeg's 4:2:0 frames from the capture.
     let nodht = bytes::Bytes::from(fixture("nodht-avi1.jpg"));
@@ -81,6 +84,7 @@ async fn real_captures_are_ingested_through_each_framing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_joining_a_slow_stream_sees_a_picture_at_once() {
+    let _serial = one_at_a_time().await;
     // One frame every 5 s: the joiner must not wait for the next one.
     let relay = start_relay(vec![StreamConfig::test_pattern("deep", 640, 480, 0.2)]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -96,6 +100,7 @@ async fn a_viewer_joining_a_slow_stream_sees_a_picture_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_vanishes_without_delete_is_reaped() {
+    let _serial = one_at_a_time().await;
     let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
     let mut viewer = WhepViewer::connect(&format!("{}/telescope/whep", base_url(&relay))).await.expect("WHEP negotiation");
     assert!(!viewer.collect(3, Duration::from_secs(10)).await.is_empty());
@@ -109,6 +114,7 @@ async fn a_viewer_that_vanishes_without_delete_is_reaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_with_only_mdns_candidates_plays_at_once() {
+    let _serial = one_at_a_time().await;
     // Chromium on a LAN hides its host addresses behind random .local names. The relay does not
     // try to resolve them (that can stall): the browser's own checks reach the relay's
     // candidates and become peer-reflexive pairs.
@@ -132,6 +138,7 @@ async fn an_offer_with_only_mdns_candidates_plays_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_that_offers_audio_too_gets_video_and_a_declined_audio_section() {
+    let _serial = one_at_a_time().await;
     // Many WHEP players offer audio and video whatever the stream carries.
     let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
     let mut viewer = WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), Wants::AudioAndVideo, |offer| offer).await.expect("WHEP negotiation");

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
 use webrtc::api::setting_engine::SettingEngine;
+use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::api::{APIBuilder, API};
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
@@ -98,6 +99,12 @@ impl WebRtcEngine {
         // Chromium hides its host IPs behind .local names; resolving them can stall. Ignore
         // them: its connectivity checks reach us anyway and become peer-reflexive candidates.
         settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        // Answer `a=setup:passive`: the player, which finishes ICE last (it nominates), starts
+        // DTLS, and by then our DTLS transport is usually listening. As the DTLS client we sent
+        // our first flight the moment our side connected, before a webrtc-crate peer's DTLS was
+        // listening; it dropped the packet and the handshake waited for the 1 s retransmission.
+        // (Chromium keeps an early ClientHello either way.)
+        settings.set_answering_dtls_role(DTLSRole::Server)?;
         // Consent freshness: notice a vanished viewer in seconds, not half a minute.
         settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(10)), Some(Duration::from_secs(1)));
 
