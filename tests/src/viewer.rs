@@ -67,6 +67,8 @@ pub struct WhepViewer {
     /// When the offer was sent, and when the answer arrived.
     pub posted_at: Instant,
     pub answered_at: Instant,
+    /// When the peer connection first reached `connected` (ICE and DTLS done).
+    pub connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
     pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
     /// The answer's SDP.
     pub answer: String,
@@ -183,6 +185,16 @@ impl WhepViewer {
             Box::pin(async {})
         }));
         let posted_at = Instant::now();
+        let connected_at = Arc::new(std::sync::Mutex::new(None));
+        let mark = Arc::clone(&connected_at);
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            if state == webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected {
+                if let Ok(mut at) = mark.lock() {
+                    at.get_or_insert_with(Instant::now);
+                }
+            }
+            Box::pin(async {})
+        }));
         let response = reqwest::Client::new()
             .post(whep_url)
             .header("content-type", "application/sdp")
@@ -199,7 +211,26 @@ impl WhepViewer {
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
         let base = url_base(whep_url);
         let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-        Ok(Self { pc, session_url, etag, posted_at, answered_at, frames, answer, links, rtp })
+        Ok(Self { pc, session_url, etag, posted_at, answered_at, connected_at, frames, answer, links, rtp })
+    }
+
+    /// Asserts that `frame`, the first decoded, came at once: within 1 s of the answer. One
+    /// exception, told apart by timing: the webrtc crate drops a DTLS flight that arrives before
+    /// its DTLS transport listens and resends it after a fixed 1 s (see `one_at_a_time`). Then
+    /// the connection comes up 1-2.5 s after the answer, and the frame must follow within 1 s
+    /// of that: the relay's part is as prompt as ever.
+    pub fn assert_first_frame_prompt(&self, frame: &DecodedFrame) {
+        let after_answer = frame.at.duration_since(self.answered_at);
+        if after_answer < Duration::from_secs(1) {
+            return;
+        }
+        let connected = self.connected_at.lock().ok().and_then(|c| *c).expect("a decoded frame, so connected");
+        let handshake = connected.duration_since(self.answered_at);
+        assert!(
+            (Duration::from_millis(950)..Duration::from_millis(2500)).contains(&handshake) && frame.at.duration_since(connected) < Duration::from_secs(1),
+            "first frame {after_answer:?} after the answer; the connection was up {handshake:?} after the answer"
+        );
+        eprintln!("first frame {after_answer:?} after the answer: DTLS retransmission ({handshake:?} to connect), then {:?}", frame.at.duration_since(connected));
     }
 
     /// Collects decoded frames until `n` arrive or `timeout` passes.

@@ -65,8 +65,8 @@ async fn a_viewer_joining_a_slow_camera_mid_gap_decodes_at_once() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut viewer = WhepViewer::connect(&format!("{}/deep/whep", base_url(&relay))).await.expect("WHEP negotiation");
     let first = viewer.collect(1, Duration::from_secs(3)).await;
-    let after = first.first().map(|f| f.at.duration_since(viewer.answered_at));
-    assert!(after.is_some_and(|d| d < Duration::from_secs(1)), "first frame {after:?} after the answer");
+    assert!(!first.is_empty(), "a frame within 3 s");
+    viewer.assert_first_frame_prompt(&first[0]);
     assert!(first[0].timecode.is_some(), "the camera's picture, timecode and all");
     // Between camera frames the picture is repeated about once a second.
     let more = viewer.collect(3, Duration::from_secs(4)).await;
