@@ -31,8 +31,22 @@ fn check_nasm() {
 fn is_build_script_env(key: &str) -> bool {
     const PREFIXES: [&str; 6] = ["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "CARGO_MANIFEST_", "DEP_", "CARGO_BIN_"];
     const EXACT: [&str; 17] = [
-        "CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_PRIMARY_PACKAGE", "CARGO_CRATE_NAME", "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET", "CARGO_BUILD_TARGET_DIR", "OUT_DIR", "TARGET", "HOST", "NUM_JOBS", "OPT_LEVEL", "DEBUG", "PROFILE", "RUSTC_LINKER",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_CRATE_NAME",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "OUT_DIR",
+        "TARGET",
+        "HOST",
+        "NUM_JOBS",
+        "OPT_LEVEL",
+        "DEBUG",
+        "PROFILE",
+        "RUSTC_LINKER",
         "RUSTC_WORKSPACE_WRAPPER",
     ];
     PREFIXES.iter().any(|p| key.starts_with(p)) || EXACT.contains(&key)
@@ -72,7 +86,9 @@ fn build_player() {
 fn check_wasm_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let libdir = Command::new(rustc).args(["--print", "target-libdir", "--target", WASM_TARGET]).output().ok().filter(|o| o.status.success());
-    let installed = libdir.map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())).is_some_and(|d| d.is_dir() && std::fs::read_dir(&d).is_ok_and(|mut e| e.next().is_some()));
+    let installed = libdir
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|d| d.is_dir() && std::fs::read_dir(&d).is_ok_and(|mut e| e.next().is_some()));
     if !installed {
         panic!("the player is built for {WASM_TARGET}, which is not installed: run `rustup target add {WASM_TARGET}` (scripts/setup-rust.sh does)");
     }

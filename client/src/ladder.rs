@@ -74,13 +74,22 @@ pub enum Command {
 pub enum Phase {
     Idle,
     /// An offer is out or a session is negotiating, since the given time.
-    Connecting { since: u64 },
+    Connecting {
+        since: u64,
+    },
     /// The peer connection is connected; `disconnected_since` while ICE wobbles.
-    Live { since: u64, disconnected_since: Option<u64> },
+    Live {
+        since: u64,
+        disconnected_since: Option<u64>,
+    },
     /// An ICE restart is under way.
-    Restarting { since: u64 },
+    Restarting {
+        since: u64,
+    },
     /// WebRTC failed; the next offer goes out at `retry_at`.
-    Waiting { retry_at: u64 },
+    Waiting {
+        retry_at: u64,
+    },
     /// The server cannot do WebRTC with us (it refused the offer itself): MJPEG only.
     MjpegOnly,
     Stopped(StopReason),
@@ -143,9 +152,13 @@ impl Transport {
 enum Mjpeg {
     Off,
     /// Reading (or starting to); `shown` once a frame was drawn.
-    On { shown: bool },
+    On {
+        shown: bool,
+    },
     /// It ended; start again at the given time.
-    Retrying { at: u64 },
+    Retrying {
+        at: u64,
+    },
 }
 
 /// Whether the relay does ICE restarts: unknown until the first one is tried.

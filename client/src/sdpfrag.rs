@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn a_trickle_fragment_carries_the_candidates() {
         let ice = IceParams::from_sdp(OFFER).expect("params");
-        let frag = fragment(&ice, &["candidate:1 1 udp 2122260223 192.168.1.5 54321 typ host".into(), "a=candidate:2 1 udp 1 10.0.0.1 1 typ host".into(), "".into(), "junk".into()]);
+        let frag = fragment(
+            &ice,
+            &["candidate:1 1 udp 2122260223 192.168.1.5 54321 typ host".into(), "a=candidate:2 1 udp 1 10.0.0.1 1 typ host".into(), "".into(), "junk".into()],
+        );
         assert_eq!(
             frag,
             "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2122260223 192.168.1.5 54321 typ host\r\na=candidate:2 1 udp 1 10.0.0.1 1 typ host\r\n"

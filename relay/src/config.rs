@@ -356,8 +356,9 @@ impl SecurityConfig {
             }
         }
         for origin in &self.cors_origins {
-            let bare_origin = Url::parse(origin)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !origin.ends_with('/') && u.query().is_none());
+            let bare_origin = Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !origin.ends_with('/') && u.query().is_none()
+            });
             if origin != "*" && !bare_origin {
                 return Err(invalid("server.cors_origins", format!("'{origin}' is not an origin like http://host:port, or *")));
             }
@@ -378,10 +379,7 @@ fn valid_stream_name(name: &str) -> bool {
 
 impl StreamConfig {
     pub fn test_pattern(name: &str, width: usize, height: usize, fps: f64) -> Self {
-        Self {
-            max_fps: Some(fps),
-            ..Self::defaults(name, SourceConfig::TestPattern { width, height, fps })
-        }
+        Self { max_fps: Some(fps), ..Self::defaults(name, SourceConfig::TestPattern { width, height, fps }) }
     }
 
     /// Settings shared by every kind of source.
@@ -469,7 +467,10 @@ mod tests {
         .expect("valid");
         assert_eq!(c.http.port(), 9000);
         assert_eq!(c.security.token.as_deref(), Some("s3cret-t0ken"));
-        assert_eq!((c.security.cors_origins.as_slice(), c.security.max_sessions, c.security.session_rate), (&["http://telescope-ui.local:3000".to_owned()][..], 50, 2.0));
+        assert_eq!(
+            (c.security.cors_origins.as_slice(), c.security.max_sessions, c.security.session_rate),
+            (&["http://telescope-ui.local:3000".to_owned()][..], 50, 2.0)
+        );
         assert!(!format!("{:?}", c).contains("s3cret"), "Debug never shows the token");
         assert_eq!(c.streams.len(), 2);
         let pattern = c.streams.iter().find(|s| s.name == "pattern").expect("pattern");

@@ -8,7 +8,9 @@ async fn main() -> anyhow::Result<()> {
     // Logs to stderr: stdout carries only the banner with the URLs, for people and scripts.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_srtp=error,webrtc_dtls=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_srtp=error,webrtc_dtls=warn")),
+        )
         .init();
     let cli = Cli::parse();
     let config = match Config::from_cli(&cli) {

@@ -6,11 +6,11 @@
 //! one watches. A viewer that joins gets an IDR at once, re-encoded from the last picture when
 //! no new frame is due, so even a 0.1 fps stream shows a picture immediately.
 
+use crate::lock;
+use crate::media::encoder::fit_for_encoder;
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
-use crate::media::encoder::fit_for_encoder;
 use crate::media::{EncoderSettings, H264Encoder, I420};
-use crate::lock;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -102,8 +102,7 @@ impl KeyframeThrottle {
     }
 
     pub fn allow(&mut self, reason: KeyframeReason, now: Instant) -> bool {
-        let ok = reason == KeyframeReason::ViewerJoined
-            || self.last.is_none_or(|last| now.saturating_duration_since(last) >= self.min_interval);
+        let ok = reason == KeyframeReason::ViewerJoined || self.last.is_none_or(|last| now.saturating_duration_since(last) >= self.min_interval);
         if ok {
             self.last = Some(now);
         }
@@ -528,23 +527,9 @@ impl EncoderWorker {
         let packets = payloads
             .into_iter()
             .enumerate()
-            .map(|(i, payload)| Packet {
-                header: webrtc::rtp::header::Header {
-                    version: 2,
-                    marker: i + 1 == count,
-                    timestamp,
-                    ..Default::default()
-                },
-                payload,
-            })
+            .map(|(i, payload)| Packet { header: webrtc::rtp::header::Header { version: 2, marker: i + 1 == count, timestamp, ..Default::default() }, payload })
             .collect();
-        Ok(Some(RtpFrame {
-            packets,
-            keyframe: encoded.keyframe,
-            width: encoded.width,
-            height: encoded.height,
-            bytes: encoded.annexb.len(),
-        }))
+        Ok(Some(RtpFrame { packets, keyframe: encoded.keyframe, width: encoded.width, height: encoded.height, bytes: encoded.annexb.len() }))
     }
 }
 

@@ -33,10 +33,7 @@ fn parse(boundary: Option<&str>, chunks: &[&[u8]]) -> Vec<(Vec<u8>, Option<f64>)
 
 /// (capture, expected part offsets and sizes from the capture's README)
 fn samples() -> Vec<(&'static str, Vec<(usize, usize)>)> {
-    vec![
-        ("ffmpeg-multipart", vec![(20962 - 20899 - 2, 20899), (0, 21019), (0, 21259), (0, 21560)]),
-        ("ustreamer", vec![(0, 13845); 4]),
-    ]
+    vec![("ffmpeg-multipart", vec![(20962 - 20899 - 2, 20899), (0, 21019), (0, 21259), (0, 21560)]), ("ustreamer", vec![(0, 13845); 4])]
 }
 
 #[test]

@@ -78,10 +78,7 @@ pub struct MultipartParser {
 impl MultipartParser {
     /// `boundary` is the `boundary=` parameter of the response's Content-Type, if any.
     pub fn new(boundary: Option<&str>, max_part: usize) -> Self {
-        let token = boundary
-            .map(|b| b.trim().trim_matches('"').trim_start_matches('-'))
-            .filter(|b| !b.is_empty())
-            .map(|b| b.as_bytes().to_vec());
+        let token = boundary.map(|b| b.trim().trim_matches('"').trim_start_matches('-')).filter(|b| !b.is_empty()).map(|b| b.as_bytes().to_vec());
         Self { token, buf: BytesMut::new(), state: State::SeekBoundary, max_part }
     }
 
@@ -143,24 +140,22 @@ impl MultipartParser {
                     let body = self.buf.split_to(len).freeze();
                     return Some(jpeg_event(body, timestamp));
                 }
-                State::BodyUntilBoundary { timestamp, scanned } => {
-                    match self.find_boundary_line(scanned) {
-                        Some(at) => {
-                            let body = self.buf.split_to(at).freeze();
-                            return Some(jpeg_event(trim_line_end(body), timestamp));
-                        }
-                        None if self.buf.len() > self.max_part => {
-                            let size = self.buf.len();
-                            self.keep_tail_for_boundary();
-                            self.state = State::DiscardUntilBoundary { size };
-                        }
-                        None => {
-                            let scanned = self.rescan_from();
-                            self.state = State::BodyUntilBoundary { timestamp, scanned };
-                            return None;
-                        }
+                State::BodyUntilBoundary { timestamp, scanned } => match self.find_boundary_line(scanned) {
+                    Some(at) => {
+                        let body = self.buf.split_to(at).freeze();
+                        return Some(jpeg_event(trim_line_end(body), timestamp));
                     }
-                }
+                    None if self.buf.len() > self.max_part => {
+                        let size = self.buf.len();
+                        self.keep_tail_for_boundary();
+                        self.state = State::DiscardUntilBoundary { size };
+                    }
+                    None => {
+                        let scanned = self.rescan_from();
+                        self.state = State::BodyUntilBoundary { timestamp, scanned };
+                        return None;
+                    }
+                },
                 State::Discard { remaining } => {
                     let n = remaining.min(self.buf.len());
                     self.buf.advance(n);
@@ -288,9 +283,7 @@ impl MultipartParser {
                 if after.len() < 2 {
                     return None; // Undecided until more bytes come; the rescan guard keeps these.
                 }
-                if after.starts_with(b"\r\n") || after.starts_with(b"\n") || after.starts_with(b"--")
-                    || after[0] == b' ' || after[0] == b'\t'
-                {
+                if after.starts_with(b"\r\n") || after.starts_with(b"\n") || after.starts_with(b"--") || after[0] == b' ' || after[0] == b'\t' {
                     return Some(start);
                 }
             }

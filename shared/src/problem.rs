@@ -20,12 +20,7 @@ pub struct Problem {
 impl Problem {
     /// `kind` is a short slug; it is turned into a `urn:scopecast:problem:` URI.
     pub fn new(status: u16, kind: &str, title: &str) -> Self {
-        Self {
-            kind: format!("urn:scopecast:problem:{kind}"),
-            title: title.to_owned(),
-            status,
-            detail: None,
-        }
+        Self { kind: format!("urn:scopecast:problem:{kind}"), title: title.to_owned(), status, detail: None }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

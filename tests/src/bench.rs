@@ -31,7 +31,9 @@ impl RelayProcess {
         let config = dir.join("relay.toml");
         std::fs::write(
             &config,
-            format!("[server]\nhttp = \"127.0.0.1:{http_port}\"\nwebrtc_udp = \"127.0.0.1:{udp_port}\"\nmax_sessions = 1000\nsession_rate = 1000\n\n{streams_toml}"),
+            format!(
+                "[server]\nhttp = \"127.0.0.1:{http_port}\"\nwebrtc_udp = \"127.0.0.1:{udp_port}\"\nmax_sessions = 1000\nsession_rate = 1000\n\n{streams_toml}"
+            ),
         )?;
         let log = std::fs::File::create(dir.join("relay.log"))?;
         let child = Command::new(&bin).arg("--config").arg(&config).stdout(Stdio::null()).stderr(log).spawn()?;
@@ -87,7 +89,11 @@ pub fn median(values: &[f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// The p-th percentile (0..=100), nearest rank.

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// What the proxy does to WHEP offers.
@@ -40,7 +40,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream: &str, mode: Mode) -> Self {
-        let shared = Arc::new(Shared { upstream: upstream.trim_end_matches('/').to_owned(), mode: AtomicU8::new(mode as u8), offers: AtomicU64::new(0), client: reqwest::Client::new() });
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            mode: AtomicU8::new(mode as u8),
+            offers: AtomicU64::new(0),
+            client: reqwest::Client::new(),
+        });
         let app = axum::Router::new().fallback(forward).with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");

@@ -156,7 +156,13 @@ impl WhepViewer {
         Self::connect_full_on(whep_url, wants, edit, decode, None).await
     }
 
-    async fn connect_full_on(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String, decode: bool, socket: Option<crate::deadnet::KillableSocket>) -> anyhow::Result<Self> {
+    async fn connect_full_on(
+        whep_url: &str,
+        wants: Wants,
+        edit: impl FnOnce(String) -> String,
+        decode: bool,
+        socket: Option<crate::deadnet::KillableSocket>,
+    ) -> anyhow::Result<Self> {
         let (pc, offer) = make_offer_on(wants, socket).await?;
         let offer = edit(offer);
         let (tx, frames) = mpsc::unbounded_channel();
@@ -195,12 +201,7 @@ impl WhepViewer {
             }
             Box::pin(async {})
         }));
-        let response = reqwest::Client::new()
-            .post(whep_url)
-            .header("content-type", "application/sdp")
-            .body(offer)
-            .send()
-            .await?;
+        let response = reqwest::Client::new().post(whep_url).header("content-type", "application/sdp").body(offer).send().await?;
         anyhow::ensure!(response.status() == 201, "POST answered {}: {}", response.status(), response.text().await.unwrap_or_default());
         let answered_at = Instant::now();
         let location = response.headers().get("location").and_then(|v| v.to_str().ok()).ok_or_else(|| anyhow::anyhow!("no Location"))?.to_owned();
@@ -230,7 +231,10 @@ impl WhepViewer {
             (Duration::from_millis(950)..Duration::from_millis(2500)).contains(&handshake) && frame.at.duration_since(connected) < Duration::from_secs(1),
             "first frame {after_answer:?} after the answer; the connection was up {handshake:?} after the answer"
         );
-        eprintln!("first frame {after_answer:?} after the answer: DTLS retransmission ({handshake:?} to connect), then {:?}", frame.at.duration_since(connected));
+        eprintln!(
+            "first frame {after_answer:?} after the answer: DTLS retransmission ({handshake:?} to connect), then {:?}",
+            frame.at.duration_since(connected)
+        );
     }
 
     /// Collects decoded frames until `n` arrive or `timeout` passes.

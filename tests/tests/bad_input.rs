@@ -103,9 +103,27 @@ fn camera_cases() -> Vec<Camera> {
     undeclared_huge.extend_from_slice(b"\r\n");
     let long_header = format!("--b\r\nX-Junk: {}\r\n\r\n", "j".repeat(20_000)).into_bytes();
     vec![
-        Camera { name: "a 404 page", script: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(), then_good: false, watched: false, expect: Expect::OfflineBecause("HTTP 404") },
-        Camera { name: "a 500 page", script: b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_vec(), then_good: false, watched: false, expect: Expect::OfflineBecause("HTTP 500") },
-        Camera { name: "not HTTP at all", script: b"SSH-2.0-OpenSSH_9.2\r\n".to_vec(), then_good: false, watched: false, expect: Expect::OfflineBecause("connect failed") },
+        Camera {
+            name: "a 404 page",
+            script: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            then_good: false,
+            watched: false,
+            expect: Expect::OfflineBecause("HTTP 404"),
+        },
+        Camera {
+            name: "a 500 page",
+            script: b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            then_good: false,
+            watched: false,
+            expect: Expect::OfflineBecause("HTTP 500"),
+        },
+        Camera {
+            name: "not HTTP at all",
+            script: b"SSH-2.0-OpenSSH_9.2\r\n".to_vec(),
+            then_good: false,
+            watched: false,
+            expect: Expect::OfflineBecause("connect failed"),
+        },
         Camera { name: "headers then silence", script: MULTIPART_HEAD.to_vec(), then_good: false, watched: false, expect: Expect::OfflineBecause("no data") },
         Camera {
             name: "bytes but never a frame",
@@ -114,13 +132,43 @@ fn camera_cases() -> Vec<Camera> {
             watched: false,
             expect: Expect::OfflineBecause("no complete frame"),
         },
-        Camera { name: "a text part among JPEGs", script: with_head(part(b"hello, I am not a picture")), then_good: true, watched: false, expect: Expect::RecoversAfterRejecting(1) },
-        Camera { name: "a declared part over the 16 MiB cap", script: with_head(declared_huge), then_good: true, watched: false, expect: Expect::RecoversAfterRejecting(1) },
-        Camera { name: "an undeclared part over the cap", script: with_head(undeclared_huge), then_good: true, watched: false, expect: Expect::RecoversAfterRejecting(1) },
+        Camera {
+            name: "a text part among JPEGs",
+            script: with_head(part(b"hello, I am not a picture")),
+            then_good: true,
+            watched: false,
+            expect: Expect::RecoversAfterRejecting(1),
+        },
+        Camera {
+            name: "a declared part over the 16 MiB cap",
+            script: with_head(declared_huge),
+            then_good: true,
+            watched: false,
+            expect: Expect::RecoversAfterRejecting(1),
+        },
+        Camera {
+            name: "an undeclared part over the cap",
+            script: with_head(undeclared_huge),
+            then_good: true,
+            watched: false,
+            expect: Expect::RecoversAfterRejecting(1),
+        },
         Camera { name: "a 20 KB header line", script: with_head(long_header), then_good: true, watched: false, expect: Expect::RecoversAfterRejecting(1) },
         Camera { name: "a truncated JPEG", script: with_head(part(&truncated)), then_good: true, watched: true, expect: Expect::RecoversAfterRejecting(1) },
-        Camera { name: "noise after a JPEG marker", script: with_head(part(&noise)), then_good: true, watched: true, expect: Expect::RecoversAfterRejecting(1) },
-        Camera { name: "a JPEG claiming 65500x65500", script: with_head(part(&giant)), then_good: true, watched: true, expect: Expect::RecoversAfterRejecting(1) },
+        Camera {
+            name: "noise after a JPEG marker",
+            script: with_head(part(&noise)),
+            then_good: true,
+            watched: true,
+            expect: Expect::RecoversAfterRejecting(1),
+        },
+        Camera {
+            name: "a JPEG claiming 65500x65500",
+            script: with_head(part(&giant)),
+            then_good: true,
+            watched: true,
+            expect: Expect::RecoversAfterRejecting(1),
+        },
     ]
 }
 

@@ -1,9 +1,9 @@
 //! Headless Chromium plays the relay's page over WHEP and decodes H.264.
 
 use scopecast::config::{SecurityConfig, StreamConfig};
-use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser};
 use scopecast_shared::timecode;
-use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser};
+use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay, start_relay_with};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,7 +26,10 @@ async fn chromium_plays_the_page_stream_and_leaving_ends_the_session() {
 
     show_overlay(c).await;
     tokio::time::sleep(Duration::from_millis(2200)).await; // two stats polls: rates need two samples
-    let details = c.execute(r#"return Object.fromEntries([...document.querySelectorAll(".scopecast-overlay dd")].map((d) => [d.dataset.key, d.textContent]))"#, vec![]).await.expect("overlay");
+    let details = c
+        .execute(r#"return Object.fromEntries([...document.querySelectorAll(".scopecast-overlay dd")].map((d) => [d.dataset.key, d.textContent]))"#, vec![])
+        .await
+        .expect("overlay");
     assert_eq!(details["transport"], "webrtc", "{details}");
     assert_eq!(details["resolution"], "640x360", "{details}");
     let fps: f64 = details["frame-rate"].as_str().and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(0.0);
@@ -70,7 +73,11 @@ async fn assert_levels_survive(c: &fantoccini::Client) {
     for i in 0..timecode::CELLS {
         let (a, b) = timecode::cell_span(i, w);
         let v = u32::from(sample((a + b) / 2, y));
-        if (bits >> (timecode::CELLS - 1 - i)) & 1 == 1 { ones.push(v) } else { zeros.push(v) }
+        if (bits >> (timecode::CELLS - 1 - i)) & 1 == 1 {
+            ones.push(v)
+        } else {
+            zeros.push(v)
+        }
     }
     let mean = |v: &[u32]| v.iter().sum::<u32>() / v.len().max(1) as u32;
     let (dark, bright) = (mean(&zeros), mean(&ones));
@@ -111,7 +118,10 @@ async fn chromium_keeps_playing_through_a_camera_outage_and_says_so() {
     wait_for_page(c, "live frames", 10, |v| count(v, "frames") >= 25 && v["source"] == "live").await;
 
     cam.stop().await;
-    let offline = wait_for_page(c, "the page to say the camera is offline", 10, |v| v["source"] == "offline" && v["source_text"].as_str().is_some_and(|s| s.starts_with("source offline"))).await;
+    let offline = wait_for_page(c, "the page to say the camera is offline", 10, |v| {
+        v["source"] == "offline" && v["source_text"].as_str().is_some_and(|s| s.starts_with("source offline"))
+    })
+    .await;
     assert_eq!(offline["pc"], "connected", "the WebRTC session stays up: {offline}");
     assert_eq!(offline["transport"], "webrtc", "the last picture stays: {offline}");
     save_screenshot(c, "player-source-offline").await;

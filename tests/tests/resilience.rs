@@ -4,7 +4,7 @@
 use scopecast::config::StreamConfig;
 use scopecast::ingest::unix_ms;
 use scopecast_shared::{OfflinePolicy, Problem, SourceState};
-use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::clients::MjpegReader;
 use scopecast_tests::logs;
 use scopecast_tests::viewer::WhepViewer;

@@ -20,7 +20,15 @@ async fn with_a_token_everything_but_the_page_needs_it() {
     for open in ["/", "/telescope/", "/static/scopecast-player.js", "/static/player/scopecast_client_bg.wasm", "/static/embed.html", "/healthz"] {
         assert_eq!(client.get(format!("{base}{open}")).send().await.expect("GET").status(), 200, "{open} is public");
     }
-    for closed in ["/api/v1/streams", "/api/v1/streams/telescope", "/api/v1/streams/telescope/events", "/metrics", "/telescope/snapshot.jpg", "/telescope/mjpeg", "/telescope/whep"] {
+    for closed in [
+        "/api/v1/streams",
+        "/api/v1/streams/telescope",
+        "/api/v1/streams/telescope/events",
+        "/metrics",
+        "/telescope/snapshot.jpg",
+        "/telescope/mjpeg",
+        "/telescope/whep",
+    ] {
         let res = client.get(format!("{base}{closed}")).send().await.expect("GET");
         assert_eq!(res.status(), 401, "{closed}");
         assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"scopecast\"", "{closed}");

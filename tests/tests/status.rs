@@ -2,7 +2,7 @@
 //! metrics and the health check, followed through a camera going away and coming back.
 
 use scopecast_shared::{Problem, SourceKind, SourceState, StreamInfo, StreamList};
-use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::clients::SseReader;
 use scopecast_tests::logs;
 use scopecast_tests::viewer::WhepViewer;

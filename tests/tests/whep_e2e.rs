@@ -2,7 +2,7 @@
 //! size, timecodes, time to first frame, and session teardown.
 
 use scopecast::config::StreamConfig;
-use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::viewer::{assert_increasing, hide_behind_mdns, Wants, WhepViewer};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, one_at_a_time, start_relay};
 use std::time::Duration;
@@ -138,7 +138,8 @@ async fn a_player_that_offers_audio_too_gets_video_and_a_declined_audio_section(
     let _serial = one_at_a_time().await;
     // Many WHEP players offer audio and video whatever the stream carries.
     let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]).await;
-    let mut viewer = WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), Wants::AudioAndVideo, |offer| offer).await.expect("WHEP negotiation");
+    let mut viewer =
+        WhepViewer::connect_with(&format!("{}/telescope/whep", base_url(&relay)), Wants::AudioAndVideo, |offer| offer).await.expect("WHEP negotiation");
     let sections: Vec<&str> = viewer.answer.split("\r\nm=").skip(1).collect();
     assert_eq!(sections.len(), 2, "one answer section per offered one: {}", viewer.answer);
     let audio = sections.iter().find(|m| m.starts_with("audio")).expect("audio section");

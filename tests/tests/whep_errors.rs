@@ -18,7 +18,15 @@ struct Case {
     problem: Option<&'static str>,
 }
 
-fn case(name: &'static str, method: reqwest::Method, path: &str, content_type: Option<&'static str>, body: impl Into<Vec<u8>>, status: u16, problem: Option<&'static str>) -> Case {
+fn case(
+    name: &'static str,
+    method: reqwest::Method,
+    path: &str,
+    content_type: Option<&'static str>,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    problem: Option<&'static str>,
+) -> Case {
     Case { name, method, path: path.to_owned(), content_type, body: body.into(), headers: vec![], status, problem }
 }
 
@@ -60,7 +68,13 @@ async fn bad_requests_get_their_status_and_problem_body() {
     let (_pc, offer) = make_offer().await.expect("offer");
     let vp8_only = {
         let mut lines: Vec<&str> = offer.split("\r\n").collect();
-        let h264_pts: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix("a=rtpmap:")).filter(|l| l.contains("H264/")).filter_map(|l| l.split(' ').next()).map(str::to_owned).collect();
+        let h264_pts: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter(|l| l.contains("H264/"))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect();
         lines.retain(|l| !h264_pts.iter().any(|pt| l.starts_with(&format!("a=rtpmap:{pt} ")) || l.starts_with(&format!("a=fmtp:{pt} "))));
         lines.join("\r\n")
     };
@@ -79,7 +93,15 @@ async fn bad_requests_get_their_status_and_problem_body() {
         case("audio only", M::POST, "/telescope/whep", sdp, offer.replace("m=video", "m=audio"), 422, Some("unsupported-offer")),
         case("sendonly video", M::POST, "/telescope/whep", sdp, offer.replace("a=recvonly", "a=sendonly"), 422, Some("unsupported-offer")),
         case("DELETE unknown session", M::DELETE, "/telescope/whep/0123456789abcdef", None, "", 404, Some("unknown-session")),
-        case("PATCH unknown session", M::PATCH, "/telescope/whep/0123456789abcdef", Some("application/trickle-ice-sdpfrag"), "a=end-of-candidates", 404, Some("unknown-session")),
+        case(
+            "PATCH unknown session",
+            M::PATCH,
+            "/telescope/whep/0123456789abcdef",
+            Some("application/trickle-ice-sdpfrag"),
+            "a=end-of-candidates",
+            404,
+            Some("unknown-session"),
+        ),
         case("GET unknown endpoint", M::GET, "/nebula/whep", None, "", 404, Some("unknown-stream")),
         case("unknown page", M::GET, "/no/such/thing/here", None, "", 404, Some("not-found")),
         case("GET endpoint", M::GET, "/telescope/whep", None, "", 204, None),
@@ -115,8 +137,24 @@ async fn bad_requests_get_their_status_and_problem_body() {
         case("PATCH as SDP", M::PATCH, &location, sdp, good_frag.clone(), 415, Some("unsupported-media-type")),
         case("PATCH garbage fragment", M::PATCH, &location, trickle, "hello there", 400, Some("malformed-fragment")),
         case("PATCH broken candidate", M::PATCH, &location, trickle, "a=candidate:1 1 udp notanumber 1.2.3.4 5 typ host", 400, Some("malformed-fragment")),
-        case("PATCH ICE restart", M::PATCH, &location, trickle, "a=ice-ufrag:newufrag\r\na=ice-pwd:newpasswordnewpassword12\r\n", 422, Some("ice-restart-unsupported")),
-        case("PATCH session of another stream", M::PATCH, &location.replace("/telescope/", "/nebula/"), trickle, good_frag.clone(), 404, Some("unknown-stream")),
+        case(
+            "PATCH ICE restart",
+            M::PATCH,
+            &location,
+            trickle,
+            "a=ice-ufrag:newufrag\r\na=ice-pwd:newpasswordnewpassword12\r\n",
+            422,
+            Some("ice-restart-unsupported"),
+        ),
+        case(
+            "PATCH session of another stream",
+            M::PATCH,
+            &location.replace("/telescope/", "/nebula/"),
+            trickle,
+            good_frag.clone(),
+            404,
+            Some("unknown-stream"),
+        ),
         stale,
         matching,
         case("PATCH trickle", M::PATCH, &location, trickle, good_frag, 204, None),
@@ -156,7 +194,14 @@ async fn discovery_and_cors_let_a_page_on_another_origin_play_and_hang_up() {
     assert!(methods.contains("POST") && methods.contains("DELETE") && methods.contains("PATCH"), "{methods}");
     // The 201 exposes what a cross-origin script must read.
     let (_pc, offer) = make_offer().await.expect("offer");
-    let res = client.post(format!("{base}/telescope/whep")).header("origin", "http://telescope-ui.example").header("content-type", "application/sdp").body(offer).send().await.expect("POST");
+    let res = client
+        .post(format!("{base}/telescope/whep"))
+        .header("origin", "http://telescope-ui.example")
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(res.status(), 201);
     let exposed = res.headers()["access-control-expose-headers"].to_str().expect("expose").to_ascii_lowercase();
     for h in ["location", "etag", "link"] {

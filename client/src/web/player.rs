@@ -614,7 +614,9 @@ fn trickle_late(p: &Shared) {
     }
     let body = sdpfrag::fragment(&ice, &pending);
     spawn_local(async move {
-        let _ = net::fetch(Req { body: Some(&body), headers: &[("Content-Type", "application/trickle-ice-sdpfrag")], ..Req::new("PATCH", &url, token.as_deref()) }).await;
+        let _ =
+            net::fetch(Req { body: Some(&body), headers: &[("Content-Type", "application/trickle-ice-sdpfrag")], ..Req::new("PATCH", &url, token.as_deref()) })
+                .await;
     });
 }
 
@@ -644,11 +646,16 @@ async fn restart(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), ()> 
     gathered(&pc, GATHER_CAP_MS).await;
     let local = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
     let ice = IceParams::from_sdp(&local).ok_or(())?;
-    let candidates: Vec<String> = local.lines().filter_map(|l| l.trim().strip_prefix("a=").filter(|c| c.starts_with("candidate:")).map(str::to_owned)).collect();
+    let candidates: Vec<String> =
+        local.lines().filter_map(|l| l.trim().strip_prefix("a=").filter(|c| c.starts_with("candidate:")).map(str::to_owned)).collect();
     let body = sdpfrag::fragment(&ice, &candidates);
-    let res = net::fetch(Req { body: Some(&body), headers: &[("Content-Type", "application/trickle-ice-sdpfrag"), ("If-Match", "*")], ..Req::new("PATCH", &url, token.as_deref()) })
-        .await
-        .map_err(|_| ())?;
+    let res = net::fetch(Req {
+        body: Some(&body),
+        headers: &[("Content-Type", "application/trickle-ice-sdpfrag"), ("If-Match", "*")],
+        ..Req::new("PATCH", &url, token.as_deref())
+    })
+    .await
+    .map_err(|_| ())?;
     if res.status() != 200 {
         return Err(());
     }
@@ -721,12 +728,7 @@ async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Resu
     let body = res.body().ok_or("no body")?;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut parser = MultipartParser::new(boundary.as_deref(), DEFAULT_MAX_PART);
-    let ctx = canvas
-        .get_context("2d")
-        .ok()
-        .flatten()
-        .and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
-        .ok_or("no 2d canvas")?;
+    let ctx = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()).ok_or("no 2d canvas")?;
     while let Some(chunk) = net::read_chunk(&reader).await.map_err(|e| format!("{e:?}"))? {
         parser.push(&chunk);
         let mut newest = None;

@@ -109,7 +109,8 @@ mod tests {
         for p in ["/", "/healthz", "/static/player.js", "/telescope/"] {
             assert!(is_public(p), "{p}");
         }
-        for p in ["/telescope/whep", "/telescope/whep/abc", "/api/v1/streams", "/metrics", "/telescope/mjpeg", "/telescope/snapshot.jpg", "/telescope", "/a/b/"] {
+        for p in ["/telescope/whep", "/telescope/whep/abc", "/api/v1/streams", "/metrics", "/telescope/mjpeg", "/telescope/snapshot.jpg", "/telescope", "/a/b/"]
+        {
             assert!(!is_public(p), "{p}");
         }
     }

@@ -91,7 +91,8 @@ pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>)
                 part.put_slice(&opening);
             }
             part.put_slice(
-                format!("Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\n\r\n", jpeg.len(), timestamp_header(still.captured_ms)).as_bytes(),
+                format!("Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\n\r\n", jpeg.len(), timestamp_header(still.captured_ms))
+                    .as_bytes(),
             );
             part.put_slice(&jpeg);
             // The next boundary right away: browsers show a part only once they see it end,

@@ -23,8 +23,8 @@ use error::ApiError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use whep::ACCEPT_PATCH;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use whep::ACCEPT_PATCH;
 
 /// Static files (the page and its assets), built into the binary.
 #[derive(rust_embed::RustEmbed)]
@@ -172,14 +172,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // streams must not sit in a compressor's buffer.
         .route("/static/{*path}", get(static_file).layer(tower_http::compression::CompressionLayer::new()))
         .route("/{stream}/", get(stream_page))
-        .route(
-            "/{stream}/whep",
-            get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer).options(whep::endpoint_options),
-        )
-        .route(
-            "/{stream}/whep/{id}",
-            get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session).options(whep::session_options),
-        )
+        .route("/{stream}/whep", get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer).options(whep::endpoint_options))
+        .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session).options(whep::session_options))
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })

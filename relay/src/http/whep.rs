@@ -8,15 +8,15 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::lock;
 use crate::stream::ViewerKind;
-use scopecast_shared::{OfflinePolicy, SourceState};
 use crate::webrtc::sdp::{parse_fragment, FragmentError, OfferError};
 use crate::webrtc::{TrickleError, WebRtcError};
 use axum::body::{to_bytes, Body};
-use crate::lock;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use scopecast_shared::{OfflinePolicy, SourceState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,8 +56,7 @@ async fn read_body(req: Request, expected: &str) -> Result<String, ApiError> {
         return Err(too_large());
     }
     let bytes = to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| too_large())?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed body", "the body is not UTF-8 text"))
+    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed body", "the body is not UTF-8 text"))
 }
 
 pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
@@ -72,20 +71,24 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
     }
     let limit = state.security.max_sessions;
     if state.session_count() >= limit {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions", "Too many sessions", format!("the relay serves at most {limit} sessions"))
-            .with_retry_after(RETRY_AFTER_S));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-sessions",
+            "Too many sessions",
+            format!("the relay serves at most {limit} sessions"),
+        )
+        .with_retry_after(RETRY_AFTER_S));
     }
     let offer = read_body(req, SDP).await?;
     // From here the viewer counts: an on-demand camera starts while ICE and DTLS are under way.
     let demand = stream.demand.join(ViewerKind::WebRtc);
-    if stream.config.offline_policy == OfflinePolicy::Reject
-        && !stream.is_live()
-        && stream.wait_started(stream.config.start_timeout).await != SourceState::Live
+    if stream.config.offline_policy == OfflinePolicy::Reject && !stream.is_live() && stream.wait_started(stream.config.start_timeout).await != SourceState::Live
     {
         // The draft's rule for a stream that is not live; never 400, which players take for
         // "switch to server-sent offers".
         let why = stream.state().last_error.unwrap_or_else(|| "no frame yet".to_owned());
-        return Err(ApiError::new(StatusCode::CONFLICT, "source-offline", "Source offline", format!("stream '{name}' is not live: {why}")).with_retry_after(RETRY_AFTER_S));
+        return Err(ApiError::new(StatusCode::CONFLICT, "source-offline", "Source offline", format!("stream '{name}' is not live: {why}"))
+            .with_retry_after(RETRY_AFTER_S));
     }
     let id = super::random_token();
     let on_end = {
@@ -140,12 +143,14 @@ pub async fn endpoint_info(State(state): State<Arc<AppState>>, Path(stream): Pat
 /// CORS layer, which the router decorates with the same Accept-Post).
 pub async fn endpoint_options(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
     state.stream(&stream)?;
-    Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST"))]).into_response())
+    Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST"))])
+        .into_response())
 }
 
 pub async fn session_options(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
     state.session(&stream, &id)?;
-    Ok((StatusCode::NO_CONTENT, [(ACCEPT_PATCH, HeaderValue::from_static(TRICKLE)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, PATCH, DELETE"))]).into_response())
+    Ok((StatusCode::NO_CONTENT, [(ACCEPT_PATCH, HeaderValue::from_static(TRICKLE)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, PATCH, DELETE"))])
+        .into_response())
 }
 
 pub async fn session_info(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
@@ -168,9 +173,12 @@ pub async fn patch_session(State(state): State<Arc<AppState>>, Path((stream, id)
         }
     }
     let text = read_body(req, TRICKLE).await?;
-    let frag = parse_fragment(&text).map_err(|e: FragmentError| ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()))?;
+    let frag = parse_fragment(&text)
+        .map_err(|e: FragmentError| ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()))?;
     entry.session.add_remote_candidates(&frag).await.map_err(|e| match e {
-        TrickleError::RestartUnsupported => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-unsupported", "ICE restart not supported", "send a new offer with POST instead"),
+        TrickleError::RestartUnsupported => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-unsupported", "ICE restart not supported", "send a new offer with POST instead")
+        }
         TrickleError::Candidate(msg) => ApiError::new(StatusCode::BAD_REQUEST, "bad-candidate", "Candidate rejected", msg),
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())

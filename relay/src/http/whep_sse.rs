@@ -61,7 +61,12 @@ pub async fn create(State(state): State<Arc<AppState>>, Path((stream, id)): Path
     {
         let mut streams = lock(&entry.event_streams);
         if streams.len() >= MAX_PER_SESSION {
-            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-event-streams", "Too many event streams", format!("a session may hold {MAX_PER_SESSION}")));
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-event-streams",
+                "Too many event streams",
+                format!("a session may hold {MAX_PER_SESSION}"),
+            ));
         }
         streams.insert(sid.clone(), EventStream { events, ended: watch::channel(false).0 });
     }

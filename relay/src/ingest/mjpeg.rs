@@ -6,11 +6,11 @@
 //! and never logged.
 
 use super::health::{Backoff, SourceEvent, Watchdog};
-use scopecast_shared::multipart::{boundary_from_content_type, Event, MultipartParser, Skip, DEFAULT_MAX_PART};
 use super::unix_ms;
 use crate::pipeline::SourceFrame;
 use crate::stream::Stream;
 use futures_util::StreamExt;
+use scopecast_shared::multipart::{boundary_from_content_type, Event, MultipartParser, Skip, DEFAULT_MAX_PART};
 use scopecast_shared::Viewers;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -143,11 +143,8 @@ impl Source {
                 self.watchdog.frame(now);
                 *frames += 1;
                 let arrival_ms = unix_ms();
-                let captured_ms = part
-                    .timestamp
-                    .map(|t| (t * 1000.0) as u64)
-                    .filter(|t| t.abs_diff(arrival_ms) < TIMESTAMP_TRUST.as_millis() as u64)
-                    .unwrap_or(arrival_ms);
+                let captured_ms =
+                    part.timestamp.map(|t| (t * 1000.0) as u64).filter(|t| t.abs_diff(arrival_ms) < TIMESTAMP_TRUST.as_millis() as u64).unwrap_or(arrival_ms);
                 stream.deliver(SourceFrame::Jpeg(part.jpeg), now, captured_ms);
             }
             Event::Skipped(skip) => {

@@ -3,7 +3,9 @@
 
 use super::i420::I420;
 use bytes::Bytes;
-use openh264::encoder::{BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, MatrixCoefficients, Profile, RateControlMode, UsageType, VuiConfig};
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, MatrixCoefficients, Profile, RateControlMode, UsageType, VuiConfig,
+};
 use openh264::OpenH264API;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

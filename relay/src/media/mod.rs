@@ -9,5 +9,5 @@ pub mod jpeg;
 pub mod scale;
 pub mod testpattern;
 
-pub use encoder::{EncodedFrame, H264Encoder, EncoderSettings};
+pub use encoder::{EncodedFrame, EncoderSettings, H264Encoder};
 pub use i420::I420;

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
 use webrtc::api::setting_engine::SettingEngine;
-use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::api::{APIBuilder, API};
+use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
@@ -77,14 +77,7 @@ impl WebRtcEngine {
         let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
 
         let mut media = MediaEngine::default();
-        media.register_codec(
-            RTCRtpCodecParameters {
-                capability: h264_capability(),
-                payload_type: 102,
-                ..Default::default()
-            },
-            RTPCodecType::Video,
-        )?;
+        media.register_codec(RTCRtpCodecParameters { capability: h264_capability(), payload_type: 102, ..Default::default() }, RTPCodecType::Video)?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
 
         let mut settings = SettingEngine::default();
@@ -139,7 +132,13 @@ impl WebRtcEngine {
         }
     }
 
-    async fn negotiate(&self, pc: &Arc<RTCPeerConnection>, offer: &str, pipeline: Arc<Pipeline>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
+    async fn negotiate(
+        &self,
+        pc: &Arc<RTCPeerConnection>,
+        offer: &str,
+        pipeline: Arc<Pipeline>,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Result<Session, WebRtcError> {
         let track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", pipeline.name)));
         // The track must be added before the remote description, or the answer is not
         // sendonly and nothing is ever sent.

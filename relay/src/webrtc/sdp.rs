@@ -33,9 +33,10 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
             }
         }
     }
-    let mode1 = video.attributes.iter().filter(|a| a.key == "fmtp").filter_map(|a| a.value.as_deref()).any(|v| {
-        v.split_once(' ').is_some_and(|(pt, params)| h264_pts.iter().any(|p| p == pt) && params.replace(' ', "").contains("packetization-mode=1"))
-    });
+    let mode1 =
+        video.attributes.iter().filter(|a| a.key == "fmtp").filter_map(|a| a.value.as_deref()).any(|v| {
+            v.split_once(' ').is_some_and(|(pt, params)| h264_pts.iter().any(|p| p == pt) && params.replace(' ', "").contains("packetization-mode=1"))
+        });
     if !mode1 {
         offered.dedup();
         return Err(OfferError::NoH264(if offered.is_empty() { "nothing".into() } else { offered.join(", ") }));
@@ -153,7 +154,9 @@ mod tests {
     fn offers() {
         assert_eq!(check_offer(CHROME_LIKE_OFFER), Ok(()));
         assert!(matches!(check_offer("hello"), Err(OfferError::Malformed(_))));
-        let vp8_only = CHROME_LIKE_OFFER.replace("a=rtpmap:102 H264/90000\r\n", "").replace("a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "");
+        let vp8_only = CHROME_LIKE_OFFER
+            .replace("a=rtpmap:102 H264/90000\r\n", "")
+            .replace("a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "");
         assert_eq!(check_offer(&vp8_only), Err(OfferError::NoH264("VP8".into())));
         let mode0 = CHROME_LIKE_OFFER.replace("packetization-mode=1", "packetization-mode=0");
         assert!(matches!(check_offer(&mode0), Err(OfferError::NoH264(_))));

@@ -19,7 +19,7 @@ use scopecast::media::jpeg::encode_i420;
 use scopecast::media::testpattern::TestPattern;
 use scopecast::media::I420;
 use scopecast_tests::bench::{self, median, min_max, RelayProcess};
-use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::viewer::WhepViewer;
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,17 @@ async fn main() -> anyhow::Result<()> {
     for s in &steps {
         let (lo, hi) = min_max(&s.cpu_pct);
         let (fmin, _) = min_max(&s.viewer_fps);
-        md.push_str(&format!("| {} | {:.1} ({:.1}-{:.1}) | {:.1} | {:.1} / {:.1} | {:.2} |\n", s.viewers, median(&s.cpu_pct), lo, hi, s.rss_mib, median(&s.viewer_fps), fmin, s.mbit_per_viewer));
+        md.push_str(&format!(
+            "| {} | {:.1} ({:.1}-{:.1}) | {:.1} | {:.1} / {:.1} | {:.2} |\n",
+            s.viewers,
+            median(&s.cpu_pct),
+            lo,
+            hi,
+            s.rss_mib,
+            median(&s.viewer_fps),
+            fmin,
+            s.mbit_per_viewer
+        ));
     }
     if let (Some(first), Some(last)) = (steps.first(), steps.last()) {
         if last.viewers > first.viewers {

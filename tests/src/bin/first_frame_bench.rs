@@ -39,7 +39,14 @@ async fn main() -> anyhow::Result<()> {
         }
         let (lo, hi) = min_max(&first);
         eprintln!("{label}: first frame median {:.0} ms", median(&first));
-        md.push_str(&format!("| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {sized}/{trials} |\n", median(&first), percentile(&first, 95.0), lo, hi, median(&answer)));
+        md.push_str(&format!(
+            "| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {sized}/{trials} |\n",
+            median(&first),
+            percentile(&first, 95.0),
+            lo,
+            hi,
+            median(&answer)
+        ));
     }
     bench::report("first-frame", &md);
     Ok(())

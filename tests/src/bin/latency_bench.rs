@@ -14,7 +14,7 @@
 use scopecast_shared::timecode::{self, Timecode};
 use scopecast_tests::bench::{self, median, min_max, percentile, RelayProcess};
 use scopecast_tests::browser::{count, wait_for_page, Browser};
-use scopecast_tests::camera::{self, Framing, Frames};
+use scopecast_tests::camera::{self, Frames, Framing};
 use std::time::Duration;
 
 const W: usize = 1280;
@@ -25,11 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let secs: u64 = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(30);
     let cam = camera::start(Frames::Pattern { width: W, height: H, strip_huffman: false }, 25.0, Framing::FfmpegCrlf).await;
-    let relay = RelayProcess::start(&format!(
-        "[streams.camera]\nsource = \"{}\"\n\n[streams.pattern]\nsource = \"test:{W}x{H}@25\"\n",
-        cam.url()
-    ))
-    .await?;
+    let relay = RelayProcess::start(&format!("[streams.camera]\nsource = \"{}\"\n\n[streams.pattern]\nsource = \"test:{W}x{H}@25\"\n", cam.url())).await?;
     let browser = Browser::start().await?;
     let c = &browser.client;
 

@@ -7,10 +7,10 @@
 //! user+system time (all its threads). FFmpeg's start-up is removed by running it on N and 2N
 //! frames and taking the difference. Each figure is the median of R runs, with the range.
 
+use openh264::formats::YUVSource;
 use scopecast::media::jpeg::{encode_i420, JpegDecoder};
 use scopecast::media::scale::Scaler;
 use scopecast::media::testpattern::TestPattern;
-use openh264::formats::YUVSource;
 use scopecast::media::{EncoderSettings, H264Encoder, I420};
 use std::io::Write;
 use std::process::{Command, Stdio};
