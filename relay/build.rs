@@ -1,5 +1,6 @@
 //! Two jobs before the relay compiles:
-//! 1. Refuse to build openh264 without nasm (it would silently encode ~3x slower).
+//! 1. Refuse to build openh264 without nasm (it would silently encode 1.5-3x slower), or to link
+//!    an openh264 that an earlier build compiled before nasm was installed.
 //! 2. Build the player (`client/`, wasm32) and generate its JS bindings into `OUT_DIR/player`,
 //!    which the relay embeds: the README's single `cargo run` serves a working player on a
 //!    fresh machine, with no wasm-bindgen-cli or trunk to install.
@@ -22,7 +23,32 @@ fn check_nasm() {
     }
     let has_nasm = Command::new("nasm").arg("-v").output().is_ok_and(|o| o.status.success());
     if !has_nasm {
-        panic!("nasm is not installed: openh264 would build without its assembly and encode ~3x slower. Run scripts/setup-debian.sh (or apt-get install nasm cmake), or set SCOPECAST_ALLOW_NO_NASM=1.");
+        panic!("nasm is not installed: openh264 would build without its assembly and encode 1.5-3x slower. Run scripts/setup-debian.sh (or apt-get install nasm cmake), or set SCOPECAST_ALLOW_NO_NASM=1.");
+    }
+    check_openh264_was_assembled();
+}
+
+/// The trap nasm's presence today does not catch: openh264 compiled by an earlier build, before
+/// nasm was installed (a first `cargo build` on a fresh machine), is reused by cargo for good,
+/// without its assembly. Its build script said so in its saved output; refuse to link it.
+fn check_openh264_was_assembled() {
+    // OUT_DIR is <target>/<profile>/build/scopecast-<hash>/out: openh264's runs are siblings.
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let Some(build_dir) = out.parent().and_then(Path::parent) else { return };
+    let profile = match build_dir.parent().and_then(Path::file_name).and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let Ok(entries) = std::fs::read_dir(build_dir) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("openh264-sys2-") {
+            continue;
+        }
+        let output = entry.path().join("output");
+        println!("cargo:rerun-if-changed={}", output.display());
+        if std::fs::read_to_string(&output).is_ok_and(|o| o.contains("not using any assembly")) {
+            panic!("openh264 was compiled before nasm was installed and would encode without its assembly: run `cargo clean -p openh264-sys2 --profile {profile}` and build again (scripts/setup-debian.sh does it for you).");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Configuration: command-line flags and an optional TOML file, validated at start with errors
 //! that name the offending key.
 
+use crate::media::scene::Scene;
 use scopecast_shared::OfflinePolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -19,8 +20,9 @@ pub struct Cli {
     /// UDP address for all WebRTC media (one port for every viewer).
     #[arg(long = "webrtc-udp", value_name = "ADDR")]
     pub webrtc_udp: Option<SocketAddr>,
-    /// A stream: NAME=URL where URL is an http(s) MJPEG URL or `test:[WxH][@FPS]`
-    /// (e.g. `test:1920x1080@0.2`). Repeatable; replaces the default test stream.
+    /// A stream: NAME=URL where URL is an http(s) MJPEG URL or a built-in source
+    /// `test:[SCENE][:WxH][@FPS]`, SCENE being pattern (the default), deepsky or moon (e.g.
+    /// `test:1920x1080@0.2`, `test:deepsky@0.5`). Repeatable; replaces the default test stream.
     #[arg(long = "stream", value_name = "NAME=URL")]
     pub streams: Vec<String>,
     /// A TOML configuration file (see scopecast.example.toml).
@@ -38,6 +40,15 @@ pub struct Cli {
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +116,16 @@ struct StreamFile {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
-    TestPattern { width: usize, height: usize, fps: f64 },
-    Mjpeg { url: Url },
+    /// A built-in source: the test pattern or a synthetic telescope scene.
+    TestPattern {
+        scene: Scene,
+        width: usize,
+        height: usize,
+        fps: f64,
+    },
+    Mjpeg {
+        url: Url,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,7 +262,7 @@ impl Config {
         for (name, s) in file.streams {
             let key = format!("streams.{name}");
             let mut stream = StreamConfig::from_source(&name, &s.source, &format!("{key}.source"))?;
-            if let SourceConfig::TestPattern { width, height, fps } = &mut stream.source {
+            if let SourceConfig::TestPattern { width, height, fps, .. } = &mut stream.source {
                 *width = s.width.map_or(*width, |v| v as usize);
                 *height = s.height.map_or(*height, |v| v as usize);
                 *fps = s.fps.unwrap_or(*fps);
@@ -379,7 +398,11 @@ fn valid_stream_name(name: &str) -> bool {
 
 impl StreamConfig {
     pub fn test_pattern(name: &str, width: usize, height: usize, fps: f64) -> Self {
-        Self { max_fps: Some(fps), ..Self::defaults(name, SourceConfig::TestPattern { width, height, fps }) }
+        Self::test_scene(name, Scene::Pattern, width, height, fps)
+    }
+
+    pub fn test_scene(name: &str, scene: Scene, width: usize, height: usize, fps: f64) -> Self {
+        Self { max_fps: Some(fps), ..Self::defaults(name, SourceConfig::TestPattern { scene, width, height, fps }) }
     }
 
     /// Settings shared by every kind of source.
@@ -399,20 +422,27 @@ impl StreamConfig {
         }
     }
 
-    /// `test:[WxH][@FPS]` or an http(s) URL.
+    /// `test:[SCENE][:WxH][@FPS]` (SCENE: pattern, deepsky or moon) or an http(s) URL.
     fn from_source(name: &str, source: &str, key: &str) -> Result<Self, ConfigError> {
         if let Some(spec) = source.strip_prefix("test:") {
-            let (size, fps) = spec.split_once('@').unwrap_or((spec, ""));
-            let (mut w, mut h, mut f) = (1280, 720, 25.0);
-            if !size.is_empty() {
-                let (ws, hs) = size.split_once('x').ok_or_else(|| invalid(key, format!("'{size}' is not WIDTHxHEIGHT")))?;
-                w = ws.parse().map_err(|_| invalid(key, format!("bad width '{ws}'")))?;
-                h = hs.parse().map_err(|_| invalid(key, format!("bad height '{hs}'")))?;
+            let (rest, fps) = spec.split_once('@').unwrap_or((spec, ""));
+            let (mut scene, mut w, mut h, mut f) = (Scene::Pattern, 1280, 720, 25.0);
+            for part in rest.split(':').filter(|p| !p.is_empty()) {
+                if let Some(s) = Scene::parse(part) {
+                    scene = s;
+                    continue;
+                }
+                let size = part.split_once('x').and_then(|(ws, hs)| Some((ws.parse().ok()?, hs.parse().ok()?)));
+                let Some((sw, sh)) = size else {
+                    let scenes: Vec<&str> = Scene::ALL.iter().map(|s| s.as_str()).collect();
+                    return Err(invalid(key, format!("'{part}' is neither WIDTHxHEIGHT nor a scene ({})", scenes.join(", "))));
+                };
+                (w, h) = (sw, sh);
             }
             if !fps.is_empty() {
                 f = fps.parse().map_err(|_| invalid(key, format!("bad frame rate '{fps}'")))?;
             }
-            return Ok(Self::test_pattern(name, w, h, f));
+            return Ok(Self::test_scene(name, scene, w, h, f));
         }
         let url = Url::parse(source).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -474,7 +504,7 @@ mod tests {
         assert!(!format!("{:?}", c).contains("s3cret"), "Debug never shows the token");
         assert_eq!(c.streams.len(), 2);
         let pattern = c.streams.iter().find(|s| s.name == "pattern").expect("pattern");
-        assert_eq!(pattern.source, SourceConfig::TestPattern { width: 1280, height: 720, fps: 0.2 });
+        assert_eq!(pattern.source, SourceConfig::TestPattern { scene: Scene::Pattern, width: 1280, height: 720, fps: 0.2 });
         let scope = c.streams.iter().find(|s| s.name == "scope").expect("scope");
         assert_eq!((scope.size, scope.max_fps, scope.bitrate_bps), (Some((640, 480)), Some(15.0), 1_500_000));
         assert_eq!((scope.on_demand, scope.stop_after, scope.offline_policy), (true, Duration::from_secs(30), OfflinePolicy::Reject));
@@ -511,8 +541,13 @@ mod tests {
     #[test]
     fn stream_specs() {
         let s = StreamConfig::from_source("x", "test:640x480@0.5", "k").expect("ok");
-        assert_eq!(s.source, SourceConfig::TestPattern { width: 640, height: 480, fps: 0.5 });
+        assert_eq!(s.source, SourceConfig::TestPattern { scene: Scene::Pattern, width: 640, height: 480, fps: 0.5 });
+        let s = StreamConfig::from_source("x", "test:deepsky:1920x1080@0.2", "k").expect("ok");
+        assert_eq!(s.source, SourceConfig::TestPattern { scene: Scene::DeepSky, width: 1920, height: 1080, fps: 0.2 });
+        let s = StreamConfig::from_source("x", "test:moon", "k").expect("ok");
+        assert_eq!(s.source, SourceConfig::TestPattern { scene: Scene::Moon, width: 1280, height: 720, fps: 25.0 });
         assert!(StreamConfig::from_source("x", "test:640", "k").is_err());
+        assert!(StreamConfig::from_source("x", "test:galaxy", "k").expect_err("unknown scene").to_string().contains("deepsky"));
         assert!(StreamConfig::from_source("x", "http://cam:8080/?action=stream", "k").is_ok());
     }
 

@@ -1,18 +1,14 @@
 use clap::Parser;
+use scopecast::config::LogFormat;
 use scopecast::config::{Cli, Config};
 use scopecast::Relay;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Logs to stderr: stdout carries only the banner with the URLs, for people and scripts.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_srtp=error,webrtc_dtls=warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let config = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -49,4 +45,16 @@ async fn stop_requested() -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await
+}
+
+/// Logs go to stderr: stdout carries only the banner with the URLs, for people and scripts.
+/// Colours only on a terminal (journald, files and container logs would keep the escape codes);
+/// JSON lines for log shippers.
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_srtp=error,webrtc_dtls=warn"));
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }

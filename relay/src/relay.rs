@@ -35,6 +35,7 @@ pub struct Relay {
 impl Relay {
     /// Binds every socket and starts every stream. Ports of 0 pick free ports.
     pub async fn start(config: Config) -> Result<Self, RelayError> {
+        log_codec_paths();
         let engine = WebRtcEngine::new(&config.ice).await?;
         let mut streams = BTreeMap::new();
         for stream in &config.streams {
@@ -54,7 +55,7 @@ impl Relay {
             };
             let hub = Stream::new(stream.clone(), Pipeline::start(&stream.name, settings)?);
             match &stream.source {
-                SourceConfig::TestPattern { width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&hub), *width, *height, *fps)?,
+                SourceConfig::TestPattern { scene, width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&hub), *scene, *width, *height, *fps)?,
                 SourceConfig::Mjpeg { url } => {
                     // Ends by itself when the stream is stopped.
                     crate::ingest::mjpeg::spawn(Arc::clone(&hub), url.clone());
@@ -120,6 +121,17 @@ impl Relay {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+    }
+}
+
+/// Says which SIMD code the codecs run: a relay built without its assembly is slow and says so.
+fn log_codec_paths() {
+    let slow = matches!(crate::media::simd::encoder_simd(), crate::media::simd::EncoderSimd::CFallback) || crate::media::simd::jpeg_simd().is_none();
+    let line = crate::media::simd::describe();
+    if slow && cfg!(target_arch = "x86_64") {
+        tracing::warn!("{line}; rebuild after `cargo clean -p openh264-sys2 --release` with nasm installed");
+    } else {
+        tracing::info!("{line}");
     }
 }
 

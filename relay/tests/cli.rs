@@ -81,3 +81,40 @@ fn config_errors_name_the_key_and_exit_with_status_2() {
     assert!(out.status.success(), "the example config is valid: {}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs the relay with `args` until its start-up has been logged, then stops it; returns stderr.
+fn startup_log(args: &[&str]) -> String {
+    let mut child = scopecast()
+        .args(["--http", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scopecast");
+    // The banner comes after the start-up log lines.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("banner");
+    assert!(first.contains("scopecast is running"), "{first}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn logs_have_no_colour_codes_off_a_terminal_say_which_simd_code_runs_and_can_be_json() {
+    let text = startup_log(&[]);
+    assert!(!text.contains('\u{1b}'), "no ANSI escape codes when stderr is a pipe: {text:?}");
+    let simd = text.lines().find(|l| l.contains("H.264 encoder:")).unwrap_or_else(|| panic!("the codecs' SIMD paths are logged: {text}"));
+    #[cfg(target_arch = "x86_64")]
+    assert!(simd.contains("openh264 assembly") && simd.contains("libjpeg-turbo"), "{simd}");
+
+    let json = startup_log(&["--log-format", "json"]);
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "{json}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}

@@ -1,7 +1,8 @@
-//! Runs the test pattern on its own thread at the configured rate.
+//! Runs a built-in source (the test pattern or a synthetic telescope scene) on its own thread at
+//! the configured rate.
 
 use crate::ingest::health::SourceEvent;
-use crate::media::testpattern::TestPattern;
+use crate::media::scene::{Scene, SceneRenderer};
 use crate::media::I420;
 use crate::pipeline::SourceFrame;
 use crate::stream::Stream;
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 /// gets a recent picture at once without the pattern costing CPU all day.
 const UNWATCHED_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn spawn(stream: Arc<Stream>, width: usize, height: usize, fps: f64) -> std::io::Result<()> {
+pub fn spawn(stream: Arc<Stream>, scene: Scene, width: usize, height: usize, fps: f64) -> std::io::Result<()> {
     let interval = Duration::from_secs_f64(1.0 / fps.clamp(0.001, 240.0));
     std::thread::Builder::new().name(format!("pattern-{}", stream.name())).spawn(move || {
-        let mut pattern = TestPattern::new(stream.name(), width, height);
+        let mut pattern = SceneRenderer::new(scene, stream.name(), width, height);
         let mut next = Instant::now();
         let mut last_made: Option<Instant> = None;
         stream.report(SourceEvent::Starting);

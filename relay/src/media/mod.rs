@@ -7,6 +7,9 @@ pub mod encoder;
 pub mod i420;
 pub mod jpeg;
 pub mod scale;
+pub mod scene;
+pub mod simd;
+pub mod sky;
 pub mod testpattern;
 
 pub use encoder::{EncodedFrame, EncoderSettings, H264Encoder};
