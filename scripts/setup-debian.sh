@@ -1,16 +1,44 @@
 #!/usr/bin/env bash
-# Installs what building and testing Scopecast needs on Debian/Ubuntu (run as root, or with sudo).
-#   nasm, cmake   openh264's assembly (without nasm the encoder is silently ~3x slower) and the
-#                 vendored libjpeg-turbo that turbojpeg builds
-#   chromium, chromium-driver   the headless-browser test
-#   ffmpeg        the baseline the transcode benchmark compares against
+# Installs the Debian/Ubuntu packages Scopecast needs, only those missing (apt-get, as root or
+# through sudo). scripts/run.sh and scripts/test.sh call it; there is no need to run it first.
+#   scripts/setup-debian.sh build   what building the relay needs:
+#       nasm, cmake, pkg-config   openh264's assembly (without nasm the encoder is silently
+#                                 1.5-3x slower) and the vendored libjpeg-turbo turbojpeg builds
+#   scripts/setup-debian.sh test    that, and what the tests run against:
+#       chromium, chromium-driver the browser tests;  ffmpeg  a camera and the benchmark baseline
+# It also removes an openh264 build that an earlier `cargo build` made before nasm was here.
 set -euo pipefail
-packages=(nasm cmake pkg-config chromium chromium-driver ffmpeg)
+cd "$(dirname "$0")/.."
+build=(nasm cmake pkg-config)
+test=(chromium chromium-driver ffmpeg)
+case "${1:-test}" in
+  build) packages=("${build[@]}") ;;
+  test) packages=("${build[@]}" "${test[@]}") ;;
+  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: install these packages with your system's package manager, then run this again: ${missing[*]}" >&2
+    exit 1
+  fi
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: as root, run: apt-get install ${missing[*]}" >&2; exit 1; }
+    SUDO="sudo"
+    echo "setup: installing ${missing[*]} (sudo may ask for your password)" >&2
+  fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "setup: nasm $(nasm -v | awk '{print $3}'), cmake $(cmake --version | head -1 | awk '{print $3}'), $(chromium --version 2>/dev/null || echo 'no chromium')"
+# An openh264 compiled before nasm was installed is reused by cargo for good, without its
+# assembly (relay/build.rs refuses to link it): remove it so the next build compiles it again.
+for output in target/*/build/openh264-sys2-*/output target/*/*/build/openh264-sys2-*/output; do
+  [ -f "$output" ] && grep -q "not using any assembly" "$output" || continue
+  dir=$(dirname "$(dirname "$(dirname "$output")")")   # target/<profile>
+  profile=$(basename "$dir"); [ "$profile" = debug ] && profile=dev
+  echo "setup: openh264 in $dir was built without nasm; cleaning it" >&2
+  cargo clean -q -p openh264-sys2 --profile "$profile"
+done
+echo "setup: nasm $(nasm -v | awk '{print $3}'), cmake $(cmake --version | head -1 | awk '{print $3}')$([ "${1:-test}" = test ] && echo ", $(chromium --version 2>/dev/null || echo 'no chromium')")" >&2
