@@ -121,10 +121,12 @@ pub fn count(status: &serde_json::Value, key: &str) -> u64 {
     status[key].as_u64().unwrap_or(0)
 }
 
-/// Saves a screenshot of the page as `docs/screenshots/{name}.png` (README shows them).
+/// Saves a screenshot of the page as `target/screenshots/{name}.png`. Tests never write the
+/// tracked `docs/screenshots/` (README shows those): `scripts/screenshots.sh` copies these over
+/// when the player's look changes.
 pub async fn save_screenshot(client: &Client, name: &str) {
     let shot = client.screenshot().await.expect("screenshot");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     let _ = std::fs::create_dir_all(&dir);
     std::fs::write(dir.join(format!("{name}.png")), shot).expect("write screenshot");
 }
