@@ -8,6 +8,7 @@ pub mod clients;
 pub mod deadnet;
 pub mod logs;
 pub mod proxy;
+pub mod udp_proxy;
 pub mod viewer;
 
 use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};

@@ -23,12 +23,17 @@ pub enum Mode {
     BlockUdp = 1,
     /// Offers get `503` with `Retry-After: 1` (the relay refusing).
     RefuseWhep = 2,
+    /// Media goes through the UDP proxy set with [`Proxy::route_media_through`]: the offer
+    /// reaches the relay without the browser's candidates (it learns the proxy's address from
+    /// the checks), trickled ones are swallowed, and the answer's candidates point at the proxy.
+    ViaMediaProxy = 3,
 }
 
 struct Shared {
     upstream: String,
     mode: AtomicU8,
     offers: AtomicU64,
+    media_proxy: std::sync::Mutex<Option<SocketAddr>>,
     client: reqwest::Client,
 }
 
@@ -44,6 +49,7 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_owned(),
             mode: AtomicU8::new(mode as u8),
             offers: AtomicU64::new(0),
+            media_proxy: std::sync::Mutex::new(None),
             client: reqwest::Client::new(),
         });
         let app = axum::Router::new().fallback(forward).with_state(Arc::clone(&shared));
@@ -61,6 +67,12 @@ impl Proxy {
 
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Sends media through a [`crate::udp_proxy::UdpProxy`] at `addr` from now on.
+    pub fn route_media_through(&self, addr: SocketAddr) {
+        *self.shared.media_proxy.lock().expect("lock") = Some(addr);
+        self.set_mode(Mode::ViaMediaProxy);
     }
 
     /// WHEP offers seen so far.
@@ -89,9 +101,12 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let mut headers = req.headers().clone();
     headers.remove("host");
+    // The body may be rewritten below; reqwest sets the length of what is sent.
+    headers.remove("content-length");
     let trickle = req.method() == Method::PATCH;
     let Ok(mut body) = axum::body::to_bytes(req.into_body(), 1 << 20).await else { return StatusCode::BAD_REQUEST.into_response() };
-    if mode == Mode::BlockUdp as u8 {
+    let rewrite = mode == Mode::BlockUdp as u8 || mode == Mode::ViaMediaProxy as u8;
+    if rewrite {
         if trickle {
             return StatusCode::NO_CONTENT.into_response();
         }
@@ -109,13 +124,18 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             out_headers.append(k, v.clone());
         }
     }
-    if offer && mode == Mode::BlockUdp as u8 && status == StatusCode::CREATED {
+    if offer && rewrite && status == StatusCode::CREATED {
         let answer = res.text().await.unwrap_or_default();
+        let target = if mode == Mode::ViaMediaProxy as u8 { *shared.media_proxy.lock().expect("lock") } else { None };
         let mut builder = Response::builder().status(status);
         for (k, v) in &out_headers {
             builder = builder.header(k, v);
         }
-        return builder.body(Body::from(dead_candidates(&answer))).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
+        let answer = match target {
+            Some(addr) => candidates_at(&answer, addr),
+            None => dead_candidates(&answer),
+        };
+        return builder.body(Body::from(answer)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
     }
     // Streamed, so MJPEG and event streams pass through as they come.
     let stream = res.bytes_stream().map_err(std::io::Error::other);
@@ -124,6 +144,22 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     *response.headers_mut() = out_headers;
     response.headers_mut().insert("x-test-proxy", HeaderValue::from_static("1"));
     response
+}
+
+/// Points every candidate in an SDP at `addr`.
+fn candidates_at(sdp: &str, addr: SocketAddr) -> String {
+    sdp.lines()
+        .map(|l| {
+            let mut parts: Vec<String> = l.split(' ').map(str::to_owned).collect();
+            if l.starts_with("a=candidate:") && parts.len() > 5 {
+                parts[4] = addr.ip().to_string();
+                parts[5] = addr.port().to_string();
+            }
+            parts.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n"
 }
 
 /// Points every candidate in an SDP at the discard port (9), where nothing answers STUN.

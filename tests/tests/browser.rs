@@ -143,3 +143,48 @@ async fn chromium_keeps_playing_through_a_camera_outage_and_says_so() {
     browser.close().await;
     relay.shutdown().await;
 }
+
+/// Playout delay (0, 0) is what lets Chromium render a frame the moment it is decoded. It must be
+/// negotiated (the answer maps it, Chromium's receiver takes it) and be on the wire: a UDP proxy
+/// in the media path reads the RTP headers, which SRTP leaves in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_negotiates_playout_delay_and_every_video_packet_carries_zero_zero() {
+    use scopecast_tests::proxy::{Mode, Proxy};
+    use scopecast_tests::udp_proxy::UdpProxy;
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]).await;
+    let media = UdpProxy::start(format!("127.0.0.1:{}", relay.udp_port()).parse().expect("relay UDP address")).await;
+    let proxy = Proxy::start(&base_url(&relay), Mode::Pass).await;
+    proxy.route_media_through(media.addr);
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(&page_status(c).await, "frames") < 50 {
+        if tokio::time::Instant::now() > deadline {
+            panic!("no video through the UDP proxy: {} / {:?}", page_status(c).await, media.downstream());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let negotiated = c
+        .execute(
+            r#"const pc = document.querySelector(".scopecast").scopecast.pc;
+               const uri = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+               const line = pc.remoteDescription.sdp.split("\r\n").find((l) => l.startsWith("a=extmap:") && l.endsWith(" " + uri));
+               const taken = pc.getReceivers()[0].getParameters().headerExtensions.find((e) => e.uri === uri);
+               return { line: line || null, id: taken ? taken.id : null };"#,
+            vec![],
+        )
+        .await
+        .expect("read the negotiation");
+    let id = negotiated["id"].as_u64().unwrap_or_else(|| panic!("Chromium's receiver did not take playout-delay: {negotiated}"));
+    assert!(negotiated["line"].as_str().is_some_and(|l| l.starts_with(&format!("a=extmap:{id} "))), "the answer maps it: {negotiated}");
+
+    let seen = media.downstream();
+    assert!(seen.rtp_packets >= 50, "50 frames of video went through the proxy: {seen:?}");
+    let (carrying, value) = seen.extensions.get(&(id as u8)).cloned().unwrap_or_default();
+    assert!(carrying * 100 >= seen.rtp_packets * 99, "{carrying} of {} RTP packets carry extension {id}", seen.rtp_packets);
+    assert_eq!(value, vec![0, 0, 0], "minimum and maximum delay both 0");
+    browser.close().await;
+    relay.shutdown().await;
+}

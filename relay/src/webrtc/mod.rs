@@ -29,7 +29,9 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+use webrtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
+use webrtc::rtp::extension::HeaderExtension;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType};
 use webrtc::rtp_transceiver::RTCPFeedback;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
@@ -38,6 +40,8 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// A session that has not connected by then is abandoned and closed.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// The RTP header extension that tells a receiver how long it may hold frames back.
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 /// H.264 Constrained Baseline 3.1, the profile every browser decodes.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
@@ -78,6 +82,10 @@ impl WebRtcEngine {
 
         let mut media = MediaEngine::default();
         media.register_codec(RTCRtpCodecParameters { capability: h264_capability(), payload_type: 102, ..Default::default() }, RTPCodecType::Video)?;
+        // Playout delay (0, 0): libwebrtc then renders each frame as soon as it is decoded,
+        // skipping its jitter buffer's target delay, render delay and smoothing (about 20 ms in
+        // Chromium). Negotiated only with browsers that offer it; the crate writes it only then.
+        media.register_header_extension(RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() }, RTPCodecType::Video, None)?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
 
         let mut settings = SettingEngine::default();
@@ -343,7 +351,9 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mu
             continue;
         }
         for packet in &frame.packets {
-            if let Err(e) = track.write_rtp(&cursor.stamp(packet)).await {
+            // Minimum and maximum delay 0: render as soon as decoded (skipped when not negotiated).
+            let asap = [HeaderExtension::PlayoutDelay(PlayoutDelayExtension::new(0, 0))];
+            if let Err(e) = track.write_rtp_with_extensions(&cursor.stamp(packet), &asap).await {
                 tracing::debug!("viewer write failed: {e}");
                 return;
             }
