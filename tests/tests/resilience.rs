@@ -180,7 +180,7 @@ async fn the_test_pattern_serves_mjpeg_and_snapshots_too() {
     for _ in 0..10 {
         let part = mjpeg.next(Duration::from_secs(5)).await.expect("a part");
         decoder.decode(&part.jpeg, 1, &mut picture).expect("decodes");
-        let tc = scopecast_shared::timecode::read(&picture.y, picture.width, picture.width, picture.height).expect("timecode");
+        let tc = scopecast_shared::timecode::read(picture.y(), picture.width, picture.width, picture.height).expect("timecode");
         numbers.push(tc.frame);
     }
     assert!(numbers.windows(2).all(|w| w[1] > w[0]), "the pattern at full rate for an MJPEG client: {numbers:?}");

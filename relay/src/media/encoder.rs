@@ -143,7 +143,7 @@ mod tests {
         let mut pic = I420::new(320, 240);
         let mut kinds = Vec::new();
         for i in 0..6 {
-            pic.y.iter_mut().enumerate().for_each(|(j, v)| *v = ((j + i * 7) % 200) as u8 + 16);
+            pic.y_mut().iter_mut().enumerate().for_each(|(j, v)| *v = ((j + i * 7) % 200) as u8 + 16);
             if i == 4 {
                 enc.force_keyframe();
             }

@@ -1,14 +1,14 @@
 //! Planar 4:2:0 pictures, the one format the pipeline works in between decode and encode.
 
-/// An I420 picture with tightly packed planes: Y is `width x height`, U and V are
-/// `ceil(width/2) x ceil(height/2)`. Width and height are even (the encoder wants them so).
+/// An I420 picture in one buffer: Y (`width x height`), then U, then V (each
+/// `ceil(width/2) x ceil(height/2)`), tightly packed. That is also the layout libjpeg-turbo
+/// writes a 4:2:0 JPEG in, so the decoder writes straight into the buffer the encoder reads.
+/// Width and height are even in the pipeline (the encoder wants them so).
 #[derive(Clone, PartialEq, Eq)]
 pub struct I420 {
     pub width: usize,
     pub height: usize,
-    pub y: Vec<u8>,
-    pub u: Vec<u8>,
-    pub v: Vec<u8>,
+    data: Vec<u8>,
 }
 
 impl std::fmt::Debug for I420 {
@@ -20,8 +20,9 @@ impl std::fmt::Debug for I420 {
 impl I420 {
     /// A black picture.
     pub fn new(width: usize, height: usize) -> Self {
-        let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
-        Self { width, height, y: vec![16; width * height], u: vec![128; cw * ch], v: vec![128; cw * ch] }
+        let mut pic = Self { width: 0, height: 0, data: Vec::new() };
+        pic.reshape(width, height);
+        pic
     }
 
     pub fn chroma_width(&self) -> usize {
@@ -32,14 +33,68 @@ impl I420 {
         self.height.div_ceil(2)
     }
 
-    /// Resizes in place, reusing the allocations.
+    fn luma_len(&self) -> usize {
+        self.width * self.height
+    }
+
+    fn chroma_len(&self) -> usize {
+        self.chroma_width() * self.chroma_height()
+    }
+
+    /// Resizes in place, reusing the allocation. A picture that changes size starts black.
     pub fn reshape(&mut self, width: usize, height: usize) {
+        if (width, height) == (self.width, self.height) {
+            return;
+        }
         self.width = width;
         self.height = height;
-        let c = width.div_ceil(2) * height.div_ceil(2);
-        self.y.resize(width * height, 16);
-        self.u.resize(c, 128);
-        self.v.resize(c, 128);
+        let (y, c) = (self.luma_len(), self.chroma_len());
+        self.data.clear();
+        self.data.resize(y, 16);
+        self.data.resize(y + 2 * c, 128);
+    }
+
+    pub fn y(&self) -> &[u8] {
+        &self.data[..self.luma_len()]
+    }
+
+    pub fn u(&self) -> &[u8] {
+        let (y, c) = (self.luma_len(), self.chroma_len());
+        &self.data[y..y + c]
+    }
+
+    pub fn v(&self) -> &[u8] {
+        let (y, c) = (self.luma_len(), self.chroma_len());
+        &self.data[y + c..y + 2 * c]
+    }
+
+    pub fn y_mut(&mut self) -> &mut [u8] {
+        self.planes_mut().0
+    }
+
+    pub fn u_mut(&mut self) -> &mut [u8] {
+        self.planes_mut().1
+    }
+
+    pub fn v_mut(&mut self) -> &mut [u8] {
+        self.planes_mut().2
+    }
+
+    /// The three planes at once, for code that writes all of them.
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let (y, c) = (self.luma_len(), self.chroma_len());
+        let (luma, chroma) = self.data.split_at_mut(y);
+        let (u, v) = chroma.split_at_mut(c);
+        (luma, u, v)
+    }
+
+    /// Y, U and V one after the other.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data
     }
 }
 
@@ -54,14 +109,31 @@ impl openh264::formats::YUVSource for I420 {
     }
 
     fn y(&self) -> &[u8] {
-        &self.y
+        I420::y(self)
     }
 
     fn u(&self) -> &[u8] {
-        &self.u
+        I420::u(self)
     }
 
     fn v(&self) -> &[u8] {
-        &self.v
+        I420::v(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planes_are_consecutive_and_reshaping_keeps_them_consistent() {
+        let mut p = I420::new(6, 4);
+        assert_eq!((p.y().len(), p.u().len(), p.v().len(), p.as_bytes().len()), (24, 6, 6, 36));
+        p.u_mut().fill(1);
+        p.v_mut().fill(2);
+        assert_eq!(&p.as_bytes()[24..], &[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
+        p.reshape(5, 3);
+        assert_eq!((p.y().len(), p.u().len(), p.v().len()), (15, 6, 6), "odd sizes round chroma up");
+        assert!(p.y().iter().all(|&v| v == 16) && p.u().iter().all(|&v| v == 128), "a resized picture starts black");
     }
 }

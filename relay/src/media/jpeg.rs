@@ -73,6 +73,14 @@ impl JpegDecoder {
         if w < 2 || h < 2 {
             return Err(JpegError::BadSize(w, h));
         }
+        // A 4:2:0 JPEG of even size decodes straight into the picture: libjpeg-turbo's planar
+        // layout with no row padding is exactly I420's.
+        if info.subsamp == Subsamp::Sub2x2 && w % 2 == 0 && h % 2 == 0 {
+            out.reshape(w, h);
+            let image = YuvImage { pixels: out.as_bytes_mut(), width: w, align: 1, height: h, subsamp: Subsamp::Sub2x2 };
+            self.tj.decompress_to_yuv(jpeg, image)?;
+            return Ok(());
+        }
         let len = turbojpeg::yuv_pixels_len(w, 1, h, info.subsamp)?;
         self.scratch.resize(len, 0);
         let image = YuvImage { pixels: &mut self.scratch[..], width: w, align: 1, height: h, subsamp: info.subsamp };
@@ -82,13 +90,14 @@ impl JpegDecoder {
 
         let (ew, eh) = (w & !1, h & !1);
         out.reshape(ew, eh);
+        let (y_out, u_out, v_out) = out.planes_mut();
         let (y_plane, rest) = self.scratch.split_at(yw * yh);
         for row in 0..eh {
-            out.y[row * ew..(row + 1) * ew].copy_from_slice(&y_plane[row * yw..row * yw + ew]);
+            y_out[row * ew..(row + 1) * ew].copy_from_slice(&y_plane[row * yw..row * yw + ew]);
         }
         if info.subsamp == Subsamp::Gray {
-            out.u.fill(128);
-            out.v.fill(128);
+            u_out.fill(128);
+            v_out.fill(128);
             return Ok(());
         }
         let (u_plane, v_plane) = rest.split_at(cw * ch);
@@ -101,8 +110,8 @@ impl JpegDecoder {
             Subsamp::Sub1x2 => (2, 1),
             other => return Err(JpegError::Subsampling(other)),
         };
-        downsample_chroma(u_plane, cw, &mut out.u, ocw, och, fx, fy);
-        downsample_chroma(v_plane, cw, &mut out.v, ocw, och, fx, fy);
+        downsample_chroma(u_plane, cw, u_out, ocw, och, fx, fy);
+        downsample_chroma(v_plane, cw, v_out, ocw, och, fx, fy);
         Ok(())
     }
 }
@@ -136,16 +145,12 @@ fn downsample_chroma(src: &[u8], stride: usize, dst: &mut [u8], w: usize, h: usi
     }
 }
 
-/// Encodes an I420 picture as a baseline 4:2:0 JPEG (for test sources and benchmarks).
+/// Encodes an I420 picture as a baseline 4:2:0 JPEG (stills of raw pictures, test sources).
 pub fn encode_i420(pic: &I420, quality: i32) -> Result<Vec<u8>, JpegError> {
-    let mut pixels = Vec::with_capacity(pic.y.len() + 2 * pic.u.len());
-    pixels.extend_from_slice(&pic.y);
-    pixels.extend_from_slice(&pic.u);
-    pixels.extend_from_slice(&pic.v);
     let mut c = turbojpeg::Compressor::new()?;
     c.set_quality(quality)?;
     c.set_subsamp(Subsamp::Sub2x2)?;
-    let image = YuvImage { pixels: &pixels[..], width: pic.width, align: 1, height: pic.height, subsamp: Subsamp::Sub2x2 };
+    let image = YuvImage { pixels: pic.as_bytes(), width: pic.width, align: 1, height: pic.height, subsamp: Subsamp::Sub2x2 };
     Ok(c.compress_yuv_to_vec(image)?)
 }
 
@@ -168,19 +173,19 @@ mod tests {
         assert_eq!((a.width, a.height), (1280, 720));
         assert_eq!(a, b);
         // A real picture, not a flat field.
-        let mean = a.y.iter().map(|&v| u64::from(v)).sum::<u64>() / a.y.len() as u64;
-        let var = a.y.iter().map(|&v| (i64::from(v) - mean as i64).pow(2) as u64).sum::<u64>() / a.y.len() as u64;
+        let mean = a.y().iter().map(|&v| u64::from(v)).sum::<u64>() / a.y().len() as u64;
+        let var = a.y().iter().map(|&v| (i64::from(v) - mean as i64).pow(2) as u64).sum::<u64>() / a.y().len() as u64;
         assert!(var > 100, "variance {var}");
     }
 
     #[test]
     fn subsamplings_round_trip_through_i420() {
         let mut pic = I420::new(320, 240);
-        for (i, v) in pic.y.iter_mut().enumerate() {
+        for (i, v) in pic.y_mut().iter_mut().enumerate() {
             *v = (i % 320 / 4) as u8 + 80;
         }
-        pic.u.fill(110);
-        pic.v.fill(140);
+        pic.u_mut().fill(110);
+        pic.v_mut().fill(140);
         for subsamp in [Subsamp::Sub2x2, Subsamp::Sub2x1, Subsamp::None, Subsamp::Gray] {
             let mut px = I420::new(2, 2);
             // Go through turbojpeg's own RGB path to make a JPEG of the wanted subsampling.
@@ -193,10 +198,10 @@ mod tests {
             let again = c.compress_to_vec(img.as_deref()).expect("jpeg");
             dec.decode(&again, 1, &mut px).expect("decodes");
             assert_eq!((px.width, px.height), (320, 240), "{subsamp:?}");
-            let y_err = px.y.iter().zip(&pic.y).map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs()).max();
+            let y_err = px.y().iter().zip(pic.y()).map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs()).max();
             assert!(y_err.expect("pixels") <= 8, "{subsamp:?} luma error {y_err:?}");
             let want_u = if subsamp == Subsamp::Gray { 128 } else { 110 };
-            let u_mid = px.u[px.u.len() / 2];
+            let u_mid = px.u()[px.u().len() / 2];
             assert!((i32::from(u_mid) - want_u).abs() <= 6, "{subsamp:?} chroma {u_mid}");
         }
     }
@@ -234,7 +239,7 @@ mod tests {
     #[test]
     fn a_jpeg_with_endless_scans_is_refused_and_a_normal_progressive_one_decodes() {
         let mut pic = I420::new(256, 256);
-        pic.y.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 251) as u8);
+        pic.y_mut().iter_mut().enumerate().for_each(|(i, v)| *v = (i % 251) as u8);
         let rgb = turbojpeg::decompress(&encode_i420(&pic, 90).expect("jpeg"), turbojpeg::PixelFormat::RGB).expect("rgb");
         let mut c = turbojpeg::Compressor::new().expect("compressor");
         c.set_progressive(true).expect("progressive");

@@ -37,9 +37,9 @@ impl Scaler {
     pub fn scale(&mut self, src: &I420, dst: &mut I420, width: usize, height: usize) -> Result<(), ScaleError> {
         dst.reshape(width, height);
         let (scw, sch, dcw, dch) = (src.chroma_width(), src.chroma_height(), dst.chroma_width(), dst.chroma_height());
-        self.plane(&src.y, src.width, src.height, &mut dst.y, width, height)?;
-        self.plane(&src.u, scw, sch, &mut dst.u, dcw, dch)?;
-        self.plane(&src.v, scw, sch, &mut dst.v, dcw, dch)
+        self.plane(src.y(), src.width, src.height, dst.y_mut(), width, height)?;
+        self.plane(src.u(), scw, sch, dst.u_mut(), dcw, dch)?;
+        self.plane(src.v(), scw, sch, dst.v_mut(), dcw, dch)
     }
 
     fn plane(&mut self, src: &[u8], sw: usize, sh: usize, dst: &mut [u8], dw: usize, dh: usize) -> Result<(), ScaleError> {
@@ -93,23 +93,23 @@ mod tests {
     #[test]
     fn scales_all_planes_and_keeps_flat_colour() {
         let mut src = I420::new(1280, 720);
-        src.y.fill(200);
-        src.u.fill(60);
-        src.v.fill(190);
+        src.y_mut().fill(200);
+        src.u_mut().fill(60);
+        src.v_mut().fill(190);
         let mut dst = I420::new(2, 2);
         Scaler::default().scale(&src, &mut dst, 640, 480).expect("scales");
-        assert_eq!((dst.width, dst.height, dst.y.len(), dst.u.len()), (640, 480, 640 * 480, 320 * 240));
-        assert!(dst.y.iter().all(|&v| v == 200) && dst.u.iter().all(|&v| v == 60) && dst.v.iter().all(|&v| v == 190));
+        assert_eq!((dst.width, dst.height, dst.y().len(), dst.u().len()), (640, 480, 640 * 480, 320 * 240));
+        assert!(dst.y().iter().all(|&v| v == 200) && dst.u().iter().all(|&v| v == 60) && dst.v().iter().all(|&v| v == 190));
     }
 
     /// A smooth picture where luma depends on x and y, chroma on x only.
     fn gradient(w: usize, h: usize) -> I420 {
         let mut pic = I420::new(w, h);
-        for (i, v) in pic.y.iter_mut().enumerate() {
+        for (i, v) in pic.y_mut().iter_mut().enumerate() {
             *v = (16 + (i % w) * 200 / w + (i / w) * 30 / h) as u8;
         }
         let cw = pic.chroma_width();
-        for (i, v) in pic.u.iter_mut().enumerate() {
+        for (i, v) in pic.u_mut().iter_mut().enumerate() {
             *v = (40 + (i % cw) * 160 / cw) as u8;
         }
         pic
@@ -124,15 +124,15 @@ mod tests {
             Scaler::default().scale(&src, &mut fast, dw, dh).expect("scales");
             let want = gradient(dw, dh);
             let max_err = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs()).max().unwrap_or(0);
-            assert!(max_err(&fast.y, &want.y) <= 2, "{sw}x{sh}->{dw}x{dh} luma off by {}", max_err(&fast.y, &want.y));
-            assert!(max_err(&fast.u, &want.u) <= 2, "{sw}x{sh}->{dw}x{dh} chroma off by {}", max_err(&fast.u, &want.u));
+            assert!(max_err(fast.y(), want.y()) <= 2, "{sw}x{sh}->{dw}x{dh} luma off by {}", max_err(fast.y(), want.y()));
+            assert!(max_err(fast.u(), want.u()) <= 2, "{sw}x{sh}->{dw}x{dh} chroma off by {}", max_err(fast.u(), want.u()));
         }
         // Pixel-wide stripes: each output pixel must average its pair, not pick one of them.
         let mut stripes = I420::new(1000, 10);
-        stripes.y.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 0 } else { 200 });
+        stripes.y_mut().iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 0 } else { 200 });
         let mut out = I420::new(2, 2);
         Scaler::default().scale(&stripes, &mut out, 500, 10).expect("scales");
-        assert!(out.y.iter().all(|&v| v == 100), "{:?}", &out.y[..8]);
+        assert!(out.y().iter().all(|&v| v == 100), "{:?}", &out.y()[..8]);
     }
 
     #[test]
@@ -140,12 +140,12 @@ mod tests {
         // Vertical stripes four pixels wide: two-tap interpolation at 4:1 would land on one
         // colour or the other and draw full-contrast bars; a widening kernel keeps them near grey.
         let mut src = I420::new(1600, 400);
-        for (i, v) in src.y.iter_mut().enumerate() {
+        for (i, v) in src.y_mut().iter_mut().enumerate() {
             *v = if i % 8 < 4 { 20 } else { 220 };
         }
         let mut dst = I420::new(2, 2);
         Scaler::default().scale(&src, &mut dst, 400, 100).expect("scales");
-        let interior = dst.y.chunks_exact(400).flat_map(|row| &row[1..399]);
-        assert!(interior.copied().all(|v| (50..=190).contains(&v)), "{:?}", &dst.y[..8]);
+        let interior = dst.y().chunks_exact(400).flat_map(|row| &row[1..399]);
+        assert!(interior.copied().all(|v| (50..=190).contains(&v)), "{:?}", &dst.y()[..8]);
     }
 }

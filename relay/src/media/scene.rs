@@ -31,11 +31,12 @@ impl Scene {
     }
 }
 
-/// Renders frames of a [`Scene`], each stamped with the timecode strip.
+/// Renders frames of a [`Scene`], each stamped with the timecode strip. The sky scenes
+/// carry lookup tables, so they are boxed to keep the enum small.
 pub enum SceneRenderer {
     Pattern(TestPattern),
-    DeepSky(DeepSky),
-    Moon(Moon),
+    DeepSky(Box<DeepSky>),
+    Moon(Box<Moon>),
 }
 
 impl SceneRenderer {
@@ -45,8 +46,8 @@ impl SceneRenderer {
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         match scene {
             Scene::Pattern => Self::Pattern(TestPattern::new(name, width, height)),
-            Scene::DeepSky => Self::DeepSky(DeepSky::new(width, height, seed)),
-            Scene::Moon => Self::Moon(Moon::new(width, height, seed)),
+            Scene::DeepSky => Self::DeepSky(Box::new(DeepSky::new(width, height, seed))),
+            Scene::Moon => Self::Moon(Box::new(Moon::new(width, height, seed))),
         }
     }
 

@@ -183,26 +183,27 @@ impl DeepSky {
             }
         }
         // High gain: noise on top of everything, then the hot pixels the sensor always has.
-        for (o, a) in out.y.iter_mut().zip(&self.acc) {
+        for (o, a) in out.y_mut().iter_mut().zip(&self.acc) {
             *o = to_u8(a + 6.0 * self.noise.next());
         }
         for &(i, v) in &self.hot {
-            out.y[i] = v;
+            out.y_mut()[i] = v;
         }
         let (ocw, och) = (out.chroma_width(), out.chroma_height());
+        let (_, us, vs) = out.planes_mut();
         for cy in 0..och {
             for cx in 0..ocw {
                 let si = (2 * cy + oy) * cw + 2 * cx + ox;
-                out.u[cy * ocw + cx] = to_u8(128.0 + self.sky_u[si] + 3.5 * self.noise.next());
-                out.v[cy * ocw + cx] = to_u8(128.0 + self.sky_v[si] + 3.5 * self.noise.next());
+                us[cy * ocw + cx] = to_u8(128.0 + self.sky_u[si] + 3.5 * self.noise.next());
+                vs[cy * ocw + cx] = to_u8(128.0 + self.sky_v[si] + 3.5 * self.noise.next());
             }
         }
         for s in self.stars.iter().filter(|s| s.peak > 40.0) {
             let (sx, sy) = ((s.x - fx) / 2.0, (s.y - fy) / 2.0);
             if sx >= 0.0 && sy >= 0.0 && (sx as usize) < ocw && (sy as usize) < och {
                 let i = sy as usize * ocw + sx as usize;
-                out.u[i] = to_u8(f32::from(out.u[i]) + s.u);
-                out.v[i] = to_u8(f32::from(out.v[i]) + s.v);
+                out.u_mut()[i] = to_u8(f32::from(out.u()[i]) + s.u);
+                out.v_mut()[i] = to_u8(f32::from(out.v()[i]) + s.v);
             }
         }
         stamp(out, self.frame, unix_ms);
@@ -364,7 +365,7 @@ impl Moon {
         };
         for y in 0..h {
             let (gy, fy) = (y / GRID, (y % GRID) as f32 / GRID as f32);
-            let row = &mut out.y[y * w..(y + 1) * w];
+            let row = &mut out.y_mut()[y * w..(y + 1) * w];
             let inside_rows = (y as f32 - cy).abs() < reach;
             for (x, o) in row.iter_mut().enumerate() {
                 let mut v = 10.0;
@@ -381,7 +382,8 @@ impl Moon {
             }
         }
         // A faint warm cast, as an uncalibrated colour camera gives the Moon.
-        for (u, v) in out.u.iter_mut().zip(out.v.iter_mut()) {
+        let (_, us, vs) = out.planes_mut();
+        for (u, v) in us.iter_mut().zip(vs.iter_mut()) {
             *u = to_u8(126.0 + self.noise.next());
             *v = to_u8(130.0 + self.noise.next());
         }
@@ -413,11 +415,11 @@ fn box_blur(src: &[f32], size: usize, r: usize) -> Vec<f32> {
 fn stamp(out: &mut I420, frame: u64, unix_ms: u64) {
     let (w, h) = (out.width, out.height);
     let band = timecode::band_height(h);
-    out.y[..band * w].fill(16);
+    out.y_mut()[..band * w].fill(16);
     let cw = out.chroma_width();
-    out.u[..band.div_ceil(2) * cw].fill(128);
-    out.v[..band.div_ceil(2) * cw].fill(128);
-    timecode::draw(&mut out.y, w, w, h, Timecode::new(frame as u16, unix_ms));
+    out.u_mut()[..band.div_ceil(2) * cw].fill(128);
+    out.v_mut()[..band.div_ceil(2) * cw].fill(128);
+    timecode::draw(out.y_mut(), w, w, h, Timecode::new(frame as u16, unix_ms));
 }
 
 #[cfg(test)]
@@ -440,17 +442,17 @@ mod tests {
             sky.render(2_000, &mut b);
         }
         let band = timecode::band_height(720) * 1280;
-        let (mean, sd) = mean_and_sd(&a.y[band..]);
+        let (mean, sd) = mean_and_sd(&a.y()[band..]);
         assert!((20.0..45.0).contains(&mean), "a dark sky: mean luma {mean}");
         assert!(sd > 5.0, "noisy: sd {sd}");
-        let bright = a.y[band..].iter().filter(|&&v| v > 120).count();
+        let bright = a.y()[band..].iter().filter(|&&v| v > 120).count();
         assert!(bright > 100, "stars: {bright} bright pixels");
-        let (_, csd) = mean_and_sd(&a.u);
+        let (_, csd) = mean_and_sd(a.u());
         assert!(csd > 2.5, "chroma noise too: sd {csd}");
         // Noise is new every frame, so consecutive frames differ nearly everywhere.
-        let changed = a.y[band..].iter().zip(&b.y[band..]).filter(|(x, y)| x != y).count();
-        assert!(changed > a.y.len() / 2, "{changed} pixels changed");
-        assert_eq!(timecode::read(&b.y, 1280, 1280, 720), Some(Timecode::new(49, 2_000)));
+        let changed = a.y()[band..].iter().zip(&b.y()[band..]).filter(|(x, y)| x != y).count();
+        assert!(changed > a.y().len() / 2, "{changed} pixels changed");
+        assert_eq!(timecode::read(b.y(), 1280, 1280, 720), Some(Timecode::new(49, 2_000)));
     }
 
     #[test]
@@ -459,7 +461,7 @@ mod tests {
         let (mut a, mut b) = (I420::new(2, 2), I420::new(2, 2));
         moon.render(1_000, &mut a);
         moon.render(1_040, &mut b);
-        let at = |p: &I420, x: usize, y: usize| p.y[y * 1280 + x];
+        let at = |p: &I420, x: usize, y: usize| p.y()[y * 1280 + x];
         let disk: u64 = (300..460).flat_map(|y| (600..760).map(move |x| (x, y))).map(|(x, y)| u64::from(at(&a, x, y))).sum();
         assert!(disk / (160 * 160) > 80, "bright in the middle: {}", disk / (160 * 160));
         assert!(at(&a, 20, 700) < 40, "dark sky at the corner");
@@ -473,8 +475,8 @@ mod tests {
         let (disk_grad, sky_grad) = (gradient(600, 300), gradient(20, 500));
         assert!(disk_grad > 1.5 * sky_grad, "detail: mean gradient {disk_grad:.2} on the disk, {sky_grad:.2} on the sky");
         let band = timecode::band_height(720) * 1280;
-        let changed = a.y[band..].iter().zip(&b.y[band..]).filter(|(x, y)| x.abs_diff(**y) > 6).count();
+        let changed = a.y()[band..].iter().zip(&b.y()[band..]).filter(|(x, y)| x.abs_diff(**y) > 6).count();
         assert!(changed > 20_000, "the air moves the picture every frame: {changed}");
-        assert_eq!(timecode::read(&b.y, 1280, 1280, 720), Some(Timecode::new(2, 1_040)));
+        assert_eq!(timecode::read(b.y(), 1280, 1280, 720), Some(Timecode::new(2, 1_040)));
     }
 }

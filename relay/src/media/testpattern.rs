@@ -55,7 +55,7 @@ impl TestPattern {
         draw_text(out, &clock, 8 * scale, top + 20 * scale, scale * 2);
         draw_text(out, &format!("frame {}  {}x{}", self.frame, w, h), 8 * scale, top + 40 * scale, scale);
 
-        timecode::draw(&mut out.y, w, w, h, Timecode::new(self.frame as u16, unix_ms));
+        timecode::draw(out.y_mut(), w, w, h, Timecode::new(self.frame as u16, unix_ms));
     }
 }
 
@@ -66,7 +66,7 @@ fn background(w: usize, h: usize) -> I420 {
     let band = timecode::band_height(h);
     for y in band..h {
         for x in 0..w {
-            pic.y[y * w + x] = 40 + ((x * 60 / w + y * 40 / h) as u8);
+            pic.y_mut()[y * w + x] = 40 + ((x * 60 / w + y * 40 / h) as u8);
         }
     }
     let bars: [(u8, u8); 6] = [(128, 128), (44, 142), (156, 44), (72, 58), (184, 198), (212, 114)];
@@ -74,8 +74,8 @@ fn background(w: usize, h: usize) -> I420 {
     for cy in (ch * 3 / 4)..ch {
         for cx in 0..cw {
             let (u, v) = bars[cx * bars.len() / cw];
-            pic.u[cy * cw + cx] = u;
-            pic.v[cy * cw + cx] = v;
+            pic.u_mut()[cy * cw + cx] = u;
+            pic.v_mut()[cy * cw + cx] = v;
         }
     }
     pic
@@ -85,11 +85,11 @@ fn fill_rect(pic: &mut I420, x: usize, y: usize, w: usize, h: usize, (ly, u, v):
     let (pw, cw) = (pic.width, pic.chroma_width());
     let (x1, y1) = ((x + w).min(pic.width), (y + h).min(pic.height));
     for row in y..y1 {
-        pic.y[row * pw + x..row * pw + x1].fill(ly);
+        pic.y_mut()[row * pw + x..row * pw + x1].fill(ly);
     }
     for row in y / 2..y1 / 2 {
-        pic.u[row * cw + x / 2..row * cw + x1 / 2].fill(u);
-        pic.v[row * cw + x / 2..row * cw + x1 / 2].fill(v);
+        pic.u_mut()[row * cw + x / 2..row * cw + x1 / 2].fill(u);
+        pic.v_mut()[row * cw + x / 2..row * cw + x1 / 2].fill(v);
     }
 }
 
@@ -103,7 +103,8 @@ fn disc(pic: &mut I420, cx: f64, cy: f64, r: f64) {
         for x in x0..=x1 {
             let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt() / r;
             if d < 1.0 {
-                let p = &mut pic.y[y * pic.width + x];
+                let width = pic.width;
+                let p = &mut pic.y_mut()[y * width + x];
                 *p = (*p).max((235.0 * (1.0 - d * d)) as u8);
             }
         }
@@ -126,7 +127,8 @@ fn draw_text(pic: &mut I420, text: &str, x: usize, y: usize, scale: usize) {
                     if row >= pic.height || px + scale > pic.width {
                         continue;
                     }
-                    pic.y[row * pic.width + px..row * pic.width + px + scale].fill(235);
+                    let width = pic.width;
+                    pic.y_mut()[row * width + px..row * width + px + scale].fill(235);
                 }
             }
         }
@@ -145,12 +147,12 @@ mod tests {
         p.render(1_795_575_705_000, &mut a);
         p.render(1_795_575_705_040, &mut b);
         assert_eq!((a.width, a.height), (1280, 720));
-        assert_eq!(timecode::read(&a.y, 1280, 1280, 720), Some(Timecode::new(1, 1_795_575_705_000)));
-        assert_eq!(timecode::read(&b.y, 1280, 1280, 720), Some(Timecode::new(2, 1_795_575_705_040)));
+        assert_eq!(timecode::read(a.y(), 1280, 1280, 720), Some(Timecode::new(1, 1_795_575_705_000)));
+        assert_eq!(timecode::read(b.y(), 1280, 1280, 720), Some(Timecode::new(2, 1_795_575_705_040)));
         let band = timecode::band_height(720) * 1280;
-        let changed = a.y[band..].iter().zip(&b.y[band..]).filter(|(x, y)| x != y).count();
+        let changed = a.y()[band..].iter().zip(&b.y()[band..]).filter(|(x, y)| x != y).count();
         assert!(changed > 1000, "content moves ({changed} pixels changed)");
-        assert!(a.u[..640 * 9].iter().all(|&u| u == 128), "neutral chroma under the strip");
+        assert!(a.u()[..640 * 9].iter().all(|&u| u == 128), "neutral chroma under the strip");
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn grainy_frames(n: usize) -> anyhow::Result<Vec<bytes::Bytes>> {
         .map(|i| {
             let mut pic = I420::new(2, 2);
             pattern.render(1_795_000_000_000 + i as u64 * 40, &mut pic);
-            for y in pic.y.iter_mut() {
+            for y in pic.y_mut().iter_mut() {
                 *y = y.saturating_add_signed(rng.random_range(-12..=12));
             }
             Ok(bytes::Bytes::from(encode_i420(&pic, 85)?))
