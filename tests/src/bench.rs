@@ -48,6 +48,10 @@ impl RelayProcess {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn proc_stat_field(&self, index: usize) -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
         // Fields after the command name, which is in parentheses and may hold spaces.

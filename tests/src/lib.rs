@@ -5,6 +5,7 @@ pub mod bench;
 pub mod browser;
 pub mod camera;
 pub mod clients;
+pub mod corpus;
 pub mod deadnet;
 pub mod logs;
 pub mod proxy;

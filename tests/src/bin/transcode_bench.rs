@@ -1,233 +1,316 @@
-//! Transcode CPU per frame: Scopecast's decode + scale + encode against FFmpeg with libx264
-//! (`-preset ultrafast -tune zerolatency`) on the same JPEGs and output size, in the same run.
+//! Transcode CPU per frame, Scopecast against FFmpeg with libx264 (`-preset ultrafast -tune
+//! zerolatency`), on the camera-like corpus of `scopecast_tests::corpus`, same input, same output
+//! size, same bitrate, both measured in the same run. Two ways:
 //!
-//! `cargo run --release -p scopecast-tests --bin transcode-bench [-- --frames N --runs R]`
+//! 1. **The encoder thread alone**: the relay's decode, scale and encode on this thread (its
+//!    CPU clock), against FFmpeg decoding the same JPEG file and encoding it (user + system
+//!    CPU of all its threads; its start-up removed by running N and 2N frames and subtracting).
+//! 2. **The whole process**: the release relay pulling the corpus from an MJPEG camera over HTTP
+//!    at 25 fps with one WebRTC viewer (all its threads: HTTP, decode, encode, RTP, SRTP), against
+//!    FFmpeg pulling the same camera and sending RTP over UDP.
 //!
-//! CPU time, not wall time: ours is the encoding thread's CPU clock; FFmpeg's is the child's
-//! user+system time (all its threads). FFmpeg's start-up is removed by running it on N and 2N
-//! frames and taking the difference. Each figure is the median of R runs, with the range.
+//! Quality at equal output size: PSNR and SSIM of luma, both encoders' output decoded and
+//! compared with the same reference (the source JPEGs decoded).
+//!
+//! `cargo run --release -p scopecast-tests --bin transcode-bench [-- --frames N --runs R
+//!  --inputs testsrc2,deepsky --no-process]` (after `cargo build --release -p scopecast`).
 
 use openh264::formats::YUVSource;
-use scopecast::media::jpeg::{encode_i420, JpegDecoder};
-use scopecast::media::scale::Scaler;
-use scopecast::media::testpattern::TestPattern;
+use scopecast::media::jpeg::JpegDecoder;
 use scopecast::media::{EncoderSettings, H264Encoder, I420};
+use scopecast_tests::bench::{self, median, min_max, RelayProcess};
+use scopecast_tests::camera::{self, Frames, Framing};
+use scopecast_tests::corpus::{self, Input};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BITRATE: u32 = 2_000_000;
+const FPS: f64 = 25.0;
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
-    let frames = arg("--frames", 150);
-    let runs = arg("--runs", 5);
-
-    // Input: the moving test pattern at 1280x720, as a camera would send it (JPEG q85, 4:2:0).
-    let mut pattern = TestPattern::new("bench", 1280, 720);
-    let mut jpegs = Vec::with_capacity(2 * frames);
-    for i in 0..2 * frames {
-        let mut pic = I420::new(2, 2);
-        pattern.render(1_795_000_000_000 + i as u64 * 40, &mut pic);
-        jpegs.push(encode_i420(&pic, 85)?);
-    }
-    let avg_jpeg = jpegs.iter().map(Vec::len).sum::<usize>() / jpegs.len();
-    let dir = std::env::temp_dir().join(format!("scopecast-bench-{}", std::process::id()));
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let frames: usize = arg("--frames").and_then(|v| v.parse().ok()).unwrap_or(150);
+    let runs: usize = arg("--runs").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let only: Vec<String> = arg("--inputs").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let process = !args.iter().any(|a| a == "--no-process");
+    let inputs = corpus::inputs(2 * frames, 1280, 720, &only)?;
+    let dir = std::env::temp_dir().join(format!("scopecast-transcode-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let write_input = |n: usize| -> anyhow::Result<std::path::PathBuf> {
-        let path = dir.join(format!("in-{n}.mjpeg"));
-        let mut f = std::fs::File::create(&path)?;
-        for j in &jpegs[..n] {
-            f.write_all(j)?;
-        }
-        Ok(path)
-    };
-    let (short, long) = (write_input(frames)?, write_input(2 * frames)?);
 
-    println!("input: {} JPEG frames 1280x720 4:2:0 q85 (avg {} KB), output H.264 at {} kbit/s, {} runs\n", frames, avg_jpeg / 1024, BITRATE / 1000, runs);
-    println!("| output | Scopecast ms/frame (median, range) | FFmpeg libx264 ms/frame (median, range) | ratio (ours / FFmpeg) | Scopecast KB/frame | FFmpeg KB/frame |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    let (mut stage_rows, mut quality_rows) = (Vec::new(), Vec::new());
-    for (w, h) in [(1280usize, 720usize), (640, 480)] {
-        let mut ours = Vec::new();
-        let mut stages: [Vec<f64>; 3] = Default::default();
-        let mut theirs = Vec::new();
-        let (mut our_bytes, mut their_bytes) = (0usize, 0usize);
+    let mut md = format!(
+        "Inputs 1280x720 at 25 fps, {frames} frames each; output the same size, H.264 at {} kbit/s; FFmpeg {} with libx264 `-preset ultrafast -tune zerolatency`. Medians of {runs} runs (range).\n\n",
+        BITRATE / 1000,
+        ffmpeg_version()
+    );
+    md.push_str("**The encoder thread alone** (CPU ms per frame):\n\n");
+    md.push_str("| input | JPEG KB | Scopecast | FFmpeg libx264 | ratio | Scopecast: decode / scale / encode | KB/frame out, ours / x264 |\n");
+    md.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    let mut quality = String::from(
+        "**Quality at equal size** (luma against the decoded source; higher is better):\n\n| input | Scopecast PSNR / SSIM | KB/frame | x264 PSNR / SSIM | KB/frame |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for input in &inputs {
+        let short = write_mjpeg(&dir, input, frames)?;
+        let long = write_mjpeg(&dir, input, 2 * frames)?;
+        let (mut ours, mut theirs, mut stages) = (Vec::new(), Vec::new(), [Vec::new(), Vec::new(), Vec::new()]);
+        let (mut our_bytes, mut their_bytes) = (0, 0);
         for _ in 0..runs {
-            let run = scopecast_run(&jpegs[..frames], w, h)?;
+            let run = scopecast_run(&input.jpegs[..frames])?;
             ours.push(run.total_ms);
             for (all, one) in stages.iter_mut().zip(run.stage_ms) {
                 all.push(one);
             }
             our_bytes = run.bytes / frames;
-            let (a, _) = ffmpeg_run(&short, w, h)?;
-            let (b, out_bytes) = ffmpeg_run(&long, w, h)?;
-            theirs.push((b - a) * 1000.0 / frames as f64);
-            their_bytes = out_bytes / (2 * frames);
+            let (a, _) = ffmpeg_file(&short, None)?;
+            let (b, out) = ffmpeg_file(&long, None)?;
+            theirs.push((b - a).as_secs_f64() * 1000.0 / frames as f64);
+            their_bytes = out / (2 * frames);
         }
-        let (om, olo, ohi) = stats(&mut ours);
-        let (fm, flo, fhi) = stats(&mut theirs);
-        println!(
-            "| {w}x{h} | {om:.2} ({olo:.2}-{ohi:.2}) | {fm:.2} ({flo:.2}-{fhi:.2}) | {:.2}x | {:.1} | {:.1} |",
+        let (om, fm) = (median(&ours), median(&theirs));
+        let [d, s, e] = stages.map(|v| median(&v));
+        eprintln!("{}: ours {om:.2} ms, FFmpeg {fm:.2} ms, {:.2}x", input.name, om / fm);
+        md.push_str(&format!(
+            "| {} ({}) | {:.0} | {om:.2} {} | {fm:.2} {} | **{:.2}x** | {d:.2} / {s:.2} / {e:.2} | {:.1} / {:.1} |\n",
+            input.name,
+            input.what,
+            input.avg_kb(),
+            range(&ours),
+            range(&theirs),
             om / fm,
             our_bytes as f64 / 1024.0,
             their_bytes as f64 / 1024.0
-        );
-        let [d, s, e] = stages.map(|mut v| stats(&mut v).0);
-        stage_rows.push(format!("| {w}x{h} | {d:.2} | {s:.2} | {e:.2} |"));
-        quality_rows.push(format!(
-            "| {w}x{h} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            scopecast_psnr(&jpegs[..frames], w, h)?,
-            our_bytes as f64 / 1024.0,
-            ffmpeg_psnr(&short, w, h)?,
-            their_bytes as f64 / 1024.0
+        ));
+        let ours_q = scopecast_quality(&input.jpegs[..frames])?;
+        let out = dir.join(format!("{}-q.h264", input.name));
+        let (_, x264_bytes) = ffmpeg_file(&short, Some(&out))?;
+        let theirs_q = h264_quality(&std::fs::read(&out)?, &input.jpegs[..frames])?;
+        quality.push_str(&format!(
+            "| {} | {:.1} dB / {:.3} | {:.1} | {:.1} dB / {:.3} | {:.1} |\n",
+            input.name,
+            ours_q.psnr,
+            ours_q.ssim,
+            ours_q.bytes as f64 / frames as f64 / 1024.0,
+            theirs_q.psnr,
+            theirs_q.ssim,
+            x264_bytes as f64 / frames as f64 / 1024.0
         ));
     }
-    println!("\nScopecast by stage (CPU ms per frame, medians):\n");
-    println!("| output | JPEG decode | scale | H.264 encode |\n| --- | --- | --- | --- |");
-    for row in stage_rows {
-        println!("{row}");
-    }
-    println!("\nPicture quality against each encoder's input (mean luma PSNR, dB; higher is better):\n");
-    println!("| output | Scopecast PSNR Y | Scopecast KB/frame | FFmpeg libx264 PSNR Y | FFmpeg KB/frame |\n| --- | --- | --- | --- | --- |");
-    for row in quality_rows {
-        println!("{row}");
+    md.push('\n');
+    md.push_str(&quality);
+    if process {
+        md.push_str("\n**The whole process** (CPU ms per frame of all its threads; the camera's own CPU is in neither):\n\n");
+        md.push_str("| input | Scopecast relay, one WebRTC viewer | FFmpeg, HTTP in, RTP out | ratio |\n| --- | --- | --- | --- |\n");
+        for input in &inputs {
+            let (ours, theirs) = process_run(input, frames).await?;
+            eprintln!("{} process: ours {ours:.2} ms, FFmpeg {theirs:.2} ms", input.name);
+            md.push_str(&format!("| {} | {ours:.2} | {theirs:.2} | **{:.2}x** |\n", input.name, ours / theirs));
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    bench::report("transcode", &md);
     Ok(())
 }
 
-fn stats(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+fn range(v: &[f64]) -> String {
+    let (lo, hi) = min_max(v);
+    format!("({lo:.2}-{hi:.2})")
+}
+
+fn ffmpeg_version() -> String {
+    let out = Command::new("ffmpeg").arg("-version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    out.split_whitespace().nth(2).unwrap_or("?").to_owned()
+}
+
+fn write_mjpeg(dir: &std::path::Path, input: &Input, n: usize) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join(format!("{}-{n}.mjpeg", input.name));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    for j in &input.jpegs[..n] {
+        f.write_all(j)?;
+    }
+    Ok(path)
+}
+
+fn encoder() -> anyhow::Result<H264Encoder> {
+    Ok(H264Encoder::new(EncoderSettings { bitrate_bps: BITRATE, fps: FPS as f32, idr_interval_frames: 0 })?)
 }
 
 struct Run {
-    /// CPU ms per frame, all stages.
     total_ms: f64,
-    /// CPU ms per frame in decode, scale and encode.
+    /// Decode, scale (nothing at equal size: kept so the column shows it is free) and encode.
     stage_ms: [f64; 3],
     bytes: usize,
 }
 
-/// The relay's decode and scale steps, as the pipeline does them: decode with DCT-domain
-/// reduction when it helps, then scale to the output size if still needed.
-struct Frontend {
-    dec: JpegDecoder,
-    scaler: Scaler,
-    decoded: I420,
-    scaled: I420,
-    size: (usize, usize),
-}
-
-impl Frontend {
-    fn new(w: usize, h: usize) -> anyhow::Result<Self> {
-        Ok(Self { dec: JpegDecoder::new()?, scaler: Scaler::default(), decoded: I420::new(2, 2), scaled: I420::new(w, h), size: (w, h) })
-    }
-
-    fn decode(&mut self, jpeg: &[u8]) -> anyhow::Result<()> {
-        let denom = self.dec.info(jpeg)?.reduction_for(self.size.0, self.size.1);
-        Ok(self.dec.decode(jpeg, denom, &mut self.decoded)?)
-    }
-
-    /// The picture the encoder gets.
-    fn scale(&mut self) -> anyhow::Result<&I420> {
-        if (self.decoded.width, self.decoded.height) == self.size {
-            return Ok(&self.decoded);
-        }
-        self.scaler.scale(&self.decoded, &mut self.scaled, self.size.0, self.size.1)?;
-        Ok(&self.scaled)
-    }
-}
-
-fn encoder() -> anyhow::Result<H264Encoder> {
-    Ok(H264Encoder::new(EncoderSettings { bitrate_bps: BITRATE, fps: 25.0, idr_interval_frames: 0 })?)
-}
-
-/// The relay's own per-frame work: decode, scale, encode, each stage timed on this thread.
-fn scopecast_run(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<Run> {
-    let mut front = Frontend::new(w, h)?;
+/// The relay's per-frame work, each stage timed on this thread.
+fn scopecast_run(jpegs: &[Vec<u8>]) -> anyhow::Result<Run> {
+    let mut dec = JpegDecoder::new()?;
     let mut enc = encoder()?;
-    let mut bytes = 0;
+    let mut pic = I420::new(2, 2);
     let mut stages = [Duration::ZERO; 3];
+    let mut bytes = 0;
     let start = thread_cpu();
     for jpeg in jpegs {
         let t0 = thread_cpu();
-        front.decode(jpeg)?;
+        dec.decode(jpeg, 1, &mut pic)?;
         let t1 = thread_cpu();
-        let pic = front.scale()?;
-        let t2 = thread_cpu();
-        if let Some(f) = enc.encode(pic)? {
+        if let Some(f) = enc.encode(&pic)? {
             bytes += f.annexb.len();
         }
-        let t3 = thread_cpu();
+        let t2 = thread_cpu();
         stages[0] += t1 - t0;
-        stages[1] += t2 - t1;
-        stages[2] += t3 - t2;
+        stages[2] += t2 - t1;
     }
     let per_frame = |d: Duration| d.as_secs_f64() * 1000.0 / jpegs.len() as f64;
     Ok(Run { total_ms: per_frame(thread_cpu() - start), stage_ms: stages.map(per_frame), bytes })
 }
 
-/// Mean luma PSNR of our H.264 against the picture the encoder was given, as x264's
-/// `PSNR Mean Y` is against its input (untimed: it decodes our output with openh264).
-fn scopecast_psnr(jpegs: &[Vec<u8>], w: usize, h: usize) -> anyhow::Result<f64> {
-    let mut front = Frontend::new(w, h)?;
-    let mut enc = encoder()?;
-    let mut decoder = openh264::decoder::Decoder::new()?;
-    let mut sum = 0.0;
-    for jpeg in jpegs {
-        front.decode(jpeg)?;
-        let pic = front.scale()?;
-        let frame = enc.encode(pic)?.ok_or_else(|| anyhow::anyhow!("no output for a frame"))?;
-        let out = decoder.decode(&frame.annexb)?.ok_or_else(|| anyhow::anyhow!("the decoder held a frame back"))?;
-        let stride = out.strides().0;
-        let mut squared = 0u64;
-        for (row, want) in pic.y.chunks_exact(w).enumerate() {
-            let got = &out.y()[row * stride..row * stride + w];
-            squared += got.iter().zip(want).map(|(a, b)| (i64::from(*a) - i64::from(*b)).pow(2) as u64).sum::<u64>();
-        }
-        let mse = (squared as f64 / (w * h) as f64).max(1e-10);
-        sum += 10.0 * (255.0 * 255.0 / mse).log10();
-    }
-    Ok(sum / jpegs.len() as f64)
+struct Quality {
+    psnr: f64,
+    ssim: f64,
+    bytes: usize,
 }
 
-fn ffmpeg(input: &std::path::Path, w: usize, h: usize, loglevel: &str, extra: &[&str]) -> anyhow::Result<(std::process::Output, std::path::PathBuf)> {
-    let out = input.with_extension(format!("{w}x{h}.h264"));
+fn scopecast_quality(jpegs: &[Vec<u8>]) -> anyhow::Result<Quality> {
+    let mut dec = JpegDecoder::new()?;
+    let mut enc = encoder()?;
+    let mut pic = I420::new(2, 2);
+    let mut stream = Vec::new();
+    for jpeg in jpegs {
+        dec.decode(jpeg, 1, &mut pic)?;
+        if let Some(f) = enc.encode(&pic)? {
+            stream.extend_from_slice(&f.annexb);
+        }
+    }
+    h264_quality(&stream, jpegs)
+}
+
+/// Decodes an H.264 stream (openh264) and compares each frame's luma with the source's.
+fn h264_quality(stream: &[u8], jpegs: &[Vec<u8>]) -> anyhow::Result<Quality> {
+    let mut decoder = openh264::decoder::Decoder::new()?;
+    let mut dec = JpegDecoder::new()?;
+    let mut reference = I420::new(2, 2);
+    let (mut psnr, mut ssim, mut n) = (0.0, 0.0, 0usize);
+    for packet in openh264::nal_units(stream) {
+        let Some(frame) = decoder.decode(packet)? else { continue };
+        let Some(jpeg) = jpegs.get(n) else { break };
+        dec.decode(jpeg, 1, &mut reference)?;
+        let (w, h) = (reference.width, reference.height);
+        let stride = frame.strides().0;
+        let got: Vec<u8> = (0..h).flat_map(|row| frame.y()[row * stride..row * stride + w].iter().copied()).collect();
+        psnr += luma_psnr(&got, reference.y());
+        ssim += luma_ssim(&got, reference.y(), w, h);
+        n += 1;
+    }
+    anyhow::ensure!(n + 2 >= jpegs.len(), "decoded {n} of {} frames", jpegs.len());
+    Ok(Quality { psnr: psnr / n as f64, ssim: ssim / n as f64, bytes: stream.len() })
+}
+
+fn luma_psnr(a: &[u8], b: &[u8]) -> f64 {
+    let se: u64 = a.iter().zip(b).map(|(x, y)| (i64::from(*x) - i64::from(*y)).pow(2) as u64).sum();
+    let mse = (se as f64 / a.len() as f64).max(1e-10);
+    10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+/// Mean SSIM over 8x8 windows every 4 pixels (as x264 and FFmpeg compute it, roughly).
+fn luma_ssim(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (mut total, mut windows) = (0.0, 0usize);
+    for y in (0..h.saturating_sub(8)).step_by(4) {
+        for x in (0..w.saturating_sub(8)).step_by(4) {
+            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0u64, 0u64, 0u64, 0u64, 0u64);
+            for yy in y..y + 8 {
+                for xx in x..x + 8 {
+                    let (p, q) = (u64::from(a[yy * w + xx]), u64::from(b[yy * w + xx]));
+                    (sa, sb, saa, sbb, sab) = (sa + p, sb + q, saa + p * p, sbb + q * q, sab + p * q);
+                }
+            }
+            let n = 64.0;
+            let (ma, mb) = (sa as f64 / n, sb as f64 / n);
+            let (va, vb, cov) = (saa as f64 / n - ma * ma, sbb as f64 / n - mb * mb, sab as f64 / n - ma * mb);
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            windows += 1;
+        }
+    }
+    total / windows.max(1) as f64
+}
+
+/// libx264 as the issue measured it: same bitrate, no scaling, full-range pixels kept as they
+/// are (a `yuv420p` output would add a range conversion the relay does not do).
+fn x264_args() -> Vec<String> {
+    ["-pix_fmt", "yuvj420p", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([BITRATE.to_string()])
+        .collect()
+}
+
+/// FFmpeg on a concatenated MJPEG file: (CPU time, output bytes). Output to `out`, else discarded.
+fn ffmpeg_file(input: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<(Duration, usize)> {
+    let target = out.map_or_else(|| input.with_extension("h264"), std::path::Path::to_path_buf);
+    let before = children_cpu();
     let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", loglevel, "-y", "-f", "mjpeg", "-framerate", "25", "-i"])
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "mjpeg", "-framerate", "25", "-i"])
         .arg(input)
-        .args(["-vf", &format!("scale={w}:{h}"), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
-        .args(["-b:v", &format!("{}", BITRATE)])
-        .args(extra)
+        .args(x264_args())
         .args(["-f", "h264"])
-        .arg(&out)
+        .arg(&target)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot run ffmpeg ({e}); install Debian's ffmpeg"))?;
+        .map_err(|e| anyhow::anyhow!("cannot run ffmpeg ({e}); scripts/setup-debian.sh installs it"))?;
     anyhow::ensure!(output.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr));
-    Ok((output, out))
+    Ok((children_cpu() - before, std::fs::metadata(&target)?.len() as usize))
 }
 
-/// FFmpeg on a concatenated MJPEG file; returns (CPU seconds, output bytes).
-fn ffmpeg_run(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<(f64, usize)> {
-    let before = children_cpu();
-    let (_, out) = ffmpeg(input, w, h, "error", &[])?;
-    let cpu = (children_cpu() - before).as_secs_f64();
-    Ok((cpu, std::fs::metadata(&out)?.len() as usize))
-}
+/// Both whole processes on the same live camera: returns CPU ms per frame (ours, FFmpeg's).
+async fn process_run(input: &Input, frames: usize) -> anyhow::Result<(f64, f64)> {
+    let jpegs = input.jpegs.iter().map(|j| bytes::Bytes::from(j.clone())).collect();
+    let cam = camera::start(Frames::Fixed(jpegs), FPS, Framing::FfmpegCrlf).await;
 
-/// x264's own mean luma PSNR against its input (untimed): its last `PSNR Mean Y` line is the
-/// whole run's, after one line per frame type.
-fn ffmpeg_psnr(input: &std::path::Path, w: usize, h: usize) -> anyhow::Result<f64> {
-    let (output, _) = ffmpeg(input, w, h, "info", &["-psnr"])?;
-    let log = String::from_utf8_lossy(&output.stderr);
-    log.lines()
-        .rev()
-        .find_map(|l| l.split("PSNR Mean Y:").nth(1)?.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no PSNR in FFmpeg's log"))
+    // Scopecast: steady state over `frames` encoded frames, after a warm-up.
+    let relay = RelayProcess::start(&format!("[streams.cam]\nsource = \"{}\"\nbitrate_kbps = {}\n", cam.url(), BITRATE / 1000)).await?;
+    let viewer = scopecast_tests::viewer::WhepViewer::connect_counting(&format!("{}/cam/whep", relay.http)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let encoded = || async {
+        let info: serde_json::Value = reqwest::get(format!("{}/api/v1/streams/cam", relay.http)).await?.json().await?;
+        anyhow::Ok(info["frames_encoded"].as_u64().unwrap_or(0))
+    };
+    let (cpu0, n0) = (relay.cpu(), encoded().await?);
+    let deadline = Instant::now() + Duration::from_secs_f64(frames as f64 / FPS * 3.0);
+    while encoded().await? < n0 + frames as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (cpu1, n1) = (relay.cpu(), encoded().await?);
+    anyhow::ensure!(n1 > n0, "the relay encoded nothing");
+    let ours = (cpu1 - cpu0).as_secs_f64() * 1000.0 / (n1 - n0) as f64;
+    // Time to attach a profiler to the relay (`perf record -p`), when asked for.
+    if let Some(secs) = std::env::var("SCOPECAST_BENCH_HOLD_S").ok().and_then(|v| v.parse().ok()) {
+        eprintln!("holding the relay (pid {}) for {secs} s", relay.pid());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+    viewer.close().await;
+    drop(viewer);
+    drop(relay);
+
+    // FFmpeg: N and 2N frames from the same camera, the difference removes its start-up.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = sink.local_addr()?.port();
+    let url = cam.url();
+    let run = move |n: usize| -> anyhow::Result<Duration> {
+        let before = children_cpu();
+        let output = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "mpjpeg", "-i", &url, "-frames:v", &n.to_string()])
+            .args(x264_args())
+            .args(["-f", "rtp", &format!("rtp://127.0.0.1:{port}?pkt_size=1200")])
+            .stdin(Stdio::null())
+            .output()?;
+        anyhow::ensure!(output.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr));
+        Ok(children_cpu() - before)
+    };
+    let (a, b) = tokio::task::spawn_blocking(move || anyhow::Ok((run(frames)?, run(2 * frames)?))).await??;
+    drop(sink);
+    Ok((ours, (b.saturating_sub(a)).as_secs_f64() * 1000.0 / frames as f64))
 }
 
 fn timeval(t: libc::timeval) -> Duration {
