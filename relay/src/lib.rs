@@ -8,6 +8,7 @@ pub mod media;
 pub mod pipeline;
 pub mod relay;
 pub mod stream;
+pub mod timing;
 pub mod webrtc;
 
 pub use config::Config;

@@ -11,7 +11,9 @@ use crate::media::encoder::fit_for_encoder;
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
 use crate::media::{EncoderSettings, H264Encoder, I420};
+use crate::timing::{self, TimedFrame, TimingLog};
 use bytes::Bytes;
+use scopecast_shared::api::FrameTiming;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +40,18 @@ pub struct CapturedFrame {
     pub data: SourceFrame,
     /// When the frame was made or arrived (monotonic), for RTP timestamps.
     pub captured: Instant,
+    /// The capture time the source stamped (Unix ms), else the arrival's; for the stage times.
+    pub captured_ms: f64,
+    /// When the relay had the whole frame.
+    pub arrived: Instant,
+}
+
+impl CapturedFrame {
+    /// A frame made or received just now.
+    pub fn now(data: SourceFrame) -> Self {
+        let now = Instant::now();
+        Self { data, captured: now, captured_ms: timing::wall_ms(now), arrived: now }
+    }
 }
 
 /// An encoded access unit, packetized once, shared read-only by every viewer. Each viewer only
@@ -49,6 +63,8 @@ pub struct RtpFrame {
     pub width: usize,
     pub height: usize,
     pub bytes: usize,
+    /// Stage times of a new source frame (not of repeats); viewers stamp when it went out.
+    pub timing: Option<Arc<TimedFrame>>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +177,8 @@ pub struct Pipeline {
     viewers: AtomicUsize,
     throttle: Mutex<KeyframeThrottle>,
     pub stats: PipelineStats,
+    /// The last frames' stage times.
+    pub timings: TimingLog,
     stopped: AtomicBool,
 }
 
@@ -177,6 +195,7 @@ impl Pipeline {
             frames,
             viewers: AtomicUsize::new(0),
             stats: PipelineStats::default(),
+            timings: TimingLog::default(),
             stopped: AtomicBool::new(false),
         });
         let worker = Arc::clone(&pipeline);
@@ -288,7 +307,8 @@ impl Pipeline {
                     self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if let Err(e) = worker.load(frame) {
+                let started_ms = timing::now_ms();
+                if let Err(e) = worker.load(frame, started_ms) {
                     self.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     if let Some(count) = worker.decode_errors.hit(Instant::now()) {
                         tracing::warn!(stream = %self.name, count, "skipping undecodable frame: {e}");
@@ -307,6 +327,9 @@ impl Pipeline {
                     self.stats.height.store(out.height, Ordering::Relaxed);
                     if out.keyframe {
                         self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(t) = &out.timing {
+                        self.timings.push(Arc::clone(t));
                     }
                     // No receivers is not an error: the last viewer may just have left.
                     let _ = self.frames.send(Arc::new(out));
@@ -396,6 +419,8 @@ struct EncoderWorker {
     last_rtp: Option<u32>,
     /// The capture time of the picture to encode next, if it is a new one.
     pending_capture: Option<Instant>,
+    /// Its stage times so far.
+    pending_timing: Option<FrameTiming>,
     /// The picture to encode next follows a gap and goes out as an IDR.
     pending_idr: bool,
     cadence: Cadence,
@@ -428,6 +453,7 @@ impl EncoderWorker {
             rtp_offset: rand::random(),
             last_rtp: None,
             pending_capture: None,
+            pending_timing: None,
             pending_idr: false,
             cadence: Cadence::default(),
             decode_errors: LogLimiter::default(),
@@ -459,7 +485,8 @@ impl EncoderWorker {
 
     /// Decodes and scales a source frame into the current picture. Buffers are swapped, not
     /// reallocated, so a steady stream allocates nothing per frame.
-    fn load(&mut self, frame: CapturedFrame) -> Result<(), WorkerError> {
+    fn load(&mut self, frame: CapturedFrame, started_ms: f64) -> Result<(), WorkerError> {
+        let (captured_ms, arrived_ms) = (frame.captured_ms, timing::wall_ms(frame.arrived));
         let (raw, (w, h)) = match frame.data {
             SourceFrame::Jpeg(jpeg) => {
                 let info = self.jpeg.info(&jpeg)?;
@@ -488,6 +515,16 @@ impl EncoderWorker {
             });
         }
         self.pending_capture = Some(frame.captured);
+        self.pending_timing = Some(FrameTiming {
+            rtp_timestamp: 0,
+            keyframe: false,
+            captured_ms,
+            arrived_ms,
+            started_ms,
+            decoded_ms: timing::now_ms(),
+            encoded_ms: 0.0,
+            sent_ms: None,
+        });
         self.pending_idr = self.cadence.source_frame(frame.captured);
         Ok(())
     }
@@ -501,6 +538,7 @@ impl EncoderWorker {
             None if keyframe || repeat => Instant::now(),
             None => return Ok(None),
         };
+        let pending_timing = self.pending_timing.take();
         if keyframe || std::mem::take(&mut self.pending_idr) {
             self.encoder.force_keyframe();
         }
@@ -529,7 +567,9 @@ impl EncoderWorker {
             .enumerate()
             .map(|(i, payload)| Packet { header: webrtc::rtp::header::Header { version: 2, marker: i + 1 == count, timestamp, ..Default::default() }, payload })
             .collect();
-        Ok(Some(RtpFrame { packets, keyframe: encoded.keyframe, width: encoded.width, height: encoded.height, bytes: encoded.annexb.len() }))
+        let timing = pending_timing
+            .map(|t| Arc::new(TimedFrame::new(FrameTiming { rtp_timestamp: timestamp, keyframe: encoded.keyframe, encoded_ms: timing::now_ms(), ..t })));
+        Ok(Some(RtpFrame { packets, keyframe: encoded.keyframe, width: encoded.width, height: encoded.height, bytes: encoded.annexb.len(), timing }))
     }
 }
 
@@ -559,7 +599,7 @@ mod tests {
 
     fn rtp_frame(keyframe: bool, packets: usize) -> RtpFrame {
         let packets = (0..packets).map(|_| Packet { payload: Bytes::from_static(b"x"), ..Default::default() }).collect();
-        RtpFrame { packets, keyframe, width: 2, height: 2, bytes: 1 }
+        RtpFrame { packets, keyframe, width: 2, height: 2, bytes: 1, timing: None }
     }
 
     #[test]
@@ -589,7 +629,7 @@ mod tests {
         let (_fast_guard, mut fast) = p.attach_viewer();
         let mut received = 0;
         for _ in 0..3 * VIEWER_QUEUE_FRAMES {
-            p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(160, 120))), captured: Instant::now() });
+            p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(160, 120)))));
             recv(&mut fast);
             received += 1;
         }
@@ -621,7 +661,7 @@ mod tests {
     fn a_watched_slow_stream_repeats_its_picture_and_sends_new_frames_as_idrs() {
         let p = Pipeline::start("slow", settings(None)).expect("start");
         let (_guard, mut rx) = p.attach_viewer();
-        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(160, 120))), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(160, 120)))));
         let first = recv(&mut rx);
         assert!(first.keyframe);
         // No new frame for 2.3 s: the picture goes out again about once a second, cheaply.
@@ -631,7 +671,7 @@ mod tests {
         let ts = |f: &RtpFrame| f.packets[0].header.timestamp;
         let gap = ts(&b).wrapping_sub(ts(&a));
         assert!((80_000..=100_000).contains(&gap), "about 1 s of 90 kHz RTP time between repeats: {gap}");
-        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(160, 120))), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(160, 120)))));
         let next = recv(&mut rx);
         assert!(next.keyframe, "a frame after a gap of seconds is an IDR");
         p.stop();
@@ -682,7 +722,7 @@ mod tests {
     #[test]
     fn nothing_is_encoded_unwatched_and_a_joiner_gets_an_idr_of_the_last_picture() {
         let p = Pipeline::start("t", settings(Some((320, 240)))).expect("start");
-        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(640, 480))), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(640, 480)))));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(p.stats.frames_encoded.load(Ordering::Relaxed), 0, "no encoding while unwatched");
 
@@ -704,18 +744,18 @@ mod tests {
         let p = Pipeline::start("bad-first", settings(None)).expect("start");
         let (_guard, mut rx) = p.attach_viewer();
         // Prime the encoder: its very first output is an IDR whatever was asked.
-        p.push_frame(CapturedFrame { data: SourceFrame::Raw(Arc::new(I420::new(320, 240))), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(320, 240)))));
         assert!(recv(&mut rx).keyframe);
         // The encoder forgets its picture (an idle on-demand source), a new viewer joins, and
         // the first frame it is offered is garbage.
         p.forget_picture();
         std::thread::sleep(Duration::from_millis(100));
         p.request_keyframe(KeyframeReason::ViewerJoined);
-        p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(vec![0xff, 0xd8, 1, 2, 3].into()), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Jpeg(vec![0xff, 0xd8, 1, 2, 3].into())));
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(p.stats.frames_rejected.load(Ordering::Relaxed), 1);
         let good = crate::media::jpeg::encode_i420(&I420::new(320, 240), 70).expect("jpeg");
-        p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(good.into()), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Jpeg(good.into())));
         assert!(recv(&mut rx).keyframe, "the request outlived the bad frame");
         p.stop();
     }
@@ -726,7 +766,7 @@ mod tests {
         let p = Pipeline::start("big", settings(None)).expect("start");
         let jpeg = crate::media::jpeg::encode_i420(&I420::new(4000, 3000), 70).expect("jpeg");
         let (_guard, mut rx) = p.attach_viewer();
-        p.push_frame(CapturedFrame { data: SourceFrame::Jpeg(jpeg.into()), captured: Instant::now() });
+        p.push_frame(CapturedFrame::now(SourceFrame::Jpeg(jpeg.into())));
         let frame = recv(&mut rx);
         assert_eq!((frame.width, frame.height), (2880, 2160), "4:3 kept, inside openh264's 3840x2160");
         assert_eq!(p.stats.frames_rejected.load(Ordering::Relaxed), 0);

@@ -189,7 +189,11 @@ impl Stream {
     }
 
     /// A frame from the source: to the encoder, and as the latest still.
-    pub fn deliver(&self, data: SourceFrame, captured: Instant, captured_ms: u64) {
+    /// A new frame from the source: `captured` (monotonic, for RTP time) and `captured_ms`
+    /// (Unix ms the source stamped, or arrival) say when it was taken; it arrived just now.
+    pub fn deliver(&self, data: SourceFrame, captured: Instant, captured_ms: f64) {
+        let arrived = Instant::now();
+        let (captured_ms, stamp_ms) = (captured_ms as u64, captured_ms);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let still = match &data {
             SourceFrame::Jpeg(jpeg) => Still::from_jpeg(seq, captured_ms, jpeg.clone()),
@@ -197,7 +201,7 @@ impl Stream {
         };
         self.latest.send_replace(Some(Arc::new(still)));
         self.last_frame_ms.store(captured_ms, Ordering::Relaxed);
-        self.pipeline.push_frame(CapturedFrame { data, captured });
+        self.pipeline.push_frame(CapturedFrame { data, captured, captured_ms: stamp_ms, arrived });
         self.report(SourceEvent::Frame);
     }
 
@@ -344,6 +348,8 @@ impl Stream {
             mjpeg_url: format!("/{name}/mjpeg"),
             snapshot_url: format!("/{name}/snapshot.jpg"),
             events_url: format!("/api/v1/streams/{name}/events"),
+            latency: self.pipeline.timings.latency(),
+            timings_url: format!("/api/v1/streams/{name}/timings"),
         }
     }
 }

@@ -97,6 +97,58 @@ pub struct StreamInfo {
     pub mjpeg_url: String,
     pub snapshot_url: String,
     pub events_url: String,
+    /// Where the relay's part of the latency goes, over the last frames sent; `None` until
+    /// frames have gone out to a WebRTC viewer.
+    #[serde(default)]
+    pub latency: Option<RelayLatency>,
+    /// Per-frame times behind `latency` ([`FrameTimings`]).
+    #[serde(default)]
+    pub timings_url: String,
+}
+
+/// Medians over the last frames sent, milliseconds. Each stage ends where the next starts, so
+/// they add up to `total_ms` (medians only roughly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayLatency {
+    /// Frames the medians are over.
+    pub frames: u32,
+    /// Source capture to arrival: the camera's own encode and the network. Zero unless the
+    /// source stamps its capture time (an `X-Timestamp` part header).
+    pub source_ms: f64,
+    /// Arrival to the encoder picking the frame up (waiting behind the previous frame).
+    pub queue_ms: f64,
+    /// JPEG decode and scaling (nothing for a built-in scene).
+    pub decode_ms: f64,
+    /// H.264 encode and RTP packetization.
+    pub encode_ms: f64,
+    /// Packetized to the first viewer's last packet handed to the network.
+    pub send_ms: f64,
+    /// Capture to the last packet sent.
+    pub total_ms: f64,
+}
+
+/// One frame's trip through the relay, wall-clock Unix ms with fractions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameTiming {
+    /// The frame's RTP timestamp: a browser's `requestVideoFrameCallback` reports it too.
+    pub rtp_timestamp: u32,
+    pub keyframe: bool,
+    /// Capture time the source stamped, or `arrived_ms`.
+    pub captured_ms: f64,
+    pub arrived_ms: f64,
+    /// The encoder picked it up.
+    pub started_ms: f64,
+    pub decoded_ms: f64,
+    /// Encoded and packetized.
+    pub encoded_ms: f64,
+    /// The first viewer's last packet of it was handed to the network; `None` until then.
+    pub sent_ms: Option<f64>,
+}
+
+/// `GET /api/v1/streams/{name}/timings`: the last frames encoded, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameTimings {
+    pub frames: Vec<FrameTiming>,
 }
 
 /// `GET /api/v1/streams`.

@@ -139,10 +139,12 @@ fn stream_response(frames: Frames, fps: f64, framing: Framing, live: Live) -> Re
             if live.camera_stopped() {
                 return;
             }
+            // Capture time, in the strip and (like mjpg-streamer) in an X-Timestamp header.
+            let captured_ms = scopecast::ingest::unix_ms();
             let jpeg = match (&frames, &mut pattern) {
                 (Frames::Pattern { strip_huffman, .. }, Some(p)) => {
                     let mut pic = I420::new(2, 2);
-                    p.render(scopecast::ingest::unix_ms(), &mut pic);
+                    p.render(captured_ms, &mut pic);
                     let jpeg = scopecast::media::jpeg::encode_i420(&pic, 85).expect("encode");
                     Bytes::from(if *strip_huffman { strip_dht(&jpeg) } else { jpeg })
                 }
@@ -152,7 +154,15 @@ fn stream_response(frames: Frames, fps: f64, framing: Framing, live: Live) -> Re
             i += 1;
             let mut part = Vec::with_capacity(jpeg.len() + 128);
             match framing {
-                Framing::FfmpegCrlf => part.extend(format!("--ffmpeg\r\nContent-type: image/jpeg\r\nContent-length: {}\r\n\r\n", jpeg.len()).as_bytes()),
+                Framing::FfmpegCrlf => part.extend(
+                    format!(
+                        "--ffmpeg\r\nContent-type: image/jpeg\r\nContent-length: {}\r\nX-Timestamp: {}.{:03}\r\n\r\n",
+                        jpeg.len(),
+                        captured_ms / 1000,
+                        captured_ms % 1000
+                    )
+                    .as_bytes(),
+                ),
                 Framing::BareLf => part.extend(b"--frame\nContent-Type: image/jpeg\n\n"),
             }
             part.extend_from_slice(&jpeg);

@@ -1,6 +1,7 @@
 //! What operators and players read: the stream API, its Server-Sent Events, Prometheus
 //! metrics and the health check, followed through a camera going away and coming back.
 
+use scopecast_shared::api::FrameTimings;
 use scopecast_shared::{Problem, SourceKind, SourceState, StreamInfo, StreamList};
 use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::clients::SseReader;
@@ -56,6 +57,21 @@ async fn status_api_events_and_metrics_follow_the_camera() {
     let age = scopecast::ingest::unix_ms().saturating_sub(info.last_frame_ms.expect("a last frame"));
     assert!(age < 1000, "last frame {age} ms ago");
     assert_eq!((info.whep_url.as_str(), info.mjpeg_url.as_str(), info.snapshot_url.as_str()), ("/scope/whep", "/scope/mjpeg", "/scope/snapshot.jpg"));
+
+    // Where the latency goes: the camera stamps X-Timestamp, so its own share shows too.
+    let l = info.latency.clone().expect("stage times once frames went out");
+    assert!(l.frames >= 25, "{l:?}");
+    assert!(l.source_ms > 0.0 && l.decode_ms > 0.0 && l.encode_ms > 0.0 && l.queue_ms >= 0.0 && l.send_ms >= 0.0, "{l:?}");
+    assert!(l.total_ms >= l.decode_ms + l.encode_ms && l.total_ms < 500.0, "{l:?}");
+    let timings: FrameTimings = get_json(&format!("{base}{}", info.timings_url)).await;
+    let sent: Vec<_> = timings.frames.iter().filter(|f| f.sent_ms.is_some()).collect();
+    assert!(sent.len() >= 25, "{} of {} frames sent", sent.len(), timings.frames.len());
+    for f in &sent {
+        let stamps = [f.captured_ms, f.arrived_ms, f.started_ms, f.decoded_ms, f.encoded_ms, f.sent_ms.unwrap_or_default()];
+        // The camera's stamp has whole milliseconds; the rest are the relay's own clock.
+        assert!(stamps[0] <= stamps[1] + 1.0 && stamps[1..].windows(2).all(|w| w[0] <= w[1]), "stages out of order: {f:?}");
+    }
+    assert!(sent.windows(2).all(|w| (w[1].rtp_timestamp.wrapping_sub(w[0].rtp_timestamp) as i32) > 0), "RTP time moves forward");
     let list: StreamList = get_json(&format!("{base}/api/v1/streams")).await;
     assert_eq!(list.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["scope"]);
 

@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use scopecast_shared::api::{EVENT_STATE, EVENT_VIEWERS};
+use scopecast_shared::api::{FrameTimings, EVENT_STATE, EVENT_VIEWERS};
 use scopecast_shared::{SourceState, StreamInfo, StreamList};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -26,6 +26,11 @@ pub async fn list_streams(State(state): State<Arc<AppState>>) -> Json<StreamList
 
 pub async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<StreamInfo>, ApiError> {
     Ok(Json(state.stream(&name)?.info()))
+}
+
+/// The last frames' stage times through the relay, oldest first (what `latency` summarizes).
+pub async fn get_timings(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<FrameTimings>, ApiError> {
+    Ok(Json(FrameTimings { frames: state.stream(&name)?.pipeline.timings.frames() }))
 }
 
 /// `state` events (the source's [`scopecast_shared::StateEvent`]) and `viewers` events, each

@@ -166,6 +166,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams", get(api::list_streams))
         .route("/api/v1/streams/{name}", get(api::get_stream))
         .route("/api/v1/streams/{name}/events", get(api::stream_events))
+        .route("/api/v1/streams/{name}/timings", get(api::get_timings))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))
         // The player's wasm is 423 KB, 157 KB gzipped. Only static files: MJPEG and event

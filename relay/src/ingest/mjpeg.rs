@@ -6,7 +6,6 @@
 //! and never logged.
 
 use super::health::{Backoff, SourceEvent, Watchdog};
-use super::unix_ms;
 use crate::pipeline::SourceFrame;
 use crate::stream::Stream;
 use futures_util::StreamExt;
@@ -142,9 +141,9 @@ impl Source {
                 let now = Instant::now();
                 self.watchdog.frame(now);
                 *frames += 1;
-                let arrival_ms = unix_ms();
+                let arrival_ms = crate::timing::wall_ms(now);
                 let captured_ms =
-                    part.timestamp.map(|t| (t * 1000.0) as u64).filter(|t| t.abs_diff(arrival_ms) < TIMESTAMP_TRUST.as_millis() as u64).unwrap_or(arrival_ms);
+                    part.timestamp.map(|t| t * 1000.0).filter(|t| (t - arrival_ms).abs() < TIMESTAMP_TRUST.as_secs_f64() * 1000.0).unwrap_or(arrival_ms);
                 stream.deliver(SourceFrame::Jpeg(part.jpeg), now, captured_ms);
             }
             Event::Skipped(skip) => {

@@ -25,8 +25,8 @@ pub fn spawn(stream: Arc<Stream>, scene: Scene, width: usize, height: usize, fps
             let watched = stream.is_watched();
             if watched || last_made.is_none_or(|t| now.duration_since(t) >= UNWATCHED_INTERVAL.max(interval)) {
                 let mut pic = I420::new(2, 2);
-                let unix_ms = super::unix_ms();
-                pattern.render(unix_ms, &mut pic);
+                let unix_ms = crate::timing::wall_ms(now);
+                pattern.render(unix_ms as u64, &mut pic);
                 stream.deliver(SourceFrame::Raw(Arc::new(pic)), now, unix_ms);
                 last_made = Some(now);
             }

@@ -358,6 +358,9 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mu
                 return;
             }
         }
+        if let Some(t) = &frame.timing {
+            t.mark_sent();
+        }
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
 }
