@@ -161,6 +161,23 @@ mod tests {
         assert_eq!(kinds, vec![true, false, false, false, true, false]);
     }
 
+    /// A decoder may hold frames back for reordering unless the SPS says none come: without
+    /// `max_num_reorder_frames = 0` in the VUI, some decoders buffer frames (latency).
+    #[test]
+    fn sps_tells_decoders_no_frame_is_reordered() {
+        use h264_reader::nal::sps::SeqParameterSet;
+        use h264_reader::rbsp::{decode_nal, BitReader};
+        let mut enc = H264Encoder::new(settings()).expect("encoder");
+        let f = enc.encode(&I420::new(1280, 720)).expect("encodes").expect("output");
+        let nal = nal_units(&f.annexb).find(|n| n[0] & 0x1f == 7).expect("sps");
+        let rbsp = decode_nal(nal).expect("rbsp");
+        let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).expect("a valid SPS");
+        assert_eq!(sps.pic_width_in_mbs_minus1 + 1, 80);
+        let restrictions = sps.vui_parameters.and_then(|v| v.bitstream_restrictions).expect("VUI with bitstream_restriction");
+        assert_eq!(restrictions.max_num_reorder_frames, 0, "{restrictions:?}");
+        assert!(restrictions.max_dec_frame_buffering <= 1, "{restrictions:?}");
+    }
+
     #[test]
     fn oversized_sources_are_fitted_keeping_their_shape() {
         assert_eq!(fit_for_encoder(1280, 720), (1280, 720));
