@@ -1,9 +1,10 @@
-//! Small wrappers over fetch and promises.
+//! HTTP through gloo-net, plus the few browser calls it does not cover.
 
+use gloo_net::http::{Method, RequestBuilder, Response};
 use js_sys::{Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortSignal, Headers, RequestInit, Response};
+use web_sys::{AbortSignal, Headers, RequestInit};
 
 pub fn window() -> web_sys::Window {
     web_sys::window().expect("a browser window")
@@ -29,55 +30,56 @@ pub async fn wait(p: Promise) -> Result<JsValue, JsValue> {
 
 /// A request's options: method, body, headers, bearer token, abort signal.
 pub struct Req<'a> {
-    pub method: &'a str,
+    pub method: Method,
     pub url: &'a str,
     pub body: Option<&'a str>,
     pub headers: &'a [(&'a str, &'a str)],
     pub token: Option<&'a str>,
     pub signal: Option<&'a AbortSignal>,
-    /// Survive the page going away (DELETE on unload).
-    pub keepalive: bool,
 }
 
 impl<'a> Req<'a> {
-    pub fn new(method: &'a str, url: &'a str, token: Option<&'a str>) -> Self {
-        Self { method, url, body: None, headers: &[], token, signal: None, keepalive: false }
+    pub fn new(method: Method, url: &'a str, token: Option<&'a str>) -> Self {
+        Self { method, url, body: None, headers: &[], token, signal: None }
     }
 }
 
 /// Sends a request; `Err` only when no HTTP answer came (network, CORS, abort).
-pub async fn fetch(req: Req<'_>) -> Result<Response, JsValue> {
-    let init = RequestInit::new();
-    init.set_method(req.method);
-    let headers = Headers::new()?;
+pub async fn fetch(req: Req<'_>) -> Result<Response, gloo_net::Error> {
+    let mut builder = RequestBuilder::new(req.url).method(req.method).abort_signal(req.signal);
     for (k, v) in req.headers {
-        headers.set(k, v)?;
+        builder = builder.header(k, v);
     }
     if let Some(token) = req.token {
-        headers.set("Authorization", &format!("Bearer {token}"))?;
+        builder = builder.header("Authorization", &format!("Bearer {token}"));
     }
-    init.set_headers(&headers);
-    if let Some(body) = req.body {
-        init.set_body(&JsValue::from_str(body));
+    let request = match req.body {
+        Some(body) => builder.body(body)?,
+        None => builder.build()?,
+    };
+    request.send().await
+}
+
+/// DELETE that survives the page going away (the session's end on `pagehide`). Written with
+/// web-sys because gloo-net's builder has no `keepalive`.
+pub async fn delete_keepalive(url: &str, token: Option<&str>) {
+    let init = RequestInit::new();
+    init.set_method("DELETE");
+    if let (Some(token), Ok(headers)) = (token, Headers::new()) {
+        let _ = headers.set("Authorization", &format!("Bearer {token}"));
+        init.set_headers(&headers);
     }
-    if req.keepalive {
-        // `keepalive` is not in every web-sys version's RequestInit; it is a plain field.
-        Reflect::set(&init, &"keepalive".into(), &JsValue::TRUE)?;
-    }
-    init.set_signal(req.signal);
-    let res = wait(window().fetch_with_str_and_init(req.url, &init)).await?;
-    res.dyn_into::<Response>()
+    // `keepalive` is not in every web-sys version's RequestInit; it is a plain field.
+    let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::TRUE);
+    let _ = wait(window().fetch_with_str_and_init(url, &init)).await;
 }
 
 pub async fn text(res: &Response) -> String {
-    match res.text() {
-        Ok(p) => wait(p).await.ok().and_then(|v| v.as_string()).unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+    res.text().await.unwrap_or_default()
 }
 
 pub fn header(res: &Response, name: &str) -> Option<String> {
-    res.headers().get(name).ok().flatten()
+    res.headers().get(name)
 }
 
 /// What a refused request said: an RFC 9457 problem's `detail` or `title`, else the status.

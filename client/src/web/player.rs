@@ -8,25 +8,29 @@ use crate::headers::{self, StreamUrls};
 use crate::ladder::{Command, Event, Ladder, Transport};
 use crate::sdpfrag::{self, IceParams};
 use crate::stall::FrameClock;
+use futures_util::StreamExt;
+use gloo_events::EventListener;
+use gloo_net::eventsource::futures::EventSource;
+use gloo_net::http::Method;
+use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Array, Object, Reflect};
 use leptos::prelude::*;
 use scopecast_shared::multipart::{boundary_from_content_type, Event as PartEvent, MultipartParser, DEFAULT_MAX_PART};
 use scopecast_shared::{SourceState, StateEvent, StreamInfo};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{
-    AbortController, CanvasRenderingContext2d, EventSource, HtmlCanvasElement, HtmlElement, HtmlVideoElement, MessageEvent, RtcConfiguration,
-    RtcIceGatheringState, RtcIceServer, RtcOfferOptions, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
-    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+    AbortController, CanvasRenderingContext2d, HtmlCanvasElement, HtmlElement, HtmlVideoElement, RtcConfiguration, RtcIceGatheringState, RtcIceServer,
+    RtcOfferOptions, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
+    RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
 /// How often the ladder is ticked, and (every fourth tick) WebRTC stats are read.
-const TICK_MS: i32 = 250;
+const TICK_MS: u32 = 250;
 /// The offer waits this long at most for ICE gathering; later candidates are trickled.
-const GATHER_CAP_MS: i32 = 1_000;
+const GATHER_CAP_MS: u32 = 1_000;
 
 /// What the view shows; written by the controller, read reactively.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -57,7 +61,8 @@ pub struct Elements {
     pub canvas: HtmlCanvasElement,
 }
 
-/// One WebRTC attempt: its peer connection, session URL and the callbacks that keep it alive.
+/// One WebRTC attempt: its peer connection, session URL and its event listeners (removed
+/// when the session is dropped).
 struct Session {
     pc: RtcPeerConnection,
     url: Option<String>,
@@ -65,7 +70,7 @@ struct Session {
     /// Candidates gathered after the offer went out, waiting for the session URL.
     late_candidates: Vec<String>,
     remote_sdp: Option<String>,
-    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+    _listeners: Vec<EventListener>,
 }
 
 pub struct Player {
@@ -88,17 +93,18 @@ pub struct Player {
     fps_hint: Option<f64>,
     source: Option<SourceState>,
     source_error: Option<String>,
-    events: Option<(EventSource, StateListener)>,
-    ticker: Option<(i32, Closure<dyn FnMut()>)>,
+    /// The relay's event stream; dropping it closes it and ends its reader task.
+    events: Option<EventSource>,
+    /// Dropping it cancels the timer.
+    ticker: Option<Interval>,
     ticks: u64,
     stats: Stats,
     /// Ends the session when the page goes away (unmount cleanups do not run then).
-    on_pagehide: Option<Closure<dyn FnMut()>>,
+    on_pagehide: Option<EventListener>,
     me: Weak<RefCell<Player>>,
 }
 
 pub type Shared = Rc<RefCell<Player>>;
-type StateListener = Closure<dyn FnMut(MessageEvent)>;
 
 impl Player {
     pub fn start(opts: Options, el: Elements, ui: RwSignal<Ui>) -> Result<Shared, String> {
@@ -135,13 +141,11 @@ impl Player {
             p.watch_source();
             p.start_ticker();
             let me = p.me.clone();
-            let cb = Closure::<dyn FnMut()>::new(move || {
+            p.on_pagehide = Some(EventListener::new(&net::window(), "pagehide", move |_| {
                 if let Some(p) = me.upgrade() {
                     Player::stop(&p);
                 }
-            });
-            let _ = net::window().add_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref());
-            p.on_pagehide = Some(cb);
+            }));
             p.publish();
         }
         spawn_local(fetch_info(Rc::downgrade(&player)));
@@ -160,15 +164,9 @@ impl Player {
     pub fn stop(this: &Shared) {
         dispatch(this, Event::Stop);
         let mut p = this.borrow_mut();
-        if let Some((id, _)) = p.ticker.take() {
-            net::window().clear_interval_with_handle(id);
-        }
-        if let Some((es, _)) = p.events.take() {
-            es.close();
-        }
-        if let Some(cb) = p.on_pagehide.take() {
-            let _ = net::window().remove_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref());
-        }
+        p.ticker = None;
+        p.events = None;
+        p.on_pagehide = None;
     }
 
     fn publish(&mut self) {
@@ -202,38 +200,38 @@ impl Player {
 
     fn start_ticker(&mut self) {
         let me = self.me.clone();
-        let cb = Closure::<dyn FnMut()>::new(move || {
+        self.ticker = Some(Interval::new(TICK_MS, move || {
             if let Some(p) = me.upgrade() {
                 tick(&p);
             }
-        });
-        if let Ok(id) = net::window().set_interval_with_callback_and_timeout_and_arguments_0(cb.as_ref().unchecked_ref(), TICK_MS) {
-            self.ticker = Some((id, cb));
-        }
+        }));
     }
 
     /// The source's state from the relay's event stream (a Scopecast extra: other WHEP servers
     /// have none, and the view then simply does not show it).
     fn watch_source(&mut self) {
         let url = with_token_query(&self.urls.events, self.opts.token.as_deref());
-        let Ok(es) = EventSource::new(&url) else { return };
+        let Ok(mut es) = EventSource::new(&url) else { return };
+        let Ok(mut states) = es.subscribe(scopecast_shared::api::EVENT_STATE) else { return };
         let me = self.me.clone();
-        let cb = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let Some(p) = me.upgrade() else { return };
-            let Some(data) = ev.data().as_string() else { return };
-            let Ok(state) = serde_json::from_str::<StateEvent>(&data) else { return };
-            let mut p = p.borrow_mut();
-            let back_live = state.state == SourceState::Live && p.source != Some(SourceState::Live);
-            p.source = Some(state.state);
-            p.source_error = state.last_error;
-            if back_live {
-                // The camera came back: its frames, not the once-a-second repeat, set the pace.
-                p.webrtc_clock.start(net::mono_ms());
+        spawn_local(async move {
+            // Reconnects are the browser's; an error item means closed for good (or by us).
+            while let Some(Ok((_, ev))) = states.next().await {
+                let Some(p) = me.upgrade() else { return };
+                let Some(data) = ev.data().as_string() else { continue };
+                let Ok(state) = serde_json::from_str::<StateEvent>(&data) else { continue };
+                let mut p = p.borrow_mut();
+                let back_live = state.state == SourceState::Live && p.source != Some(SourceState::Live);
+                p.source = Some(state.state);
+                p.source_error = state.last_error;
+                if back_live {
+                    // The camera came back: its frames, not the once-a-second repeat, set the pace.
+                    p.webrtc_clock.start(net::mono_ms());
+                }
+                p.publish();
             }
-            p.publish();
         });
-        let _ = es.add_event_listener_with_callback(scopecast_shared::api::EVENT_STATE, cb.as_ref().unchecked_ref());
-        self.events = Some((es, cb));
+        self.events = Some(es);
     }
 }
 
@@ -379,7 +377,7 @@ async fn fetch_info(me: Weak<RefCell<Player>>) {
     }) else {
         return;
     };
-    let Ok(res) = net::fetch(Req::new("GET", &url, token.as_deref())).await else { return };
+    let Ok(res) = net::fetch(Req::new(Method::GET, &url, token.as_deref())).await else { return };
     if !res.ok() {
         return;
     }
@@ -422,8 +420,8 @@ async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Ev
         let p = me.upgrade().ok_or_else(|| refused(0, "gone"))?;
         let mut p = p.borrow_mut();
         let pc = new_peer_connection(&p.ice_servers).map_err(js)?;
-        let callbacks = peer_callbacks(&pc, me.clone(), generation, p.el.video.clone());
-        p.session = Some(Session { pc: pc.clone(), url: None, etag: None, late_candidates: Vec::new(), remote_sdp: None, _callbacks: callbacks });
+        let listeners = peer_listeners(&pc, me.clone(), generation, p.el.video.clone());
+        p.session = Some(Session { pc: pc.clone(), url: None, etag: None, late_candidates: Vec::new(), remote_sdp: None, _listeners: listeners });
         (pc, p.urls.whep.clone(), p.opts.token.clone())
     };
     let offer = net::wait(pc.create_offer()).await.map_err(js)?;
@@ -434,7 +432,7 @@ async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Ev
     gathered(&pc, GATHER_CAP_MS).await;
     let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(offer_sdp);
 
-    let res = net::fetch(Req { body: Some(&sdp), headers: &[("Content-Type", "application/sdp")], ..Req::new("POST", &whep, token.as_deref()) })
+    let res = net::fetch(Req { body: Some(&sdp), headers: &[("Content-Type", "application/sdp")], ..Req::new(Method::POST, &whep, token.as_deref()) })
         .await
         .map_err(|_| refused(0, "the relay did not answer"))?;
     let status = res.status();
@@ -506,40 +504,42 @@ fn new_peer_connection(servers: &[headers::IceServer]) -> Result<RtcPeerConnecti
 }
 
 /// Waits for ICE gathering to complete, at most `cap_ms`: host candidates come at once, and a
-/// relay on the LAN needs nothing more; later ones are trickled.
-async fn gathered(pc: &RtcPeerConnection, cap_ms: i32) {
+/// relay on the LAN needs nothing more; later ones are trickled. The listener and the timer
+/// live in this call and are dropped with it.
+async fn gathered(pc: &RtcPeerConnection, cap_ms: u32) {
     if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
         return;
     }
-    let pc2 = pc.clone();
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let resolve2 = resolve.clone();
-        let _ = net::window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, cap_ms);
-        let pc3 = pc2.clone();
-        let cb = Closure::<dyn FnMut()>::new(move || {
-            if pc3.ice_gathering_state() == RtcIceGatheringState::Complete {
-                let _ = resolve2.call0(&JsValue::NULL);
+    let mut resolve = None;
+    let promise = js_sys::Promise::new(&mut |r, _| resolve = Some(r));
+    let Some(resolve) = resolve else { return };
+    let _timeout = {
+        let resolve = resolve.clone();
+        Timeout::new(cap_ms, move || {
+            let _ = resolve.call0(&JsValue::NULL);
+        })
+    };
+    let _listener = {
+        let pc2 = pc.clone();
+        EventListener::new(pc, "icegatheringstatechange", move |_| {
+            if pc2.ice_gathering_state() == RtcIceGatheringState::Complete {
+                let _ = resolve.call0(&JsValue::NULL);
             }
-        });
-        let _ = pc2.add_event_listener_with_callback("icegatheringstatechange", cb.as_ref().unchecked_ref());
-        // The listener lives as long as its peer connection; the small Rust side is leaked
-        // once per WHEP attempt, which the backoff bounds.
-        cb.forget();
-    });
+        })
+    };
     let _ = net::wait(promise).await;
 }
 
-fn peer_callbacks(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation: u32, video: HtmlVideoElement) -> Vec<Closure<dyn FnMut(JsValue)>> {
-    let mut out = Vec::new();
+fn peer_listeners(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation: u32, video: HtmlVideoElement) -> Vec<EventListener> {
     let on_state = {
         let me = me.clone();
-        let pc = pc.clone();
-        Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let pc2 = pc.clone();
+        EventListener::new(pc, "connectionstatechange", move |_| {
             let Some(p) = me.upgrade() else { return };
             if p.borrow().generation != generation {
                 return;
             }
-            let event = match pc.connection_state() {
+            let event = match pc2.connection_state() {
                 RtcPeerConnectionState::Connected => Event::Connected,
                 RtcPeerConnectionState::Disconnected => Event::Disconnected,
                 RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => Event::Failed,
@@ -551,11 +551,9 @@ fn peer_callbacks(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation:
             dispatch(&p, event);
         })
     };
-    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
-    out.push(on_state);
 
-    let on_track = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
-        let Ok(ev) = ev.dyn_into::<RtcTrackEvent>() else { return };
+    let on_track = EventListener::new(pc, "track", move |ev| {
+        let Some(ev) = ev.dyn_ref::<RtcTrackEvent>() else { return };
         let stream = ev.streams().get(0).dyn_into::<web_sys::MediaStream>().ok().or_else(|| {
             let tracks = Array::of1(&ev.track());
             web_sys::MediaStream::new_with_tracks(&tracks).ok()
@@ -573,11 +571,9 @@ fn peer_callbacks(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation:
             });
         }
     });
-    pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
-    out.push(on_track);
 
-    let on_candidate = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
-        let Ok(ev) = ev.dyn_into::<RtcPeerConnectionIceEvent>() else { return };
+    let on_candidate = EventListener::new(pc, "icecandidate", move |ev| {
+        let Some(ev) = ev.dyn_ref::<RtcPeerConnectionIceEvent>() else { return };
         let Some(c) = ev.candidate() else { return };
         let Some(p) = me.upgrade() else { return };
         if p.borrow().generation != generation {
@@ -595,9 +591,7 @@ fn peer_callbacks(pc: &RtcPeerConnection, me: Weak<RefCell<Player>>, generation:
             trickle_late(&p);
         }
     });
-    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
-    out.push(on_candidate);
-    out
+    vec![on_state, on_track, on_candidate]
 }
 
 /// PATCHes candidates that were not in the offer.
@@ -614,9 +608,12 @@ fn trickle_late(p: &Shared) {
     }
     let body = sdpfrag::fragment(&ice, &pending);
     spawn_local(async move {
-        let _ =
-            net::fetch(Req { body: Some(&body), headers: &[("Content-Type", "application/trickle-ice-sdpfrag")], ..Req::new("PATCH", &url, token.as_deref()) })
-                .await;
+        let _ = net::fetch(Req {
+            body: Some(&body),
+            headers: &[("Content-Type", "application/trickle-ice-sdpfrag")],
+            ..Req::new(Method::PATCH, &url, token.as_deref())
+        })
+        .await;
     });
 }
 
@@ -652,7 +649,7 @@ async fn restart(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), ()> 
     let res = net::fetch(Req {
         body: Some(&body),
         headers: &[("Content-Type", "application/trickle-ice-sdpfrag"), ("If-Match", "*")],
-        ..Req::new("PATCH", &url, token.as_deref())
+        ..Req::new(Method::PATCH, &url, token.as_deref())
     })
     .await
     .map_err(|_| ())?;
@@ -683,9 +680,7 @@ fn hang_up(this: &Shared) {
     p.webrtc_clock = FrameClock::default();
     let token = p.opts.token.clone();
     if let Some(s) = p.session.take() {
-        s.pc.set_onconnectionstatechange(None);
-        s.pc.set_ontrack(None);
-        s.pc.set_onicecandidate(None);
+        // Its listeners go with it, so the closing pc reports nothing.
         s.pc.close();
         if let Some(url) = s.url {
             spawn_local(delete(url, token));
@@ -696,7 +691,7 @@ fn hang_up(this: &Shared) {
 
 /// Ends a session on the relay. `keepalive`, so it goes out even when the page is unloading.
 async fn delete(url: String, token: Option<String>) {
-    let _ = net::fetch(Req { keepalive: true, ..Req::new("DELETE", &url, token.as_deref()) }).await;
+    net::delete_keepalive(&url, token.as_deref()).await;
 }
 
 /// The MJPEG fallback: reads `/{stream}/mjpeg` with fetch and draws the newest JPEG of each
@@ -720,7 +715,7 @@ async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Resu
         (p.urls.mjpeg.clone(), p.opts.token.clone(), p.el.canvas.clone())
     };
     let signal = abort.signal();
-    let res = net::fetch(Req { signal: Some(&signal), ..Req::new("GET", &url, token.as_deref()) }).await.map_err(|_| "no answer".to_owned())?;
+    let res = net::fetch(Req { signal: Some(&signal), ..Req::new(Method::GET, &url, token.as_deref()) }).await.map_err(|_| "no answer".to_owned())?;
     if !res.ok() {
         return Err(format!("HTTP {}", res.status()));
     }

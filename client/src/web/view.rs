@@ -162,7 +162,7 @@ pub fn Page() -> impl IntoView {
 }
 
 async fn list_streams(token: Option<&str>) -> Result<Vec<String>, String> {
-    let res = net::fetch(Req::new("GET", "/api/v1/streams", token)).await.map_err(|_| "the relay did not answer".to_owned())?;
+    let res = net::fetch(Req::new(gloo_net::http::Method::GET, "/api/v1/streams", token)).await.map_err(|_| "the relay did not answer".to_owned())?;
     if !res.ok() {
         return Err(net::problem_detail(&res).await);
     }
