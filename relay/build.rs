@@ -3,7 +3,8 @@
 //!    an openh264 that an earlier build compiled before nasm was installed.
 //! 2. Build the player (`client/`, wasm32) and generate its JS bindings into `OUT_DIR/player`,
 //!    which the relay embeds: the README's single `cargo run` serves a working player on a
-//!    fresh machine, with no wasm-bindgen-cli or trunk to install.
+//!    fresh machine, with no wasm-bindgen-cli or trunk to install. The wasm and its JS are
+//!    gzipped here too, with zopfli, once.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,4 +128,12 @@ fn bindgen(wasm: &Path, out_dir: &Path) {
     b.input_path(wasm).typescript(true).omit_default_module_path(false).remove_name_section(true).remove_producers_section(true);
     b.web(true).expect("web target");
     b.generate(out_dir).unwrap_or_else(|e| panic!("wasm-bindgen on {}: {e:#}", wasm.display()));
+    // Served as is to every browser that accepts gzip (relay/src/http/assets.rs).
+    for name in ["scopecast_client_bg.wasm", "scopecast_client.js"] {
+        let path = out_dir.join(name);
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let mut gz = Vec::with_capacity(data.len() / 2);
+        zopfli::compress(zopfli::Options::default(), zopfli::Format::Gzip, &data[..], &mut gz).expect("zopfli into memory");
+        std::fs::write(out_dir.join(format!("{name}.gz")), gz).expect("write the gzipped player");
+    }
 }

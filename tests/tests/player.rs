@@ -113,10 +113,15 @@ async fn the_player_is_served_gzipped_and_mjpeg_is_not() {
     let wasm = client.get(format!("{}/static/player/scopecast_client_bg.wasm", base_url(&relay))).header("accept-encoding", "gzip").send().await.expect("wasm");
     assert_eq!(wasm.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/wasm"));
     assert_eq!(wasm.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
+    let wasm_etag = wasm.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let gz = wasm.bytes().await.expect("body");
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
     // The size budget (BENCHMARKS.md): every viewer downloads it.
-    assert!(gz.len() <= 250 * 1024, "the player's wasm is {} KB gzipped, over the 250 KB budget", gz.len() / 1024);
+    assert!(gz.len() <= 160 * 1024, "the player's wasm is {:.1} KB gzipped, over the 160 KB budget", gz.len() as f64 / 1024.0);
+    // A reload revalidates instead of downloading it again.
+    let etag = wasm_etag.expect("the wasm has an ETag");
+    let again = client.get(format!("{}/static/player/scopecast_client_bg.wasm", base_url(&relay))).header("if-none-match", &etag).send().await.expect("wasm");
+    assert_eq!(again.status(), reqwest::StatusCode::NOT_MODIFIED);
     let js = client.get(format!("{}/static/scopecast-player.js", base_url(&relay))).send().await.expect("js");
     assert!(js.text().await.expect("text").contains("customElements.define(\"scopecast-player\""), "uncompressed without Accept-Encoding");
     let mjpeg = client.get(format!("{}/telescope/mjpeg", base_url(&relay))).header("accept-encoding", "gzip").send().await.expect("mjpeg");

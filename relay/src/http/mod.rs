@@ -2,6 +2,7 @@
 //! in [`error::ApiError`].
 
 pub mod api;
+mod assets;
 pub mod auth;
 pub mod error;
 pub mod media;
@@ -14,7 +15,7 @@ use crate::pipeline::Pipeline;
 use crate::stream::{DemandGuard, Stream};
 use crate::webrtc::{Session, WebRtcEngine};
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,19 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use whep::ACCEPT_PATCH;
-
-/// Static files (the page and its assets), built into the binary.
-#[derive(rust_embed::RustEmbed)]
-#[folder = "../static/"]
-struct StaticFiles;
-
-/// The player (client/ built for wasm32 by build.rs, with its JS bindings), served under
-/// `/static/player/`.
-const PLAYER_FILES: [(&str, &[u8]); 3] = [
-    ("scopecast_client.js", include_bytes!(concat!(env!("OUT_DIR"), "/player/scopecast_client.js"))),
-    ("scopecast_client_bg.wasm", include_bytes!(concat!(env!("OUT_DIR"), "/player/scopecast_client_bg.wasm"))),
-    ("scopecast_client.d.ts", include_bytes!(concat!(env!("OUT_DIR"), "/player/scopecast_client.d.ts"))),
-];
 
 pub struct SessionEntry {
     pub stream: String,
@@ -169,9 +157,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams/{name}/timings", get(api::get_timings))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))
-        // The player's wasm is 423 KB, 157 KB gzipped. Only static files: MJPEG and event
-        // streams must not sit in a compressor's buffer.
-        .route("/static/{*path}", get(static_file).layer(tower_http::compression::CompressionLayer::new()))
+        // Gzipped once and kept (assets.rs); MJPEG and event streams are never compressed.
+        .route("/static/{*path}", get(static_file))
         .route("/{stream}/", get(stream_page))
         .route("/{stream}/whep", get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer).options(whep::endpoint_options))
         .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session).options(whep::session_options))
@@ -220,36 +207,20 @@ async fn whep_discovery_headers(req: Request, next: Next) -> Response {
     res
 }
 
-async fn page() -> Response {
-    serve_static("index.html")
+async fn page(headers: HeaderMap) -> Response {
+    serve_static("index.html", &headers).await
 }
 
 /// `/{stream}/`: the same page; it picks the stream from its own URL.
-async fn stream_page(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+async fn stream_page(State(state): State<Arc<AppState>>, Path(stream): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.stream(&stream)?;
-    Ok(serve_static("index.html"))
+    Ok(serve_static("index.html", &headers).await)
 }
 
-async fn static_file(Path(path): Path<String>) -> Response {
-    serve_static(&path)
+async fn static_file(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    serve_static(&path, &headers).await
 }
 
-fn serve_static(path: &str) -> Response {
-    let player = path.strip_prefix("player/").and_then(|name| PLAYER_FILES.iter().find(|(n, _)| *n == name)).map(|(_, data)| std::borrow::Cow::Borrowed(*data));
-    match player.or_else(|| StaticFiles::get(path).map(|f| f.data)) {
-        Some(data) => {
-            let mime = match path.rsplit('.').next() {
-                Some("html") => "text/html; charset=utf-8",
-                Some("js") => "text/javascript; charset=utf-8",
-                Some("css") => "text/css; charset=utf-8",
-                Some("wasm") => "application/wasm",
-                Some("svg") => "image/svg+xml",
-                Some("png") => "image/png",
-                Some("ts") => "text/plain; charset=utf-8",
-                _ => "application/octet-stream",
-            };
-            (StatusCode::OK, [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], data).into_response()
-        }
-        None => ApiError::not_found().into_response(),
-    }
+async fn serve_static(path: &str, headers: &HeaderMap) -> Response {
+    assets::serve(path, headers).await.unwrap_or_else(|| ApiError::not_found().into_response())
 }
