@@ -8,10 +8,10 @@
 
 use crate::config::{redact, SourceConfig, StreamConfig};
 use crate::ingest::health::{Health, SourceEvent};
-use crate::ingest::unix_ms;
 use crate::media::jpeg::{encode_i420, JpegError};
 use crate::media::I420;
 use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
+use crate::timing::unix_ms;
 use bytes::Bytes;
 use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
 use std::collections::VecDeque;
@@ -188,20 +188,20 @@ impl Stream {
         &self.config.name
     }
 
-    /// A frame from the source: to the encoder, and as the latest still.
-    /// A new frame from the source: `captured` (monotonic, for RTP time) and `captured_ms`
-    /// (Unix ms the source stamped, or arrival) say when it was taken; it arrived just now.
+    /// A new frame from the source, to the encoder and as the latest still: `captured`
+    /// (monotonic, for RTP time) and `captured_ms` (Unix ms the source stamped, or arrival) say
+    /// when it was taken; it arrived just now.
     pub fn deliver(&self, data: SourceFrame, captured: Instant, captured_ms: f64) {
         let arrived = Instant::now();
-        let (captured_ms, stamp_ms) = (captured_ms as u64, captured_ms);
+        let captured_whole_ms = captured_ms as u64;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let still = match &data {
-            SourceFrame::Jpeg(jpeg) => Still::from_jpeg(seq, captured_ms, jpeg.clone()),
-            SourceFrame::Raw(picture) => Still::from_picture(seq, captured_ms, Arc::clone(picture)),
+            SourceFrame::Jpeg(jpeg) => Still::from_jpeg(seq, captured_whole_ms, jpeg.clone()),
+            SourceFrame::Raw(picture) => Still::from_picture(seq, captured_whole_ms, Arc::clone(picture)),
         };
         self.latest.send_replace(Some(Arc::new(still)));
-        self.last_frame_ms.store(captured_ms, Ordering::Relaxed);
-        self.pipeline.push_frame(CapturedFrame { data, captured, captured_ms: stamp_ms, arrived });
+        self.last_frame_ms.store(captured_whole_ms, Ordering::Relaxed);
+        self.pipeline.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
         self.report(SourceEvent::Frame);
     }
 

@@ -1,4 +1,4 @@
-//! Where a frame's latency goes inside the relay. The encoder thread stamps each source frame's
+//! The relay's wall clock, and where a frame's latency goes inside the relay. The encoder thread stamps each source frame's
 //! stages, the first viewer to send it stamps `sent`, and the last [`KEPT`] frames are kept for
 //! `GET /api/v1/streams/{name}/timings` and for the medians in the stream's status.
 
@@ -24,6 +24,12 @@ pub fn wall_ms(at: Instant) -> f64 {
 
 pub fn now_ms() -> f64 {
     wall_ms(Instant::now())
+}
+
+/// Wall-clock Unix time in whole milliseconds, straight from the system clock (state changes,
+/// the age of the last frame).
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A frame's stamps; `sent` is set once, by whichever viewer sends it first.

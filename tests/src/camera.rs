@@ -140,7 +140,7 @@ fn stream_response(frames: Frames, fps: f64, framing: Framing, live: Live) -> Re
                 return;
             }
             // Capture time, in the strip and (like mjpg-streamer) in an X-Timestamp header.
-            let captured_ms = scopecast::ingest::unix_ms();
+            let captured_ms = scopecast::timing::unix_ms();
             let jpeg = match (&frames, &mut pattern) {
                 (Frames::Pattern { strip_huffman, .. }, Some(p)) => {
                     let mut pic = I420::new(2, 2);

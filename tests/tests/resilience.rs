@@ -2,7 +2,7 @@
 //! MJPEG and snapshots from one upstream connection, and the policy for offline sources.
 
 use scopecast::config::StreamConfig;
-use scopecast::ingest::unix_ms;
+use scopecast::timing::unix_ms;
 use scopecast_shared::{OfflinePolicy, Problem, SourceState};
 use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::clients::MjpegReader;

@@ -54,7 +54,7 @@ async fn status_api_events_and_metrics_follow_the_camera() {
     assert!(info.bitrate_bps > 10_000, "bitrate {}", info.bitrate_bps);
     assert_eq!(info.viewers.webrtc, 1);
     assert!(info.frames_in >= 25 && info.frames_encoded >= 25, "{info:?}");
-    let age = scopecast::ingest::unix_ms().saturating_sub(info.last_frame_ms.expect("a last frame"));
+    let age = scopecast::timing::unix_ms().saturating_sub(info.last_frame_ms.expect("a last frame"));
     assert!(age < 1000, "last frame {age} ms ago");
     assert_eq!((info.whep_url.as_str(), info.mjpeg_url.as_str(), info.snapshot_url.as_str()), ("/scope/whep", "/scope/mjpeg", "/scope/snapshot.jpg"));
 

@@ -4,8 +4,3 @@
 pub mod health;
 pub mod mjpeg;
 pub mod testpattern;
-
-/// Wall-clock Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}

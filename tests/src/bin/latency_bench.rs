@@ -112,29 +112,30 @@ impl Collector {
 /// The stage table of one source: medians and p95 of each stage over the frames both the relay
 /// and the browser reported.
 fn breakdown(label: &str, frames: &[Presented], relay: &HashMap<u32, FrameTiming>) -> String {
-    type Stage = (&'static str, fn(&FrameTiming, &Presented) -> Option<f64>);
+    /// A stage's name, whether it is a step of capture -> presented (they add up), and its length.
+    type Stage = (&'static str, bool, fn(&FrameTiming, &Presented) -> Option<f64>);
     let stages: [Stage; 9] = [
-        ("capture -> relay receive (source render, JPEG encode, HTTP)", |r, p| Some(r.arrived_ms - p.capture_ms)),
-        ("-> encoder picks it up (queue)", |r, _| Some(r.started_ms - r.arrived_ms)),
-        ("-> decoded (JPEG decode, scale)", |r, _| Some(r.decoded_ms - r.started_ms)),
-        ("-> encoded (H.264, RTP packetization)", |r, _| Some(r.encoded_ms - r.decoded_ms)),
-        ("-> sent (last packet to the socket)", |r, _| Some(r.sent_ms? - r.encoded_ms)),
-        ("-> browser receive (network, SRTP)", |r, p| Some(p.received_ms? - r.sent_ms?)),
-        ("-> presented (jitter buffer, decode, to compositor)", |_, p| Some(p.presented_ms - p.received_ms?)),
-        ("  of which decode (`processingDuration`)", |_, p| p.decode_ms),
-        ("-> expected on screen (next vsync)", |_, p| Some(p.expected_display_ms - p.presented_ms)),
+        ("capture -> relay receive (source render, JPEG encode, HTTP)", true, |r, p| Some(r.arrived_ms - p.capture_ms)),
+        ("-> encoder picks it up (queue)", true, |r, _| Some(r.started_ms - r.arrived_ms)),
+        ("-> decoded (JPEG decode, scale)", true, |r, _| Some(r.decoded_ms - r.started_ms)),
+        ("-> encoded (H.264, RTP packetization)", true, |r, _| Some(r.encoded_ms - r.decoded_ms)),
+        ("-> sent (last packet to the socket)", true, |r, _| Some(r.sent_ms? - r.encoded_ms)),
+        ("-> browser receive (network, SRTP)", true, |r, p| Some(p.received_ms? - r.sent_ms?)),
+        ("-> presented (jitter buffer, decode, to compositor)", true, |_, p| Some(p.presented_ms - p.received_ms?)),
+        ("  of which decode (`processingDuration`)", false, |_, p| p.decode_ms),
+        ("-> expected on screen (next vsync)", false, |_, p| Some(p.expected_display_ms - p.presented_ms)),
     ];
     let joined: Vec<(&FrameTiming, &Presented)> = frames.iter().filter_map(|p| Some((relay.get(&p.rtp_timestamp?)?, p))).collect();
     let mut md = format!("\n{label}: {} of {} presented frames joined to the relay's times by RTP timestamp.\n\n", joined.len(), frames.len());
     md.push_str("| stage | p50 | p95 |\n| --- | --- | --- |\n");
     let mut sum = 0.0;
-    for (i, (name, f)) in stages.iter().enumerate() {
+    for (name, on_path, f) in &stages {
         let v: Vec<f64> = joined.iter().filter_map(|(r, p)| f(r, p)).collect();
         if v.is_empty() {
             md.push_str(&format!("| {name} | n/a | n/a |\n"));
             continue;
         }
-        if i != 7 && i != 8 {
+        if *on_path {
             sum += median(&v);
         }
         md.push_str(&format!("| {name} | {:.1} | {:.1} |\n", median(&v), percentile(&v, 95.0)));
