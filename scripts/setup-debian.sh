@@ -2,6 +2,8 @@
 # Installs the Debian/Ubuntu packages Scopecast needs, only those missing (apt-get, as root or
 # through sudo). scripts/run.sh and scripts/test.sh call it; there is no need to run it first.
 #   scripts/setup-debian.sh build   what building the relay needs:
+#       gcc, g++, make, libc6-dev the C/C++ toolchain rustc links with and openh264 and
+#                                 libjpeg-turbo compile with (rustup does not bring one)
 #       nasm, cmake, pkg-config   openh264's assembly (without nasm the encoder is silently
 #                                 1.5-3x slower) and the vendored libjpeg-turbo turbojpeg builds
 #   scripts/setup-debian.sh test    that, and what the tests run against:
@@ -9,7 +11,7 @@
 # It also removes an openh264 build that an earlier `cargo build` made before nasm was here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=(nasm cmake pkg-config)
+build=(gcc g++ make libc6-dev nasm cmake pkg-config)
 test=(chromium chromium-driver ffmpeg)
 case "${1:-test}" in
   build) packages=("${build[@]}") ;;
