@@ -2,6 +2,7 @@
 //! that name the offending key.
 
 use crate::media::scene::Scene;
+use crate::turn::{TurnAuth, TurnServer};
 use scopecast_shared::OfflinePolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,11 +33,38 @@ pub struct Cli {
     /// public address of a port-forwarded relay). Repeatable.
     #[arg(long = "ice-host", value_name = "HOST")]
     pub ice_hosts: Vec<String>,
+    /// A TURN server URL for viewers the relay cannot reach directly (`turn:HOST:3478`,
+    /// `turn:HOST:443?transport=tcp`...). Repeatable: the URLs of one server, which needs
+    /// --turn-secret, or --turn-username and --turn-credential.
+    #[arg(long = "turn", value_name = "URL")]
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn's static-auth-secret): each session gets
+    /// its own short-lived credentials. Prefer the environment variable.
+    #[arg(long, env = "SCOPECAST_TURN_SECRET", value_name = "SECRET", hide_env_values = true, conflicts_with = "turn_username")]
+    pub turn_secret: Option<String>,
+    /// A static TURN username (with --turn-credential).
+    #[arg(long, value_name = "NAME", requires = "turn_credential")]
+    pub turn_username: Option<String>,
+    /// The static TURN password. Prefer the environment variable.
+    #[arg(long, env = "SCOPECAST_TURN_CREDENTIAL", value_name = "PASSWORD", hide_env_values = true)]
+    pub turn_credential: Option<String>,
     /// A bearer token that WHEP, the API, events, metrics, MJPEG and snapshots require
     /// (`Authorization: Bearer TOKEN`, or `?token=TOKEN`). Prefer the environment variable:
     /// command lines are visible to every user of the machine.
     #[arg(long, env = "SCOPECAST_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first), reloaded when the file
+    /// changes. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate for this machine's names and addresses, made
+    /// once and kept (in $XDG_STATE_HOME/scopecast/tls, or ~/.local/state/scopecast/tls). Its
+    /// fingerprint is printed at start, to compare with what a browser shows.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -86,6 +114,49 @@ struct ServerFile {
     cors_origins: Option<Vec<String>>,
     max_sessions: Option<usize>,
     session_rate: Option<f64>,
+    tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    self_signed: bool,
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+impl TlsFile {
+    fn resolve(self) -> Result<TlsConfig, ConfigError> {
+        match (self.cert, self.key, self.self_signed) {
+            (Some(cert), Some(key), false) => Ok(TlsConfig::Files { cert, key }),
+            (None, None, true) => Ok(TlsConfig::SelfSigned { dir: self.dir.unwrap_or_else(default_tls_dir), names: self.names }),
+            (Some(_), Some(_), true) => Err(invalid("server.tls.self_signed", "either cert and key, or self_signed = true")),
+            (None, None, false) => Err(invalid("server.tls", "set cert and key, or self_signed = true")),
+            _ => Err(invalid("server.tls.key", "cert and key go together")),
+        }
+    }
+}
+
+/// Where a self-signed certificate is kept: the XDG state directory.
+pub fn default_tls_dir() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
+    state.map_or_else(|| PathBuf::from("scopecast-tls"), |s| s.join("scopecast/tls"))
+}
+
+/// HTTPS for the page, API, WHEP and MJPEG.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsConfig {
+    /// A certificate chain and its key, reloaded when either file changes.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A self-signed certificate kept in `dir`, for this machine's names plus `names`.
+    SelfSigned { dir: PathBuf, names: Vec<String> },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +167,53 @@ struct IceFile {
     #[serde(default)]
     stun_servers: Vec<String>,
     include_loopback: Option<bool>,
+    #[serde(default)]
+    turn: Vec<TurnFile>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TurnFile {
+    urls: Vec<String>,
+    username: Option<String>,
+    credential: Option<String>,
+    secret: Option<String>,
+    ttl_s: Option<u64>,
+}
+
+impl std::fmt::Debug for TurnFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnFile").field("urls", &self.urls).finish_non_exhaustive()
+    }
+}
+
+/// One TURN server from its URLs and whichever credentials are given (file or flags).
+fn turn_server(
+    key: &str,
+    urls: Vec<String>,
+    username: Option<String>,
+    credential: Option<String>,
+    secret: Option<String>,
+    ttl_s: Option<u64>,
+) -> Result<TurnServer, ConfigError> {
+    if urls.is_empty() {
+        return Err(invalid(format!("{key}.urls"), "at least one turn: URL"));
+    }
+    for url in &urls {
+        crate::turn::check_url(url).map_err(|m| invalid(format!("{key}.urls"), m))?;
+    }
+    let auth = match (username, credential, secret) {
+        (Some(username), Some(credential), None) => TurnAuth::Static { username, credential },
+        (None, None, Some(secret)) if !secret.is_empty() => {
+            let ttl = ttl_s.map_or(crate::turn::DEFAULT_TTL, Duration::from_secs);
+            if !(60..=7 * 86400).contains(&ttl.as_secs()) {
+                return Err(invalid(format!("{key}.ttl_s"), "must be between 60 and 604800"));
+            }
+            TurnAuth::Secret { secret, ttl }
+        }
+        _ => return Err(invalid(key, "give a secret (shared with the TURN server), or a username and a credential")),
+    };
+    Ok(TurnServer { urls, auth })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +274,8 @@ pub struct IceConfig {
     pub udp: SocketAddr,
     pub additional_hosts: Vec<String>,
     pub stun_servers: Vec<String>,
+    /// Given to every viewer, and used by the relay for its own relay candidates.
+    pub turn: Vec<TurnServer>,
     pub include_loopback: bool,
 }
 
@@ -193,6 +313,8 @@ impl std::fmt::Debug for SecurityConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub http: SocketAddr,
+    /// `None`: plain HTTP (the default, fine on loopback and for `http://` pages).
+    pub tls: Option<TlsConfig>,
     pub ice: IceConfig,
     pub security: SecurityConfig,
     pub streams: Vec<StreamConfig>,
@@ -207,10 +329,12 @@ impl Config {
     pub fn default_test_pattern() -> Self {
         Self {
             http: DEFAULT_HTTP.parse().expect("constant address parses"),
+            tls: None,
             ice: IceConfig {
                 udp: DEFAULT_WEBRTC_UDP.parse().expect("constant address parses"),
                 additional_hosts: Vec::new(),
                 stun_servers: Vec::new(),
+                turn: Vec::new(),
                 include_loopback: true,
             },
             security: SecurityConfig::default(),
@@ -237,6 +361,18 @@ impl Config {
             config.ice.udp = udp;
         }
         config.ice.additional_hosts.extend(cli.ice_hosts.iter().cloned());
+        if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+            config.tls = Some(TlsConfig::Files { cert: cert.clone(), key: key.clone() });
+        } else if cli.tls_self_signed {
+            // A directory or names from the file stay; the flag only turns it on.
+            if !matches!(config.tls, Some(TlsConfig::SelfSigned { .. })) {
+                config.tls = Some(TlsConfig::SelfSigned { dir: default_tls_dir(), names: Vec::new() });
+            }
+        }
+        if !cli.turn_urls.is_empty() {
+            let server = turn_server("--turn", cli.turn_urls.clone(), cli.turn_username.clone(), cli.turn_credential.clone(), cli.turn_secret.clone(), None)?;
+            config.ice.turn.push(server);
+        }
         if let Some(token) = &cli.token {
             config.security.token = Some(token.clone());
         }
@@ -305,10 +441,18 @@ impl Config {
         }
         let config = Self {
             http: file.server.http.unwrap_or(defaults.http),
+            tls: file.server.tls.map(TlsFile::resolve).transpose()?,
             ice: IceConfig {
                 udp: file.server.webrtc_udp.unwrap_or(defaults.ice.udp),
                 additional_hosts: file.ice.additional_hosts,
                 stun_servers: file.ice.stun_servers,
+                turn: file
+                    .ice
+                    .turn
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| turn_server(&format!("ice.turn[{i}]"), t.urls, t.username, t.credential, t.secret, t.ttl_s))
+                    .collect::<Result<_, _>>()?,
                 include_loopback: file.ice.include_loopback.unwrap_or(true),
             },
             security: SecurityConfig {

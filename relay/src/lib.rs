@@ -9,6 +9,8 @@ pub mod pipeline;
 pub mod relay;
 pub mod stream;
 pub mod timing;
+pub mod tls;
+pub mod turn;
 pub mod webrtc;
 
 pub use config::Config;

@@ -17,12 +17,21 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     if cli.check_config {
-        println!("configuration OK: {} stream(s), HTTP {}, WebRTC UDP {}", config.streams.len(), config.http, config.ice.udp);
+        let scheme = if config.tls.is_some() { "HTTPS" } else { "HTTP" };
+        println!("configuration OK: {} stream(s), {scheme} {}, WebRTC UDP {}", config.streams.len(), config.http, config.ice.udp);
         return Ok(());
     }
     let relay = Relay::start(config.clone()).await?;
-    let base = format!("http://{}", relay.http_addr());
+    let base = relay.base_url();
     println!("scopecast is running. Open {base}/ in a browser.");
+    if let Some(cert) = relay.certificate() {
+        println!("  HTTPS certificate for {}", cert.names.join(", "));
+        println!("    SHA-256 {}", cert.sha256);
+        println!("    public key SHA-256 (base64) {}", cert.spki_sha256);
+        if matches!(config.tls, Some(scopecast::config::TlsConfig::SelfSigned { .. })) {
+            println!("    self-signed: a browser asks once; check that it shows this fingerprint");
+        }
+    }
     for s in &config.streams {
         println!("  stream {:<12} page {base}/{}/   WHEP {base}/{}/whep", s.name, s.name, s.name);
     }

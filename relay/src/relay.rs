@@ -19,17 +19,22 @@ pub enum RelayError {
     HttpBind(SocketAddr, std::io::Error),
     #[error(transparent)]
     WebRtc(#[from] WebRtcError),
+    #[error("HTTPS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
 }
 
 pub struct Relay {
     http_addr: SocketAddr,
+    /// The certificate served, when HTTPS is on.
+    certificate: Option<crate::tls::Certificate>,
     udp_port: u16,
     state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     rate_sampler: tokio::task::JoinHandle<()>,
+    tls_reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Relay {
@@ -73,23 +78,62 @@ impl Relay {
                 }
             })
         };
+        // Loaded before binding: a bad certificate is a start-up error, not a listening port
+        // that fails every handshake.
+        let certificate = config.tls.as_ref().map(|tls| crate::tls::load(tls, &config.ice.additional_hosts)).transpose()?;
         let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
-        let listener = listener.tap_io(tune_http_socket);
         let udp_port = engine.udp_port();
         let state = Arc::new(AppState::new(streams, engine, config.security.clone()));
-        let app = router(Arc::clone(&state));
+        // Client addresses, for the per-client session limit.
+        let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            // Client addresses, for the per-client session limit.
-            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("HTTP server failed: {e}");
+        let mut tls_reloader = None;
+        let server = match (&certificate, &config.tls) {
+            (Some(cert), Some(tls)) => {
+                let rustls = crate::tls::server_config(cert).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
+                tls_reloader = crate::tls::spawn_reloader(tls, rustls.clone(), |_| {});
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(3)));
+                });
+                let listener = listener.into_std().map_err(|e| RelayError::HttpBind(config.http, e))?;
+                let serve = axum_server::from_tcp(listener)
+                    .map_err(|e| RelayError::HttpBind(config.http, e))?
+                    .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(TunedAcceptor))
+                    .handle(handle);
+                tokio::spawn(async move {
+                    if let Err(e) = serve.serve(app).await {
+                        tracing::error!("HTTPS server failed: {e}");
+                    }
+                })
             }
-        });
-        Ok(Self { http_addr, udp_port, state, shutdown: Some(tx), server, rate_sampler })
+            _ => {
+                let listener = listener.tap_io(tune_http_socket);
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    });
+                    if let Err(e) = serve.await {
+                        tracing::error!("HTTP server failed: {e}");
+                    }
+                })
+            }
+        };
+        Ok(Self { http_addr, certificate, udp_port, state, shutdown: Some(tx), server, rate_sampler, tls_reloader })
+    }
+
+    /// `http://ADDR` or `https://ADDR`: where the page, API and WHEP are.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.certificate.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
+    /// The certificate served (as loaded at start), when HTTPS is on.
+    pub fn certificate(&self) -> Option<&crate::tls::Certificate> {
+        self.certificate.as_ref()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -141,6 +185,21 @@ fn log_codec_paths() {
 /// to the newest frame instead.
 const HTTP_UNSENT_LIMIT: u32 = 128 * 1024;
 
+/// Tunes each accepted TCP connection before its TLS handshake, as `tap_io` does for plain HTTP.
+#[derive(Clone, Copy)]
+struct TunedAcceptor;
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for TunedAcceptor {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, mut stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        tune_http_socket(&mut stream);
+        std::future::ready(Ok((stream, service)))
+    }
+}
+
 fn tune_http_socket(tcp: &mut tokio::net::TcpStream) {
     // Small writes (SSE events, part headers) go out at once.
     let _ = tcp.set_nodelay(true);
@@ -156,6 +215,9 @@ impl Drop for Relay {
             stream.stop();
         }
         self.rate_sampler.abort();
+        if let Some(reloader) = &self.tls_reloader {
+            reloader.abort();
+        }
         self.server.abort();
     }
 }

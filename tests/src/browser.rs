@@ -18,6 +18,11 @@ impl Browser {
     /// Starts chromedriver and a fresh headless Chromium. `None` (with a message) when
     /// chromedriver is not installed, so the caller decides whether that fails the test.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// As `start`, with more Chromium flags (a trusted certificate, an ICE policy...).
+    pub async fn start_with(extra_args: &[String]) -> anyhow::Result<Self> {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -45,6 +50,7 @@ impl Browser {
         .iter()
         .map(|s| s.to_string())
         .chain([format!("--user-data-dir={}", profile.display())])
+        .chain(extra_args.iter().cloned())
         .collect::<Vec<_>>();
         let mut caps = serde_json::Map::new();
         caps.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }));
@@ -90,7 +96,7 @@ pub async fn page_status(client: &Client) -> serde_json::Value {
             status_text: text(".scopecast-status"), source_text: text(".scopecast-source"),
             mjpeg: Number(root.dataset.mjpegFrames || 0), canvas_width: c ? c.width : 0, canvas_visible: !!c && !c.classList.contains("scopecast-hidden"),
             frames: 0, plis: 0, firs: 0, freezes: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, pc: "none",
-            session: root.scopecast && root.scopecast.sessionUrl,
+            session: root.scopecast && root.scopecast.sessionUrl, secure: root.dataset.secure === "true",
         };
         const pc = root.scopecast && root.scopecast.pc;
         if (!pc) return done(base);

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod corpus;
 pub mod deadnet;
 pub mod logs;
+pub mod netns;
 pub mod proxy;
 pub mod udp_proxy;
 pub mod viewer;
@@ -31,18 +32,29 @@ pub async fn start_relay(streams: Vec<StreamConfig>) -> Relay {
 
 /// Starts a relay with a token, CORS origins or limits of the test's choosing.
 pub async fn start_relay_with(streams: Vec<StreamConfig>, security: SecurityConfig) -> Relay {
-    let config = Config {
+    start_relay_config(Config { security, ..test_config(streams) }).await
+}
+
+/// Plain HTTP on free loopback ports with `streams`: change what the test needs, then
+/// `start_relay_config`.
+pub fn test_config(streams: Vec<StreamConfig>) -> Config {
+    Config {
         http: "127.0.0.1:0".parse().expect("address"),
-        ice: IceConfig { udp: "127.0.0.1:0".parse().expect("address"), additional_hosts: vec![], stun_servers: vec![], include_loopback: true },
-        security,
+        tls: None,
+        ice: IceConfig { udp: "127.0.0.1:0".parse().expect("address"), additional_hosts: vec![], stun_servers: vec![], turn: vec![], include_loopback: true },
+        security: SecurityConfig::default(),
         streams,
-    };
+    }
+}
+
+pub async fn start_relay_config(config: Config) -> Relay {
     config.validate().expect("test configuration is valid");
     Relay::start(config).await.expect("relay starts")
 }
 
+/// `http://` or `https://` and the relay's address.
 pub fn base_url(relay: &Relay) -> String {
-    format!("http://{}", relay.http_addr())
+    relay.base_url()
 }
 
 /// Waits until `cond` holds, polling; fails the test after `secs`.
@@ -51,6 +63,15 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// As `eventually`, for a condition that has to await (an HTTP request, say).
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut cond: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -2,9 +2,11 @@
 //! limits on how fast and how many WHEP sessions are made.
 
 use scopecast::config::{SecurityConfig, StreamConfig};
+use scopecast::turn::{TurnAuth, TurnServer};
 use scopecast_shared::Problem;
 use scopecast_tests::viewer::make_offer;
 use scopecast_tests::{base_url, start_relay_with};
+use std::time::Duration;
 
 const TOKEN: &str = "clear-skies-42";
 
@@ -76,6 +78,59 @@ async fn with_a_token_everything_but_the_page_needs_it() {
     let refused = client.get(format!("{base}/api/v1/streams")).header("origin", "http://telescope-ui.example").send().await.expect("GET");
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_go_only_to_callers_with_the_token_and_are_readable_cross_origin() {
+    let mut config = scopecast_tests::test_config(pattern());
+    config.security.token = Some(TOKEN.into());
+    config.ice.turn = vec![TurnServer {
+        // Nothing listens there: nothing leaves the machine, and the relay gathers no relay candidate.
+        urls: vec!["turn:127.0.0.1:9?transport=udp".into(), "turn:127.0.0.1:9?transport=tcp".into()],
+        auth: TurnAuth::Secret { secret: "shared-with-coturn".into(), ttl: Duration::from_secs(3600) },
+    }];
+    let relay = scopecast_tests::start_relay_config(config).await;
+    let base = base_url(&relay);
+    let client = reqwest::Client::new();
+    let options = |token: Option<&'static str>| {
+        let mut req = client.request(reqwest::Method::OPTIONS, format!("{base}/telescope/whep")).header("origin", "http://telescope-ui.example");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let links = |res: &reqwest::Response| res.headers().get_all("link").iter().map(|v| v.to_str().expect("link").to_owned()).collect::<Vec<_>>();
+    let anonymous = options(None).await.expect("OPTIONS");
+    assert!(anonymous.status().is_success());
+    assert!(links(&anonymous).is_empty(), "no credentials without the token: {:?}", links(&anonymous));
+    assert!(links(&options(Some("cloudy-skies-00")).await.expect("OPTIONS")).is_empty(), "nor with a wrong one");
+
+    let with_token = options(Some(TOKEN)).await.expect("OPTIONS");
+    let first = links(&with_token);
+    assert_eq!(first.len(), 2, "one Link per URL: {first:?}");
+    assert!(first.iter().all(|l| l.contains("rel=\"ice-server\"") && l.contains("username=\"") && l.contains("credential-type=\"password\"")), "{first:?}");
+    assert!(with_token.headers()["access-control-expose-headers"].to_str().expect("expose").contains("link"), "a page on another origin can read them");
+    assert_eq!(with_token.headers()["accept-post"], "application/sdp");
+    // A preflight carries no token and gets none.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{base}/telescope/whep"))
+        .header("origin", "http://telescope-ui.example")
+        .header("access-control-request-method", "OPTIONS")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(links(&preflight).is_empty());
+
+    // The WHEP answer carries a session's own set too, and never the secret.
+    let (_pc, offer) = make_offer().await.expect("offer");
+    let res =
+        client.post(format!("{base}/telescope/whep")).bearer_auth(TOKEN).header("content-type", "application/sdp").body(offer).send().await.expect("POST");
+    assert_eq!(res.status(), 201);
+    let answer_links: Vec<_> = links(&res).into_iter().filter(|l| l.contains("ice-server")).collect();
+    assert_eq!(answer_links.len(), 2, "{answer_links:?}");
+    assert!(!answer_links.iter().chain(&first).any(|l| l.contains("shared-with-coturn")));
     relay.shutdown().await;
 }
 

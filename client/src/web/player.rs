@@ -416,9 +416,23 @@ fn refused(status: u16, detail: impl Into<String>) -> Event {
 
 async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Event> {
     let js = |e: JsValue| refused(0, format!("{e:?}"));
+    // The ICE servers first (TURN with fresh credentials), so that this offer gathers relay
+    // candidates: a 201's Links come too late for the offer they answer.
+    let asked = {
+        let p = me.upgrade().ok_or_else(|| refused(0, "gone"))?;
+        let p = p.borrow();
+        (p.urls.whep.clone(), p.opts.token.clone())
+    };
+    let fresh = ice_servers_of(&asked.0, asked.1.as_deref()).await;
     let (pc, whep, token) = {
         let p = me.upgrade().ok_or_else(|| refused(0, "gone"))?;
         let mut p = p.borrow_mut();
+        if p.generation != generation {
+            return Ok(());
+        }
+        if !fresh.is_empty() {
+            p.ice_servers = fresh;
+        }
         let pc = new_peer_connection(&p.ice_servers).map_err(js)?;
         let listeners = peer_listeners(&pc, me.clone(), generation, p.el.video.clone());
         p.session = Some(Session { pc: pc.clone(), url: None, etag: None, late_candidates: Vec::new(), remote_sdp: None, _listeners: listeners });
@@ -470,6 +484,15 @@ async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Ev
     desc.set_sdp(&answer);
     net::wait(pc.set_remote_description(&desc)).await.map_err(|e| refused(0, format!("the answer was refused: {e:?}")))?;
     Ok(())
+}
+
+/// The ICE servers a WHEP endpoint gives in its answer to OPTIONS; none when it gives none or
+/// does not answer (the offer then goes without, as before).
+async fn ice_servers_of(whep: &str, token: Option<&str>) -> Vec<headers::IceServer> {
+    match net::fetch(Req::new(Method::OPTIONS, whep, token)).await {
+        Ok(res) if res.ok() => headers::ice_servers([net::header(&res, "link").unwrap_or_default().as_str()]),
+        _ => Vec::new(),
+    }
 }
 
 /// Relative URLs (a page served by the relay) against the page's own address.

@@ -49,8 +49,11 @@ pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(de
         }
     };
 
+    // HTTPS or localhost: what WebCodecs and an HTTPS embedding page need. Shown in the details
+    // and kept as `data-secure` for pages and tests.
+    let secure = net::window().is_secure_context();
     view! {
-        <div class="scopecast" node_ref=root_ref>
+        <div class="scopecast" node_ref=root_ref data-secure=secure.to_string()>
             <video class="scopecast-video" node_ref=video_ref autoplay=true playsinline=true muted=true prop:muted=true></video>
             <canvas class="scopecast-mjpeg scopecast-hidden" node_ref=canvas_ref></canvas>
             <div class="scopecast-badges">
@@ -102,6 +105,7 @@ fn overlay_rows(u: &Ui) -> impl IntoView {
         ("packet loss", s.loss_pct.map_or("-".into(), |v| format!("{v:.1} %"))),
         ("last new frame", s.since_frame_ms.map_or("-".into(), |v| format!("{:.1} s ago", v as f64 / 1000.0))),
         ("glass-to-glass", ms(s.latency_ms)),
+        ("page", if net::window().is_secure_context() { "secure context".into() } else { "not a secure context (plain HTTP)".into() }),
     ];
     rows.into_iter()
         .map(|(k, v)| {

@@ -47,6 +47,14 @@ fn unauthorized(error: Option<&str>, detail: &str) -> Response {
         .into_response()
 }
 
+/// Whether a request may see what the token protects: there is no token, or it presents it.
+pub fn authorized(state: &AppState, req: &Request) -> bool {
+    match state.security.token.as_deref() {
+        None => true,
+        Some(expected) => presented(req).is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes()))),
+    }
+}
+
 /// Middleware: checks the token where one is configured. CORS preflights carry no credentials
 /// and pass.
 pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {

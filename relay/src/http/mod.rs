@@ -146,7 +146,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Without these a cross-origin player plays but cannot read Location, never sends
         // DELETE, and sessions leak.
         .expose_headers([header::LOCATION, header::ETAG, header::LINK, ACCEPT_PATCH, header::HeaderName::from_static("accept-post")])
-        .max_age(std::time::Duration::from_secs(86400));
+        .max_age(std::time::Duration::from_secs(86400))
+        // A telescope UI on a public HTTPS site may call a relay on the LAN: Chromium asks
+        // first (Private Network Access) and gives up without this.
+        .allow_private_network(true);
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(api::healthz))
@@ -160,7 +163,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Gzipped once and kept (assets.rs); MJPEG and event streams are never compressed.
         .route("/static/{*path}", get(static_file))
         .route("/{stream}/", get(stream_page))
-        .route("/{stream}/whep", get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer).options(whep::endpoint_options))
+        .route("/{stream}/whep", get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer))
         .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session).options(whep::session_options))
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
@@ -172,6 +175,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Inside CORS, so that a page on another origin can read a 401 too.
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth::require_token))
         .layer(cors)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), whep::ice_servers_on_options))
         .layer(middleware::from_fn(whep_discovery_headers))
         .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)

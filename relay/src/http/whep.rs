@@ -14,7 +14,7 @@ use crate::webrtc::sdp::{parse_fragment, FragmentError, OfferError};
 use crate::webrtc::{TrickleError, WebRtcError};
 use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use scopecast_shared::{OfflinePolicy, SourceState};
 use std::net::SocketAddr;
@@ -100,7 +100,8 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
             }
         })
     };
-    let session = state.engine.create_session(&offer, Arc::clone(&stream.pipeline), on_end).await.map_err(|e| match e {
+    let ice_servers = state.engine.ice_servers_for_session();
+    let session = state.engine.create_session(&offer, &ice_servers, Arc::clone(&stream.pipeline), on_end).await.map_err(|e| match e {
         WebRtcError::Offer(e @ OfferError::Malformed(_)) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-sdp", "Malformed SDP offer", e.to_string()),
         // 422: the offer is well-formed but cannot be served. Not 400 (some players take 400
         // to mean "switch to server offers") and not 406 ("retry without audio").
@@ -121,8 +122,8 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
     h.append(header::LINK, header_value(&super::whep_sse::link(&location)));
     h.insert(header::LOCATION, header_value(&location));
     h.insert(header::ETAG, header_value(&etag));
-    for url in state.engine.ice_servers() {
-        h.append(header::LINK, header_value(&format!("<{url}>; rel=\"ice-server\"")));
+    for link in crate::turn::link_values(&ice_servers) {
+        h.append(header::LINK, header_value(&link));
     }
     Ok(response)
 }
@@ -139,12 +140,28 @@ pub async fn endpoint_info(State(state): State<Arc<AppState>>, Path(stream): Pat
     Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP))]).into_response())
 }
 
-/// OPTIONS on the endpoint without CORS preflight headers (a preflight is answered by the
-/// CORS layer, which the router decorates with the same Accept-Post).
-pub async fn endpoint_options(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Response, ApiError> {
-    state.stream(&stream)?;
-    Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, HEAD, POST"))])
-        .into_response())
+/// OPTIONS on a WHEP endpoint gives the ICE servers, TURN credentials included, before the
+/// offer, so that a client's first offer gathers relay candidates (the 201's Links come too
+/// late for the offer they answer; MediaMTX's WHEP client asks this way too). The CORS layer
+/// answers every OPTIONS as a preflight, so this middleware, outside it, adds the Links to
+/// that answer when the request is not a preflight, exposes them to a cross-origin script, and
+/// gives credentials only to a caller with the token when one is set.
+pub async fn ice_servers_on_options(State(state): State<Arc<AppState>>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+    let preflight = req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let endpoint = req.uri().path().strip_prefix('/').and_then(|p| p.strip_suffix("/whep")).filter(|s| !s.contains('/')).map(str::to_owned);
+    let give = req.method() == Method::OPTIONS && !preflight && endpoint.is_some_and(|s| state.stream(&s).is_ok()) && super::auth::authorized(&state, &req);
+    let cross_origin = req.headers().contains_key(header::ORIGIN);
+    let mut res = next.run(req).await;
+    if give && res.status().is_success() {
+        let h = res.headers_mut();
+        for link in crate::turn::link_values(&state.engine.ice_servers_for_session()) {
+            h.append(header::LINK, header_value(&link));
+        }
+        if cross_origin {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("link, accept-post"));
+        }
+    }
+    res
 }
 
 pub async fn session_options(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {

@@ -60,7 +60,8 @@ pub enum WebRtcError {
 /// Shared by every session: the API (codecs, interceptors, ICE settings) and the UDP mux.
 pub struct WebRtcEngine {
     api: API,
-    ice_servers: Vec<String>,
+    stun_servers: Vec<String>,
+    turn_servers: Vec<crate::turn::TurnServer>,
     additional_hosts: Vec<String>,
     udp_port: u16,
 }
@@ -69,6 +70,31 @@ pub struct WebRtcEngine {
 fn is_virtual_interface(name: &str) -> bool {
     const PREFIXES: [&str; 12] = ["docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "cni", "flannel", "cali", "podman", "lxcbr", "lxdbr"];
     PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The crate's form of an ICE server, keeping only the URLs it can gather through: it speaks
+/// TURN over UDP only (its TCP and TLS legs are unported), and a URL it cannot use would fail
+/// the whole session.
+fn rtc_ice_server(s: &crate::turn::IceServer) -> Option<RTCIceServer> {
+    let urls: Vec<String> = s.urls.iter().filter(|u| u.starts_with("stun:") || (u.starts_with("turn:") && !u.ends_with("?transport=tcp"))).cloned().collect();
+    if urls.is_empty() {
+        return None;
+    }
+    Some(RTCIceServer { urls, username: s.username.clone().unwrap_or_default(), credential: s.credential.clone().unwrap_or_default() })
+}
+
+/// This machine's addresses on real interfaces (no loopback, containers or VM bridges): what
+/// ICE advertises, and what a self-signed certificate names.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = webrtc::util::ifaces::ifaces()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !is_virtual_interface(&i.name))
+        .filter_map(|i| i.addr.map(|a| a.ip()))
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .collect();
+    out.dedup();
+    out
 }
 
 impl WebRtcEngine {
@@ -110,26 +136,31 @@ impl WebRtcEngine {
         settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(10)), Some(Duration::from_secs(1)));
 
         let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
-        Ok(Self { api, ice_servers: ice.stun_servers.clone(), additional_hosts: ice.additional_hosts.clone(), udp_port })
+        Ok(Self { api, stun_servers: ice.stun_servers.clone(), turn_servers: ice.turn.clone(), additional_hosts: ice.additional_hosts.clone(), udp_port })
     }
 
     pub fn udp_port(&self) -> u16 {
         self.udp_port
     }
 
-    /// ICE servers to advertise to players (Link headers).
-    pub fn ice_servers(&self) -> &[String] {
-        &self.ice_servers
+    /// ICE servers for one new session (players get them as Link headers; the relay uses the
+    /// same ones): TURN credentials minted from a secret are fresh each time.
+    pub fn ice_servers_for_session(&self) -> Vec<crate::turn::IceServer> {
+        crate::turn::servers_for_session(&self.stun_servers, &self.turn_servers, crate::timing::unix_ms() / 1000)
     }
 
-    /// Answers an offer with a session that sends `pipeline`'s video once connected.
-    /// `on_end` runs once when the session ends for any reason.
-    pub async fn create_session(&self, offer: &str, pipeline: Arc<Pipeline>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
+    /// Answers an offer with a session that sends `pipeline`'s video once connected, gathering
+    /// relay candidates through the TURN servers in `servers` (UDP to the TURN server; a
+    /// viewer may reach the same server over TCP). `on_end` runs once when the session ends.
+    pub async fn create_session(
+        &self,
+        offer: &str,
+        servers: &[crate::turn::IceServer],
+        pipeline: Arc<Pipeline>,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Result<Session, WebRtcError> {
         sdp::check_offer(offer)?;
-        let config = RTCConfiguration {
-            ice_servers: if self.ice_servers.is_empty() { vec![] } else { vec![RTCIceServer { urls: self.ice_servers.clone(), ..Default::default() }] },
-            ..Default::default()
-        };
+        let config = RTCConfiguration { ice_servers: servers.iter().filter_map(rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.api.new_peer_connection(config).await?);
         match self.negotiate(&pc, offer, pipeline, on_end).await {
             Ok(session) => Ok(session),
