@@ -273,6 +273,65 @@ impl WhepViewer {
         Some(if target.starts_with('/') { format!("{}{target}", url_base(&self.session_url)) } else { target.to_owned() })
     }
 
+    /// An ICE restart the WHEP way (RFC 9725 4.4.2): new local credentials and candidates in a
+    /// PATCH with `If-Match: if_match` (the session's ETag when `None`); on 200, the relay's
+    /// answer fragment is applied and the new ETag kept. Returns the status.
+    pub async fn ice_restart(&mut self, if_match: Option<&str>) -> anyhow::Result<u16> {
+        let options = webrtc::peer_connection::offer_answer_options::RTCOfferOptions { ice_restart: true, ..Default::default() };
+        let offer = self.pc.create_offer(Some(options)).await?;
+        let mut gathered = self.pc.gathering_complete_promise().await;
+        self.pc.set_local_description(offer).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(3), gathered.recv()).await;
+        let local = self.pc.local_description().await.ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+        let attr = |sdp: &str, name: &str| sdp.lines().find_map(|l| l.trim_end().strip_prefix(name).map(str::to_owned));
+        let mut frag = format!(
+            "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n",
+            attr(&local, "a=ice-ufrag:").unwrap_or_default(),
+            attr(&local, "a=ice-pwd:").unwrap_or_default()
+        );
+        for c in local.lines().map(str::trim_end).filter(|l| l.starts_with("a=candidate:")) {
+            frag.push_str(c);
+            frag.push_str("\r\n");
+        }
+        frag.push_str("a=end-of-candidates\r\n");
+        let tag = if_match.map(str::to_owned).or_else(|| self.etag.clone()).unwrap_or_else(|| "*".into());
+        let res = reqwest::Client::new()
+            .patch(&self.session_url)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", tag)
+            .body(frag)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        if status != 200 {
+            return Ok(status);
+        }
+        anyhow::ensure!(res.headers().get("content-type").is_some_and(|v| v == "application/trickle-ice-sdpfrag"), "answer fragment type");
+        self.etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let fragment = res.text().await?;
+        // The relay's answer again, with its new credentials and candidates.
+        let mut answer = Vec::new();
+        for line in self.answer.split("\r\n") {
+            if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+                continue;
+            }
+            if line.starts_with("a=ice-ufrag:") {
+                answer.push(format!("a=ice-ufrag:{}", attr(&fragment, "a=ice-ufrag:").unwrap_or_default()));
+            } else if line.starts_with("a=ice-pwd:") {
+                answer.push(format!("a=ice-pwd:{}", attr(&fragment, "a=ice-pwd:").unwrap_or_default()));
+            } else {
+                answer.push(line.to_owned());
+            }
+            if line.starts_with("a=mid:") {
+                answer.extend(fragment.lines().map(str::trim_end).filter(|l| l.starts_with("a=candidate:")).map(str::to_owned));
+            }
+        }
+        let answer = answer.join("\r\n");
+        self.pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
+        self.answer = answer;
+        Ok(status)
+    }
+
     /// DELETE on the session URL; returns the status.
     pub async fn delete(&self) -> anyhow::Result<u16> {
         Ok(reqwest::Client::new().delete(&self.session_url).send().await?.status().as_u16())

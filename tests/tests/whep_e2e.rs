@@ -151,3 +151,33 @@ async fn a_player_that_offers_audio_too_gets_video_and_a_declined_audio_section(
     viewer.delete().await.expect("DELETE");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_by_patch_keeps_the_session_and_its_pictures() {
+    let _serial = one_at_a_time().await;
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]).await;
+    let whep = format!("{}/telescope/whep", base_url(&relay));
+    let mut viewer = WhepViewer::connect(&whep).await.expect("WHEP negotiation");
+    assert!(viewer.collect(10, Duration::from_secs(10)).await.len() >= 10, "frames before the restart");
+    let first_etag = viewer.etag.clone().expect("ETag");
+    let before = viewer.rtp.lock().expect("rtp").clone();
+
+    assert_eq!(viewer.ice_restart(Some("\"stale\"")).await.expect("PATCH"), 412, "a restart naming another state is refused");
+    assert_eq!(viewer.ice_restart(None).await.expect("PATCH"), 200, "ICE restart with If-Match: 200 and the answer fragment");
+    let second_etag = viewer.etag.clone().expect("a new ETag");
+    assert_ne!(second_etag, first_etag);
+    let _ = viewer.take_ready();
+    let after = viewer.collect(25, Duration::from_secs(10)).await;
+    assert!(after.len() >= 25, "pictures again after the restart: {}", after.len());
+    assert!(assert_increasing(&after) >= 20);
+    assert_eq!((relay.session_count(), relay.state().sessions_created()), (1, 1), "the same session, no new offer");
+    // The same stream to the browser: SSRC and sequence numbers carry on across the restart.
+    let log = viewer.rtp.lock().expect("rtp").clone();
+    assert_eq!(log.ssrcs, before.ssrcs, "one SSRC throughout");
+    // A second restart must name the new state.
+    assert_eq!(viewer.ice_restart(Some(&first_etag)).await.expect("PATCH"), 412);
+    assert_eq!(viewer.ice_restart(None).await.expect("PATCH"), 200);
+    assert!(viewer.collect(10, Duration::from_secs(10)).await.len() >= 10, "pictures after a second restart");
+    viewer.close().await;
+    relay.shutdown().await;
+}

@@ -138,13 +138,13 @@ async fn bad_requests_get_their_status_and_problem_body() {
         case("PATCH garbage fragment", M::PATCH, &location, trickle, "hello there", 400, Some("malformed-fragment")),
         case("PATCH broken candidate", M::PATCH, &location, trickle, "a=candidate:1 1 udp notanumber 1.2.3.4 5 typ host", 400, Some("malformed-fragment")),
         case(
-            "PATCH ICE restart",
+            "PATCH ICE restart without If-Match",
             M::PATCH,
             &location,
             trickle,
             "a=ice-ufrag:newufrag\r\na=ice-pwd:newpasswordnewpassword12\r\n",
-            422,
-            Some("ice-restart-unsupported"),
+            428,
+            Some("if-match-required"),
         ),
         case(
             "PATCH session of another stream",

@@ -29,7 +29,8 @@ use whep::ACCEPT_PATCH;
 
 pub struct SessionEntry {
     pub stream: String,
-    pub etag: String,
+    /// Changes with each ICE restart.
+    pub etag: Mutex<String>,
     pub session: Session,
     /// Counts the session as a viewer of its stream (and keeps an on-demand source running).
     pub _demand: DemandGuard,
@@ -78,6 +79,12 @@ impl AppState {
         lock(&self.sessions).get(id).filter(|s| s.stream == stream).cloned().ok_or_else(ApiError::unknown_session)
     }
 
+    pub fn set_session_etag(&self, id: &str, etag: String) {
+        if let Some(entry) = lock(&self.sessions).get(id) {
+            *lock(&entry.etag) = etag;
+        }
+    }
+
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
     }
@@ -88,7 +95,7 @@ impl AppState {
     }
 
     fn insert_session(&self, id: &str, stream: &str, etag: String, session: Session, demand: DemandGuard) {
-        let entry = Arc::new(SessionEntry { stream: stream.to_owned(), etag, session, _demand: demand, event_streams: Mutex::default() });
+        let entry = Arc::new(SessionEntry { stream: stream.to_owned(), etag: Mutex::new(etag), session, _demand: demand, event_streams: Mutex::default() });
         self.sessions_created.fetch_add(1, Ordering::Relaxed);
         lock(&self.sessions).insert(id.to_owned(), entry);
         if lock(&self.ended_early).remove(id) {

@@ -184,19 +184,34 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path((stream, id
 
 pub async fn patch_session(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>, req: Request<Body>) -> Result<Response, ApiError> {
     let entry = state.session(&stream, &id)?;
+    let if_match = req.headers().contains_key(header::IF_MATCH);
     if let Some(tag) = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        if tag.trim() != "*" && tag.trim() != entry.etag {
+        if tag.trim() != "*" && tag.trim() != *lock(&entry.etag) {
             return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "etag-mismatch", "Precondition failed", "If-Match does not match the session's ETag"));
         }
     }
     let text = read_body(req, TRICKLE).await?;
     let frag = parse_fragment(&text)
         .map_err(|e: FragmentError| ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()))?;
-    entry.session.add_remote_candidates(&frag).await.map_err(|e| match e {
-        TrickleError::RestartUnsupported => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-unsupported", "ICE restart not supported", "send a new offer with POST instead")
-        }
+    let restarted = entry.session.patch(&frag, if_match).await.map_err(|e| match e {
+        TrickleError::RestartWithoutIfMatch => ApiError::new(StatusCode::PRECONDITION_REQUIRED, "if-match-required", "Precondition required", e.to_string()),
+        TrickleError::RestartIncomplete => ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()),
+        // 422 tells the player to send a new offer with POST instead (it does).
+        TrickleError::RestartFailed(msg) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-failed", "ICE restart failed", msg),
         TrickleError::Candidate(msg) => ApiError::new(StatusCode::BAD_REQUEST, "bad-candidate", "Candidate rejected", msg),
     })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    match restarted {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        // An ICE restart: 200 with the relay's new credentials and candidates, and a new ETag
+        // (the session's state changed; the next restart must name this one).
+        Some(answer) => {
+            let etag = format!("\"{}\"", super::random_token());
+            state.set_session_etag(&id, etag.clone());
+            tracing::info!(stream, session = %&id[..8.min(id.len())], "ICE restart");
+            let mut response = (StatusCode::OK, answer).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TRICKLE));
+            response.headers_mut().insert(header::ETAG, header_value(&etag));
+            Ok(response)
+        }
+    }
 }

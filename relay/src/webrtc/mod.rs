@@ -191,7 +191,8 @@ impl WebRtcEngine {
         if !local.sdp.lines().any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 ")) || !local.sdp.contains("a=sendonly") {
             return Err(WebRtcError::NoVideoInAnswer);
         }
-        let answer = sdp::add_host_candidates(&local.sdp, &resolve_hosts(&self.additional_hosts).await);
+        let extra_hosts = resolve_hosts(&self.additional_hosts).await;
+        let answer = sdp::add_host_candidates(&local.sdp, &extra_hosts);
 
         let (closed_tx, closed_rx) = watch::channel(false);
         let stats = Arc::new(ViewerStats::default());
@@ -231,6 +232,11 @@ impl WebRtcEngine {
                     RTCPeerConnectionState::Connected if !started.swap(true, Ordering::Relaxed) => {
                         tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&pipeline), closed_rx.clone(), Arc::clone(&stats)));
                     }
+                    // Back after an ICE restart or a path change: what was sent meanwhile is
+                    // lost, so the picture needs a keyframe (throttled for the other viewers).
+                    RTCPeerConnectionState::Connected => {
+                        pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                    }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => end(),
                     _ => {}
                 }
@@ -261,8 +267,15 @@ impl WebRtcEngine {
                 }
             });
         }
-        let remote_ufrag = offer.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned));
-        Ok(Session { pc: Arc::clone(pc), answer, remote_ufrag, closed: closed_tx, stats })
+        let ufrag = offer.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned));
+        Ok(Session {
+            pc: Arc::clone(pc),
+            answer,
+            remote: tokio::sync::Mutex::new(Remote { offer: offer.to_owned(), ufrag }),
+            extra_hosts,
+            closed: closed_tx,
+            stats,
+        })
     }
 }
 
@@ -307,28 +320,66 @@ pub struct ViewerStats {
 pub struct Session {
     pc: Arc<RTCPeerConnection>,
     pub answer: String,
-    remote_ufrag: Option<String>,
+    /// The viewer's current offer and ICE username fragment: an ICE restart renegotiates from
+    /// it. The lock also keeps two restarts from interleaving.
+    remote: tokio::sync::Mutex<Remote>,
+    extra_hosts: Vec<IpAddr>,
     closed: watch::Sender<bool>,
     pub stats: Arc<ViewerStats>,
 }
 
+struct Remote {
+    offer: String,
+    ufrag: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrickleError {
-    #[error("ICE restart is not supported")]
-    RestartUnsupported,
+    #[error("an ICE restart needs both a=ice-ufrag and a=ice-pwd")]
+    RestartIncomplete,
+    #[error("an ICE restart needs If-Match with the session's ETag (or *)")]
+    RestartWithoutIfMatch,
+    #[error("ICE restart failed: {0}")]
+    RestartFailed(String),
     #[error("candidate rejected: {0}")]
     Candidate(String),
 }
 
 impl Session {
-    /// Adds trickled remote candidates. A fragment with new credentials asks for an ICE
-    /// restart, which this relay does not offer yet.
-    pub async fn add_remote_candidates(&self, frag: &sdp::IceFragment) -> Result<(), TrickleError> {
-        if let (Some(ufrag), Some(current)) = (&frag.ufrag, &self.remote_ufrag) {
-            if ufrag != current {
-                return Err(TrickleError::RestartUnsupported);
-            }
+    /// Applies a trickle PATCH: candidates for the current ICE session, or, when the fragment
+    /// carries new credentials, an ICE restart (RFC 9725 4.4.2). A restart returns the answer
+    /// fragment: the relay's new credentials and candidates.
+    /// `if_match`: the request named the session's ETag, which a restart requires.
+    pub async fn patch(&self, frag: &sdp::IceFragment, if_match: bool) -> Result<Option<String>, TrickleError> {
+        let mut remote = self.remote.lock().await;
+        let restart = matches!((&frag.ufrag, &remote.ufrag), (Some(new), Some(current)) if new != current);
+        if restart && !if_match {
+            return Err(TrickleError::RestartWithoutIfMatch);
         }
+        let answer = if restart {
+            let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else { return Err(TrickleError::RestartIncomplete) };
+            let offer = sdp::restart_offer(&remote.offer, ufrag, pwd);
+            let fail = |e: webrtc::Error| TrickleError::RestartFailed(e.to_string());
+            // A renegotiation with new remote credentials restarts the crate's ICE agent: new
+            // local credentials, candidates gathered again, checks from scratch. The DTLS and
+            // SRTP sessions, the track, its SSRC and sequence numbers all carry on.
+            self.pc.set_remote_description(RTCSessionDescription::offer(offer.clone()).map_err(fail)?).await.map_err(fail)?;
+            let answer = self.pc.create_answer(None).await.map_err(fail)?;
+            let mut gathered = self.pc.gathering_complete_promise().await;
+            self.pc.set_local_description(answer).await.map_err(fail)?;
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
+            let local = self.pc.local_description().await.ok_or_else(|| TrickleError::RestartFailed("no local description".into()))?;
+            remote.offer = offer;
+            remote.ufrag = Some(ufrag.clone());
+            Some(sdp::restart_answer_fragment(&sdp::add_host_candidates(&local.sdp, &self.extra_hosts)))
+        } else {
+            None
+        };
+        self.add_candidates(frag).await?;
+        Ok(answer)
+    }
+
+    async fn add_candidates(&self, frag: &sdp::IceFragment) -> Result<(), TrickleError> {
         for candidate in &frag.candidates {
             if candidate.contains(".local ") {
                 continue; // mDNS names are ignored by design (see WebRtcEngine::new).

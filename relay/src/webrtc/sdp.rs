@@ -144,9 +144,76 @@ pub fn add_host_candidates(answer: &str, ips: &[std::net::IpAddr]) -> String {
     out
 }
 
+/// The offer an ICE restart amounts to (RFC 8840's PATCH carries only the new credentials and
+/// candidates): the session's offer with the new ufrag and pwd, without the old candidates,
+/// and a higher session version, as a renegotiation requires.
+pub fn restart_offer(offer: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = Vec::new();
+    for line in offer.split("\r\n").flat_map(|l| l.split('\n')) {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            out.push(format!("a=ice-ufrag:{ufrag}"));
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push(format!("a=ice-pwd:{pwd}"));
+        } else if let Some(origin) = line.strip_prefix("o=") {
+            // o=<user> <sess-id> <sess-version> <nettype> <addrtype> <address>
+            let mut f: Vec<String> = origin.split(' ').map(str::to_owned).collect();
+            if let Some(v) = f.get_mut(2) {
+                *v = v.parse::<u64>().map_or_else(|_| "2".to_owned(), |n| n.saturating_add(1).to_string());
+            }
+            out.push(format!("o={}", f.join(" ")));
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    out.join("\r\n") + "\r\n"
+}
+
+/// The answer to an ICE restart as a trickle-ice-sdpfrag body: the new ufrag and pwd, the
+/// video section's mid, and the candidates of the renegotiated local description.
+pub fn restart_answer_fragment(local: &str) -> String {
+    let attr = |name: &str| local.lines().find_map(|l| l.trim_end().strip_prefix(name).map(str::to_owned));
+    let mut out = String::new();
+    if let (Some(ufrag), Some(pwd)) = (attr("a=ice-ufrag:"), attr("a=ice-pwd:")) {
+        out.push_str(&format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n"));
+    }
+    out.push_str("m=video 9 UDP/TLS/RTP/SAVPF 0\r\n");
+    if let Some(mid) = attr("a=mid:") {
+        out.push_str(&format!("a=mid:{mid}\r\n"));
+    }
+    for line in local.lines().map(str::trim_end).filter(|l| l.starts_with("a=candidate:")) {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("a=end-of-candidates\r\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ice_restart_becomes_a_renegotiated_offer_and_its_answer_a_fragment() {
+        let offer = "v=0\r\no=- 42 7 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-ufrag:old1\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=ice-pwd:oldpassword\r\na=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\na=end-of-candidates\r\na=recvonly\r\n";
+        let restarted = restart_offer(offer, "new2", "newpassword0123456789ab");
+        assert!(restarted.contains("o=- 42 8 IN IP4 127.0.0.1\r\n"), "{restarted}");
+        assert!(restarted.contains("a=ice-ufrag:new2\r\n") && restarted.contains("a=ice-pwd:newpassword0123456789ab\r\n"));
+        assert!(!restarted.contains("old") && !restarted.contains("a=candidate") && !restarted.contains("end-of-candidates"));
+        assert!(restarted.contains("a=recvonly") && restarted.ends_with("\r\n"));
+
+        let local = "v=0\r\na=ice-ufrag:RELAYNEW\r\na=ice-pwd:relaypwd\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=candidate:9 1 udp 2130706431 10.0.0.2 8189 typ host\r\na=sendonly\r\n";
+        let frag = restart_answer_fragment(local);
+        let parsed = parse_fragment(&frag).expect("our own fragment parses");
+        assert_eq!(parsed.ufrag.as_deref(), Some("RELAYNEW"));
+        assert_eq!(parsed.pwd.as_deref(), Some("relaypwd"));
+        assert_eq!(parsed.mid.as_deref(), Some("0"));
+        assert_eq!(parsed.candidates, vec!["candidate:9 1 udp 2130706431 10.0.0.2 8189 typ host".to_owned()]);
+        assert!(parsed.end_of_candidates);
+    }
 
     pub const CHROME_LIKE_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
