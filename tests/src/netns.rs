@@ -1,7 +1,8 @@
 //! Network namespaces joined by veth pairs, for tests in which peers must not reach each other
-//! directly (TURN). Made with `ip netns` (root); every namespace, and with it every link, is
-//! removed on drop. Code runs inside one on a thread that joined it: the sockets it opens, and
-//! the threads it starts, live there.
+//! directly (TURN). Made with `ip netns add` (root); every namespace, and with it every link, is
+//! removed on drop. Commands run inside with `nsenter --net` rather than `ip netns exec`, which
+//! also remounts / and fails where / is not a mount point (a chroot). Code runs inside one on a
+//! thread that joined it: the sockets it opens, and the threads it starts, live there.
 
 use anyhow::Context as _;
 use std::os::fd::AsRawFd as _;
@@ -28,23 +29,28 @@ impl Netns {
         Ok(ns)
     }
 
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
     /// Runs a command inside and waits for it.
     pub fn exec(&self, cmd: &[&str]) -> anyhow::Result<()> {
-        let mut args = vec!["netns", "exec", self.name.as_str()];
+        let net = format!("--net={}", self.path());
+        let mut args = vec![net.as_str(), "--"];
         args.extend_from_slice(cmd);
-        run("ip", &args)
+        run("nsenter", &args)
     }
 
     /// A command that will run inside (spawn it yourself).
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path())).arg("--").arg(program);
         c
     }
 
     /// Runs `f` on a new thread that has joined this namespace.
     pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-        let path = format!("/var/run/netns/{}", self.name);
+        let path = self.path();
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
             nix::sched::setns(ns.as_raw_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("join the namespace (root needed)");
