@@ -92,7 +92,7 @@ impl Relay {
         let server = match (&certificate, &config.tls) {
             (Some(cert), Some(tls)) => {
                 let rustls = crate::tls::server_config(cert).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
-                tls_reloader = crate::tls::spawn_reloader(tls, rustls.clone(), |_| {});
+                tls_reloader = crate::tls::spawn_reloader(tls, rustls.clone());
                 let handle = axum_server::Handle::new();
                 let stopper = handle.clone();
                 tokio::spawn(async move {

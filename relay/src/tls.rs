@@ -156,7 +156,7 @@ pub async fn server_config(cert: &Certificate) -> std::io::Result<RustlsConfig> 
 /// Watches certificate files and swaps a changed pair in for new connections. A pair that
 /// does not load (a half-written file, a key that does not match yet) keeps the old one and is
 /// tried again at the next change. Self-signed certificates do not change while running.
-pub fn spawn_reloader(config: &TlsConfig, rustls: RustlsConfig, on_reload: impl Fn(&Certificate) + Send + 'static) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn_reloader(config: &TlsConfig, rustls: RustlsConfig) -> Option<tokio::task::JoinHandle<()>> {
     let TlsConfig::Files { cert, key } = config.clone() else { return None };
     Some(tokio::spawn(async move {
         let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -172,7 +172,6 @@ pub fn spawn_reloader(config: &TlsConfig, rustls: RustlsConfig, on_reload: impl 
                     Ok(()) => {
                         seen = now;
                         tracing::info!(sha256 = %loaded.sha256, "TLS certificate reloaded from {}", cert.display());
-                        on_reload(&loaded);
                     }
                     Err(e) => tracing::warn!("TLS certificate {} not reloaded: {e}", cert.display()),
                 },
