@@ -6,6 +6,7 @@
 //! multipart parser lives here too: the relay reads cameras with it, the player its fallback.
 
 pub mod api;
+pub mod headers;
 pub mod multipart;
 pub mod problem;
 pub mod timecode;
