@@ -9,11 +9,13 @@
 #   scripts/setup-debian.sh test    that, and what the tests run against:
 #       chromium, chromium-driver the browser tests;  ffmpeg  a camera and the benchmark baseline
 #       coturn, iproute2          TURN tests: a real TURN server between network namespaces
+#       janus, janus-tools        WHIP publish tests: a real SFU, and janus-pp-rec to read its
+#                                 recordings (its WHIP front end: scripts/setup-whip-server.sh)
 # It also removes an openh264 build that an earlier `cargo build` made before nasm was here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=(gcc g++ make libc6-dev nasm cmake pkg-config)
-test=(chromium chromium-driver ffmpeg coturn iproute2)
+test=(chromium chromium-driver ffmpeg coturn iproute2 janus janus-tools)
 case "${1:-test}" in
   build) packages=("${build[@]}") ;;
   test) packages=("${build[@]}" "${test[@]}") ;;

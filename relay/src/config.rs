@@ -230,6 +230,35 @@ struct StreamFile {
     when_offline: Option<OfflinePolicy>,
     start_timeout_s: Option<f64>,
     stall_timeout_s: Option<f64>,
+    #[serde(default)]
+    publish: Vec<PublishFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishFile {
+    url: String,
+    token: Option<String>,
+    name: Option<String>,
+}
+
+/// Keeps the token out of error messages.
+impl std::fmt::Debug for PublishFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishFile").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+fn publish_target(key: &str, file: PublishFile) -> Result<PublishTarget, ConfigError> {
+    let url = Url::parse(&file.url).map_err(|e| invalid(format!("{key}.url"), format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(format!("{key}.url"), "a WHIP endpoint is an http(s) URL"));
+    }
+    let name = file.name.unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned());
+    if !valid_stream_name(&name.replace('.', "-")) {
+        return Err(invalid(format!("{key}.name"), "1-64 characters of a-z, A-Z, 0-9, '.', '-' and '_'"));
+    }
+    Ok(PublishTarget { name, url, token: file.token })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +296,34 @@ pub struct StreamConfig {
     pub start_timeout: Duration,
     /// Silence before a camera connection is given up (stretched for cameras slower than that).
     pub stall_timeout: Duration,
+    /// WHIP endpoints (an SFU, a CDN's ingest) this stream is sent to, always.
+    pub publish: Vec<PublishTarget>,
+}
+
+/// A WHIP endpoint a stream is published to (RFC 9725).
+#[derive(Clone, PartialEq)]
+pub struct PublishTarget {
+    /// For the API, metrics and logs; unique per stream.
+    pub name: String,
+    pub url: Url,
+    /// Sent as `Authorization: Bearer`; never logged or shown.
+    pub token: Option<String>,
+}
+
+/// Never prints the token, nor the URL's path and query (Cloudflare puts its secret there).
+impl std::fmt::Debug for PublishTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishTarget")
+            .field("name", &self.name)
+            .field("endpoint", &endpoint(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// `scheme://host[:port]` of a URL: what may be shown of a URL whose path may be a secret.
+pub fn endpoint(url: &Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -434,6 +491,13 @@ impl Config {
                     *field = Duration::from_secs_f64(v);
                 }
             }
+            for (i, p) in s.publish.into_iter().enumerate() {
+                let target = publish_target(&format!("{key}.publish[{i}]"), p)?;
+                if stream.publish.iter().any(|t| t.name == target.name) {
+                    return Err(invalid(format!("{key}.publish[{i}].name"), format!("two targets named '{}': give each a name", target.name)));
+                }
+                stream.publish.push(target);
+            }
             streams.push(stream);
         }
         if streams.is_empty() {
@@ -563,6 +627,7 @@ impl StreamConfig {
             offline_policy: OfflinePolicy::Wait,
             start_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),
+            publish: Vec::new(),
         }
     }
 
@@ -633,6 +698,12 @@ mod tests {
             when_offline = "reject"
             start_timeout_s = 5
             stall_timeout_s = 120
+            [[streams.scope.publish]]
+            url = "https://customer-x.cloudflarestream.com/pathsecret123/webRTC/publish"
+            [[streams.scope.publish]]
+            url = "http://janus.local:7080/whip/endpoint/scope"
+            token = "whip-bearer-token"
+            name = "club-sfu"
             [streams.pattern]
             source = "test:"
             fps = 0.2
@@ -654,6 +725,12 @@ mod tests {
         assert_eq!((scope.on_demand, scope.stop_after, scope.offline_policy), (true, Duration::from_secs(30), OfflinePolicy::Reject));
         assert_eq!((scope.start_timeout, scope.stall_timeout), (Duration::from_secs(5), Duration::from_secs(120)));
         assert!(!pattern.on_demand && pattern.offline_policy == OfflinePolicy::Wait);
+        let names: Vec<&str> = scope.publish.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["customer-x.cloudflarestream.com", "club-sfu"], "a target is named after its host unless named");
+        assert_eq!(scope.publish[1].token.as_deref(), Some("whip-bearer-token"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("whip-bearer-token") && !debug.contains("pathsecret123"), "Debug shows neither a WHIP token nor a URL's path: {debug}");
+        assert!(pattern.publish.is_empty());
     }
 
     #[test]
@@ -675,6 +752,13 @@ mod tests {
             ("[server]\ncors_origins = [\"http://ui.local/path\"]\n", "server.cors_origins"),
             ("[server]\nmax_sessions = 0\n", "server.max_sessions"),
             ("[server]\nsession_rate = 0\n", "server.session_rate"),
+            ("[streams.a]\nsource = \"test:\"\n[[streams.a.publish]]\nurl = \"rtmp://x/\"\n", "streams.a.publish[0].url"),
+            ("[streams.a]\nsource = \"test:\"\n[[streams.a.publish]]\nurl = \"http://x/\"\nname = \"no spaces\"\n", "streams.a.publish[0].name"),
+            (
+                "[streams.a]\nsource = \"test:\"\n[[streams.a.publish]]\nurl = \"http://x/a\"\n[[streams.a.publish]]\nurl = \"http://x/b\"\n",
+                "streams.a.publish[1].name",
+            ),
+            ("[streams.a]\nsource = \"test:\"\n[[streams.a.publish]]\nurl = \"http://x/\"\ntokn = \"t\"\n", "tokn"),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();

@@ -6,6 +6,7 @@ pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod pipeline;
+pub mod publish;
 pub mod relay;
 pub mod stream;
 pub mod timing;

@@ -35,13 +35,15 @@ pub struct Relay {
     server: tokio::task::JoinHandle<()>,
     rate_sampler: tokio::task::JoinHandle<()>,
     tls_reloader: Option<tokio::task::JoinHandle<()>>,
+    /// WHIP publish targets; stopped (their sessions deleted) on shutdown.
+    publishers: Vec<crate::publish::PublishTask>,
 }
 
 impl Relay {
     /// Binds every socket and starts every stream. Ports of 0 pick free ports.
     pub async fn start(config: Config) -> Result<Self, RelayError> {
         log_codec_paths();
-        let engine = WebRtcEngine::new(&config.ice).await?;
+        let engine = Arc::new(WebRtcEngine::new(&config.ice).await?);
         let mut streams = BTreeMap::new();
         for stream in &config.streams {
             let fps = stream.max_fps.unwrap_or(25.0);
@@ -68,6 +70,12 @@ impl Relay {
             }
             streams.insert(stream.name.clone(), hub);
         }
+        let publishers = config
+            .streams
+            .iter()
+            .flat_map(|s| s.publish.iter().map(move |t| (s.name.clone(), t.clone())))
+            .map(|(name, target)| crate::publish::spawn(Arc::clone(&streams[&name]), Arc::clone(&engine), target))
+            .collect();
         let rate_sampler = {
             let streams: Vec<Arc<Stream>> = streams.values().cloned().collect();
             tokio::spawn(async move {
@@ -122,7 +130,7 @@ impl Relay {
                 })
             }
         };
-        Ok(Self { http_addr, certificate, udp_port, state, shutdown: Some(tx), server, rate_sampler, tls_reloader })
+        Ok(Self { http_addr, certificate, udp_port, state, shutdown: Some(tx), server, rate_sampler, tls_reloader, publishers })
     }
 
     /// `http://ADDR` or `https://ADDR`: where the page, API and WHEP are.
@@ -154,9 +162,10 @@ impl Relay {
         &self.state
     }
 
-    /// Closes every session, stops every stream (which ends MJPEG and event streams) and the
-    /// HTTP server.
+    /// Deletes every publish session at its target, closes every session, stops every stream
+    /// (which ends MJPEG and event streams) and the HTTP server.
     pub async fn shutdown(mut self) {
+        futures_util::future::join_all(std::mem::take(&mut self.publishers).into_iter().map(crate::publish::PublishTask::stop)).await;
         self.state.close_all().await;
         for stream in self.state.streams.values() {
             stream.stop();

@@ -65,6 +65,7 @@ pub enum ViewerKind {
     WebRtc,
     Mjpeg,
     Snapshot,
+    Publish,
 }
 
 /// Who watches a stream right now. Subscribers (an on-demand source, event streams) see every
@@ -98,6 +99,7 @@ fn slot(v: &mut Viewers, kind: ViewerKind) -> &mut u32 {
         ViewerKind::WebRtc => &mut v.webrtc,
         ViewerKind::Mjpeg => &mut v.mjpeg,
         ViewerKind::Snapshot => &mut v.snapshot,
+        ViewerKind::Publish => &mut v.publish,
     }
 }
 
@@ -161,6 +163,8 @@ pub struct Stream {
     pub mjpeg_skipped: AtomicU64,
     meters: Mutex<Meters>,
     shutdown: watch::Sender<bool>,
+    /// The WHIP publish targets sending this stream, in the order they were added.
+    pub publish: Mutex<Vec<Arc<crate::publish::TargetStatus>>>,
 }
 
 impl Stream {
@@ -181,6 +185,7 @@ impl Stream {
                 bytes_out: RateMeter::new(Duration::from_secs(5)),
             }),
             shutdown: watch::channel(false).0,
+            publish: Mutex::default(),
         })
     }
 
@@ -349,6 +354,7 @@ impl Stream {
             snapshot_url: format!("/{name}/snapshot.jpg"),
             events_url: format!("/api/v1/streams/{name}/events"),
             latency: self.pipeline.timings.latency(),
+            publish: crate::lock(&self.publish).iter().map(|t| t.info()).collect(),
             timings_url: format!("/api/v1/streams/{name}/timings"),
         }
     }
@@ -365,7 +371,7 @@ mod tests {
         let a = d.join(ViewerKind::WebRtc);
         let b = d.join(ViewerKind::Mjpeg);
         let c = d.join(ViewerKind::Mjpeg);
-        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0 });
+        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0, publish: 0 });
         assert!(rx.has_changed().expect("open"));
         drop((a, b));
         assert_eq!(d.now().total(), 1);

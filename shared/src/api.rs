@@ -47,12 +47,52 @@ pub struct Viewers {
     pub mjpeg: u32,
     /// Snapshot requests waiting for a picture right now.
     pub snapshot: u32,
+    /// WHIP publish targets (an SFU or CDN ingest): they keep the stream running like a viewer.
+    #[serde(default)]
+    pub publish: u32,
 }
 
 impl Viewers {
     pub fn total(&self) -> u32 {
-        self.webrtc + self.mjpeg + self.snapshot
+        self.webrtc + self.mjpeg + self.snapshot + self.publish
     }
+}
+
+/// Where a WHIP publish target stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishState {
+    /// Offering: gathering candidates, POST sent, or ICE and DTLS under way.
+    Connecting,
+    /// Connected: the target receives the stream.
+    Live,
+    /// The last attempt failed or the connection dropped; the next one waits for the backoff.
+    /// `last_error` says why.
+    Retrying,
+    /// Stopped (shutdown, or the target removed); its resource was deleted.
+    Stopped,
+}
+
+/// One WHIP publish target of a stream, as the status API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishInfo {
+    /// The target's name from the configuration (its host when none was given).
+    pub name: String,
+    /// Scheme, host and port only: a WHIP URL's path may hold its secret (Cloudflare Stream).
+    pub endpoint: String,
+    pub state: PublishState,
+    /// When `state` was entered (Unix ms).
+    pub state_since_ms: u64,
+    /// Why the last attempt or session ended, if one has (kept after recovery).
+    pub last_error: Option<String>,
+    /// POSTs made (each a new publish session offered).
+    pub attempts: u64,
+    /// Sessions that connected.
+    pub connects: u64,
+    /// Frames sent over all sessions.
+    pub frames_sent: u64,
+    /// PLI and FIR the target sent (each a throttled keyframe request to the encoder).
+    pub keyframe_requests: u64,
 }
 
 /// One stream as the relay describes it to players and operators.
@@ -101,6 +141,9 @@ pub struct StreamInfo {
     /// frames have gone out to a WebRTC viewer.
     #[serde(default)]
     pub latency: Option<RelayLatency>,
+    /// WHIP publish targets this stream is sent to.
+    #[serde(default)]
+    pub publish: Vec<PublishInfo>,
     /// Per-frame times behind `latency` ([`FrameTimings`]).
     #[serde(default)]
     pub timings_url: String,

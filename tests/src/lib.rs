@@ -7,11 +7,13 @@ pub mod camera;
 pub mod clients;
 pub mod corpus;
 pub mod deadnet;
+pub mod janus;
 pub mod logs;
 pub mod netns;
 pub mod proxy;
 pub mod udp_proxy;
 pub mod viewer;
+pub mod whip_sink;
 
 use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};
 use scopecast::Relay;

@@ -404,7 +404,7 @@ impl FrameAssembler {
     }
 }
 
-fn decode_loop(rtp: std::sync::mpsc::Receiver<webrtc::rtp::packet::Packet>, tx: mpsc::UnboundedSender<DecodedFrame>) {
+pub(crate) fn decode_loop(rtp: std::sync::mpsc::Receiver<webrtc::rtp::packet::Packet>, tx: mpsc::UnboundedSender<DecodedFrame>) {
     let Ok(mut decoder) = openh264::decoder::Decoder::new() else { return };
     let mut assembler = FrameAssembler::default();
     while let Ok(packet) = rtp.recv() {

@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use scopecast_shared::api::{FrameTimings, EVENT_STATE, EVENT_VIEWERS};
+use scopecast_shared::api::{FrameTimings, PublishState, EVENT_STATE, EVENT_VIEWERS};
 use scopecast_shared::{SourceState, StreamInfo, StreamList};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -111,8 +111,17 @@ fn record_stream(stream: &Stream) {
         metrics::counter!(metric, "stream" => name.clone()).absolute(value);
     }
     let viewers = stream.demand.now();
-    for (kind, n) in [("webrtc", viewers.webrtc), ("mjpeg", viewers.mjpeg), ("snapshot", viewers.snapshot)] {
+    for (kind, n) in [("webrtc", viewers.webrtc), ("mjpeg", viewers.mjpeg), ("snapshot", viewers.snapshot), ("publish", viewers.publish)] {
         metrics::gauge!("scopecast_viewers", "stream" => name.clone(), "kind" => kind).set(f64::from(n));
+    }
+    for target in crate::lock(&stream.publish).iter() {
+        let info = target.info();
+        let labels = [("stream", name.clone()), ("target", info.name.clone())];
+        metrics::gauge!("scopecast_publish_up", &labels).set(f64::from(u8::from(info.state == PublishState::Live)));
+        metrics::counter!("scopecast_publish_attempts_total", &labels).absolute(info.attempts);
+        metrics::counter!("scopecast_publish_connects_total", &labels).absolute(info.connects);
+        metrics::counter!("scopecast_publish_frames_sent_total", &labels).absolute(info.frames_sent);
+        metrics::counter!("scopecast_publish_keyframe_requests_total", &labels).absolute(info.keyframe_requests);
     }
 }
 

@@ -40,7 +40,7 @@ pub struct SessionEntry {
 
 pub struct AppState {
     pub streams: BTreeMap<String, Arc<Stream>>,
-    pub engine: WebRtcEngine,
+    pub engine: Arc<WebRtcEngine>,
     pub security: SecurityConfig,
     /// Session creations per client address.
     pub session_limiter: Mutex<auth::RateLimiter>,
@@ -52,7 +52,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(streams: BTreeMap<String, Arc<Stream>>, engine: WebRtcEngine, security: SecurityConfig) -> Self {
+    pub fn new(streams: BTreeMap<String, Arc<Stream>>, engine: Arc<WebRtcEngine>, security: SecurityConfig) -> Self {
         let session_limiter = Mutex::new(auth::RateLimiter::new(security.session_rate, 2.0 * security.session_rate));
         Self {
             streams,

@@ -2,6 +2,7 @@
 //! use of the `webrtc` crate lives under this module, so a later move to another WebRTC stack
 //! stays local.
 
+pub mod publish;
 pub mod sdp;
 
 use crate::config::IceConfig;
@@ -32,6 +33,7 @@ use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndicat
 use webrtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
 use webrtc::rtp::extension::HeaderExtension;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::RTCPFeedback;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocal;
@@ -44,11 +46,17 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 /// H.264 Constrained Baseline 3.1, the profile every browser decodes.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// The same stream described as Baseline 3.1: what LiveKit's ingress accepts (it and Pion match
+/// profile bytes exactly). Constrained Baseline is a subset of Baseline, so it is the same
+/// bitstream; publish offers carry both.
+const H264_BASELINE_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebRtcError {
     #[error(transparent)]
     Offer(#[from] sdp::OfferError),
+    #[error(transparent)]
+    Answer(#[from] sdp::AnswerError),
     #[error("WebRTC: {0}")]
     Internal(#[from] webrtc::Error),
     #[error("cannot bind the WebRTC UDP port {0}: {1}")]
@@ -59,7 +67,10 @@ pub enum WebRtcError {
 
 /// Shared by every session: the API (codecs, interceptors, ICE settings) and the UDP mux.
 pub struct WebRtcEngine {
+    /// Answers viewers' offers: H.264 42e01f.
     api: API,
+    /// Makes offers to WHIP publish targets: H.264 42e01f and 42001f.
+    publish_api: API,
     stun_servers: Vec<String>,
     turn_servers: Vec<crate::turn::TurnServer>,
     additional_hosts: Vec<String>,
@@ -105,38 +116,18 @@ impl WebRtcEngine {
         let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| WebRtcError::Bind(ice.udp, e))?;
         let udp_port = socket.local_addr().map_err(|e| WebRtcError::Bind(ice.udp, e))?.port();
         let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
-
-        let mut media = MediaEngine::default();
-        media.register_codec(RTCRtpCodecParameters { capability: h264_capability(), payload_type: 102, ..Default::default() }, RTPCodecType::Video)?;
-        // Playout delay (0, 0): libwebrtc then renders each frame as soon as it is decoded,
-        // skipping its jitter buffer's target delay, render delay and smoothing (about 20 ms in
-        // Chromium). Negotiated only with browsers that offer it; the crate writes it only then.
-        media.register_header_extension(RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() }, RTPCodecType::Video, None)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?;
-
-        let mut settings = SettingEngine::default();
-        settings.set_udp_network(UDPNetwork::Muxed(mux));
-        settings.set_network_types(vec![NetworkType::Udp4]);
-        settings.set_include_loopback_candidate(ice.include_loopback || bind.ip().is_loopback());
-        // A socket bound to one address receives nothing sent to the others: advertise only it,
-        // or peers spend their first checks (and seconds) on candidates that cannot answer.
-        let bound_ip = bind.ip();
-        settings.set_ip_filter(Box::new(move |ip| bound_ip.is_unspecified() || ip == bound_ip));
-        settings.set_interface_filter(Box::new(|name: &str| !is_virtual_interface(name)));
-        // Chromium hides its host IPs behind .local names; resolving them can stall. Ignore
-        // them: its connectivity checks reach us anyway and become peer-reflexive candidates.
-        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-        // Answer `a=setup:passive`: the player, which finishes ICE last (it nominates), starts
-        // DTLS, and by then our DTLS transport is usually listening. As the DTLS client we sent
-        // our first flight the moment our side connected, before a webrtc-crate peer's DTLS was
-        // listening; it dropped the packet and the handshake waited for the 1 s retransmission.
-        // (Chromium keeps an early ClientHello either way.)
-        settings.set_answering_dtls_role(DTLSRole::Server)?;
-        // Consent freshness: notice a vanished viewer in seconds, not half a minute.
-        settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(10)), Some(Duration::from_secs(1)));
-
-        let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
-        Ok(Self { api, stun_servers: ice.stun_servers.clone(), turn_servers: ice.turn.clone(), additional_hosts: ice.additional_hosts.clone(), udp_port })
+        // Viewers and publish targets share the one UDP port; they differ only in the codecs
+        // they speak.
+        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP)])?;
+        let publish_api = build_api(ice, bind, mux, &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)])?;
+        Ok(Self {
+            api,
+            publish_api,
+            stun_servers: ice.stun_servers.clone(),
+            turn_servers: ice.turn.clone(),
+            additional_hosts: ice.additional_hosts.clone(),
+            udp_port,
+        })
     }
 
     pub fn udp_port(&self) -> u16 {
@@ -194,97 +185,149 @@ impl WebRtcEngine {
         let extra_hosts = resolve_hosts(&self.additional_hosts).await;
         let answer = sdp::add_host_candidates(&local.sdp, &extra_hosts);
 
-        let (closed_tx, closed_rx) = watch::channel(false);
         let stats = Arc::new(ViewerStats::default());
-        // RTCP: the NACK responder and receiver reports run inside read_rtcp, and PLI/FIR arrive there.
-        {
-            let pipeline = Arc::clone(&pipeline);
-            let stats = Arc::clone(&stats);
-            tokio::spawn(async move {
-                while let Ok((packets, _)) = sender.read_rtcp().await {
-                    for p in packets {
-                        let any = p.as_any();
-                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                            stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                            pipeline.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                            pipeline.request_keyframe(KeyframeReason::ViewerRequest);
-                        }
-                    }
-                }
-            });
-        }
-
-        let on_end = std::sync::Mutex::new(Some(on_end));
-        let end = Arc::new(move || {
-            if let Some(f) = on_end.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                f();
-            }
-        });
-        {
-            let track = Arc::clone(&track);
-            let pipeline = Arc::clone(&pipeline);
-            let closed_rx = closed_rx.clone();
-            let stats = Arc::clone(&stats);
-            let end = Arc::clone(&end);
-            let started = std::sync::atomic::AtomicBool::new(false);
-            pc.on_peer_connection_state_change(Box::new(move |state| {
-                match state {
-                    RTCPeerConnectionState::Connected if !started.swap(true, Ordering::Relaxed) => {
-                        tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&pipeline), closed_rx.clone(), Arc::clone(&stats)));
-                    }
-                    // Back after an ICE restart or a path change: what was sent meanwhile is
-                    // lost, so the picture needs a keyframe (throttled for the other viewers).
-                    RTCPeerConnectionState::Connected => {
-                        pipeline.request_keyframe(KeyframeReason::ViewerRequest);
-                    }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => end(),
-                    _ => {}
-                }
-                Box::pin(async {})
-            }));
-        }
-        // Abandoned sessions (a POST and nothing more) are closed, not leaked.
-        {
-            let pc = Arc::clone(pc);
-            let end = Arc::clone(&end);
-            let mut closed_rx = closed_rx.clone();
-            tokio::spawn(async move {
-                let connected = async {
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        if pc.connection_state() == RTCPeerConnectionState::Connected {
-                            return;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = connected => {}
-                    _ = closed_rx.wait_for(|c| *c) => {}
-                    _ = tokio::time::sleep(CONNECT_DEADLINE) => {
-                        tracing::info!("closing a WHEP session that never connected");
-                        end();
-                    }
-                }
-            });
-        }
+        let closed = attach_media(pc, sender, track, pipeline, on_end, Arc::clone(&stats), "WHEP session");
         let ufrag = offer.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned));
-        Ok(Session {
-            pc: Arc::clone(pc),
-            answer,
-            remote: tokio::sync::Mutex::new(Remote { offer: offer.to_owned(), ufrag }),
-            extra_hosts,
-            closed: closed_tx,
-            stats,
-        })
+        Ok(Session { pc: Arc::clone(pc), answer, remote: tokio::sync::Mutex::new(Remote { offer: offer.to_owned(), ufrag }), extra_hosts, closed, stats })
     }
 }
 
+/// Wires a connection that sends `pipeline`'s video on `track` (a viewer's or a publish
+/// target's): media once connected, a keyframe after every reconnection, an RTCP loop (the NACK
+/// responder and reports run inside it; PLI and FIR become throttled keyframe requests), and an
+/// end (`on_end`, once) on failure, close, or no connection within [`CONNECT_DEADLINE`].
+/// Counts into `stats`; returns the switch that stops the media.
+fn attach_media(
+    pc: &Arc<RTCPeerConnection>,
+    sender: Arc<RTCRtpSender>,
+    track: Arc<TrackLocalStaticRTP>,
+    pipeline: Arc<Pipeline>,
+    on_end: Box<dyn FnOnce() + Send>,
+    stats: Arc<ViewerStats>,
+    what: &'static str,
+) -> watch::Sender<bool> {
+    let (closed_tx, closed_rx) = watch::channel(false);
+    // RTCP: the NACK responder and receiver reports run inside read_rtcp, and PLI/FIR arrive there.
+    {
+        let pipeline = Arc::clone(&pipeline);
+        let stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            while let Ok((packets, _)) = sender.read_rtcp().await {
+                for p in packets {
+                    let any = p.as_any();
+                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                        stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        pipeline.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                    }
+                }
+            }
+        });
+    }
+
+    let on_end = std::sync::Mutex::new(Some(on_end));
+    let end = Arc::new(move || {
+        if let Some(f) = on_end.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            f();
+        }
+    });
+    {
+        let track = Arc::clone(&track);
+        let pipeline = Arc::clone(&pipeline);
+        let closed_rx = closed_rx.clone();
+        let stats = Arc::clone(&stats);
+        let end = Arc::clone(&end);
+        let started = std::sync::atomic::AtomicBool::new(false);
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            match state {
+                RTCPeerConnectionState::Connected if !started.swap(true, Ordering::Relaxed) => {
+                    tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&pipeline), closed_rx.clone(), Arc::clone(&stats)));
+                }
+                // Back after an ICE restart or a path change: what was sent meanwhile is
+                // lost, so the picture needs a keyframe (throttled for the other viewers).
+                RTCPeerConnectionState::Connected => {
+                    pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                }
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => end(),
+                _ => {}
+            }
+            Box::pin(async {})
+        }));
+    }
+    // Abandoned sessions (a POST and nothing more) are closed, not leaked.
+    {
+        let pc = Arc::clone(pc);
+        let end = Arc::clone(&end);
+        let mut closed_rx = closed_rx.clone();
+        tokio::spawn(async move {
+            let connected = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if pc.connection_state() == RTCPeerConnectionState::Connected {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = connected => {}
+                _ = closed_rx.wait_for(|c| *c) => {}
+                _ = tokio::time::sleep(CONNECT_DEADLINE) => {
+                    tracing::info!("closing a {what} that never connected");
+                    end();
+                }
+            }
+        });
+    }
+    closed_tx
+}
+
+/// One API over the shared UDP mux: the given H.264 variants, playout delay, the default
+/// interceptors (NACK responder, reports) and the ICE settings every session uses.
+fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<UDPMuxDefault>, h264: &[(u8, &str)]) -> Result<API, WebRtcError> {
+    let mut media = MediaEngine::default();
+    for &(payload_type, fmtp) in h264 {
+        media.register_codec(RTCRtpCodecParameters { capability: h264_capability_with(fmtp), payload_type, ..Default::default() }, RTPCodecType::Video)?;
+    }
+    // Playout delay (0, 0): libwebrtc then renders each frame as soon as it is decoded,
+    // skipping its jitter buffer's target delay, render delay and smoothing (about 20 ms in
+    // Chromium). Negotiated only with browsers that offer it; the crate writes it only then.
+    media.register_header_extension(RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() }, RTPCodecType::Video, None)?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+
+    let mut settings = SettingEngine::default();
+    settings.set_udp_network(UDPNetwork::Muxed(mux));
+    settings.set_network_types(vec![NetworkType::Udp4]);
+    settings.set_include_loopback_candidate(ice.include_loopback || bind.ip().is_loopback());
+    // A socket bound to one address receives nothing sent to the others: advertise only it,
+    // or peers spend their first checks (and seconds) on candidates that cannot answer.
+    let bound_ip = bind.ip();
+    settings.set_ip_filter(Box::new(move |ip| bound_ip.is_unspecified() || ip == bound_ip));
+    settings.set_interface_filter(Box::new(|name: &str| !is_virtual_interface(name)));
+    // Chromium hides its host IPs behind .local names; resolving them can stall. Ignore
+    // them: its connectivity checks reach us anyway and become peer-reflexive candidates.
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    // Answer `a=setup:passive`: the player, which finishes ICE last (it nominates), starts
+    // DTLS, and by then our DTLS transport is usually listening. As the DTLS client we sent
+    // our first flight the moment our side connected, before a webrtc-crate peer's DTLS was
+    // listening; it dropped the packet and the handshake waited for the 1 s retransmission.
+    // (Chromium keeps an early ClientHello either way.)
+    settings.set_answering_dtls_role(DTLSRole::Server)?;
+    // Consent freshness: notice a vanished viewer in seconds, not half a minute.
+    settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(10)), Some(Duration::from_secs(1)));
+
+    Ok(APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build())
+}
+
 fn h264_capability() -> RTCRtpCodecCapability {
+    h264_capability_with(H264_FMTP)
+}
+
+fn h264_capability_with(fmtp: &str) -> RTCRtpCodecCapability {
     RTCRtpCodecCapability {
         mime_type: MIME_TYPE_H264.to_owned(),
         clock_rate: 90_000,
         channels: 0,
-        sdp_fmtp_line: H264_FMTP.to_owned(),
+        sdp_fmtp_line: fmtp.to_owned(),
         rtcp_feedback: vec![
             RTCPFeedback { typ: "nack".into(), parameter: String::new() },
             RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },

@@ -49,6 +49,46 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
     Ok(())
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the answer is not valid SDP: {0}")]
+    Malformed(String),
+    #[error("the answer has no video section")]
+    NoVideo,
+    #[error("the answer rejects our video (port 0): the target takes no H.264 with packetization-mode=1")]
+    Rejected,
+    #[error("the answer's video takes no H.264 (it answered {0})")]
+    NoH264(String),
+    #[error("the answer does not receive video (direction {0})")]
+    NotReceiving(String),
+}
+
+/// Checks a publish target's answer to our sendonly H.264 offer: a video section it accepts,
+/// with H.264, in a direction that receives.
+pub fn check_publish_answer(sdp: &str) -> Result<(), AnswerError> {
+    let mut reader = std::io::Cursor::new(sdp.as_bytes());
+    let desc = SessionDescription::unmarshal(&mut reader).map_err(|e| AnswerError::Malformed(e.to_string()))?;
+    let video = desc.media_descriptions.iter().find(|m| m.media_name.media == "video").ok_or(AnswerError::NoVideo)?;
+    if video.media_name.port.value == 0 {
+        return Err(AnswerError::Rejected);
+    }
+    let codecs: Vec<String> = video
+        .attributes
+        .iter()
+        .filter(|a| a.key == "rtpmap")
+        .filter_map(|a| a.value.as_deref()?.split_once(' ').map(|(_, c)| c.split('/').next().unwrap_or("").to_owned()))
+        .collect();
+    if !codecs.iter().any(|c| c.eq_ignore_ascii_case("h264")) {
+        return Err(AnswerError::NoH264(if codecs.is_empty() { "nothing".into() } else { codecs.join(", ") }));
+    }
+    for dir in ["sendonly", "inactive"] {
+        if video.attributes.iter().any(|a| a.key == dir) {
+            return Err(AnswerError::NotReceiving(dir.into()));
+        }
+    }
+    Ok(())
+}
+
 /// A trickle-ICE SDP fragment (RFC 8840) as sent by WHEP PATCH.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IceFragment {
@@ -216,6 +256,18 @@ mod tests {
     }
 
     pub const CHROME_LIKE_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+    #[test]
+    fn publish_answers() {
+        // A Janus-like answer: recvonly H.264 on the mid we offered.
+        let answer = "v=0\r\no=- 1 2 IN IP4 10.0.0.2\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 103\r\nc=IN IP4 10.0.0.2\r\na=mid:0\r\na=recvonly\r\na=rtpmap:103 H264/90000\r\na=fmtp:103 packetization-mode=1;profile-level-id=42001f\r\n";
+        assert_eq!(check_publish_answer(answer), Ok(()));
+        assert!(matches!(check_publish_answer("nonsense"), Err(AnswerError::Malformed(_))));
+        assert_eq!(check_publish_answer(&answer.replace("m=video 9", "m=video 0")), Err(AnswerError::Rejected));
+        assert_eq!(check_publish_answer(&answer.replace("H264/90000", "VP8/90000")), Err(AnswerError::NoH264("VP8".into())));
+        assert_eq!(check_publish_answer(&answer.replace("a=recvonly", "a=inactive")), Err(AnswerError::NotReceiving("inactive".into())));
+        assert_eq!(check_publish_answer(&answer.replace("m=video", "m=audio")), Err(AnswerError::NoVideo));
+    }
 
     #[test]
     fn offers() {
