@@ -1,7 +1,8 @@
 // <scopecast-player src="http://scope.local:8889/telescope"></scopecast-player>
 //
 // Import this module (from the relay: /static/scopecast-player.js) to register the element.
-// Attributes: src (the stream's URL), token, fallback, controls, autoplay, overlay; "false"
+// Attributes: src (the stream's URL), or whep (a WHEP endpoint on any server, used as it is:
+// Cloudflare Stream's .../webRTC/play, MediaMTX, an SFU), token, fallback, controls, autoplay, overlay; "false"
 // or "off" turns a default-on one off. It also exports mount(element, options), returning a
 // handle whose destroy() ends the WHEP session.
 import init, { mount } from "./player/scopecast_client.js";
@@ -19,7 +20,7 @@ function addStyles() {
   }
 }
 
-const ATTRIBUTES = ["src", "token", "fallback", "controls", "autoplay", "overlay"];
+const ATTRIBUTES = ["src", "whep", "token", "fallback", "controls", "autoplay", "overlay"];
 
 export class ScopecastPlayer extends HTMLElement {
   static get observedAttributes() { return ATTRIBUTES; }

@@ -39,6 +39,30 @@ pub struct StreamUrls {
 }
 
 impl StreamUrls {
+    /// A WHEP endpoint used exactly as given, on a server that is not Scopecast (Cloudflare
+    /// Stream's `.../webRTC/play`, a MediaMTX or an SFU's WHEP URL): WHEP only, so the MJPEG,
+    /// snapshot, status and event URLs are empty. Absolute http(s) or root-relative.
+    pub fn for_whep(whep: &str) -> Option<Self> {
+        let whep = whep.trim();
+        let path_start = match whep.split_once("://") {
+            Some((scheme, rest)) if matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/') => {
+                whep.len() - rest.len() + rest.find('/').unwrap_or(rest.len())
+            }
+            Some(_) => return None,
+            None if whep.starts_with('/') && !whep.starts_with("//") => 0,
+            None => return None,
+        };
+        let path = whep[path_start..].split(['?', '#']).next().unwrap_or("");
+        let name = path.split('/').rfind(|s| !s.is_empty() && !s.eq_ignore_ascii_case("whep")).unwrap_or("stream");
+        let empty = String::new;
+        Some(Self { name: name.to_owned(), whep: whep.to_owned(), mjpeg: empty(), snapshot: empty(), info: empty(), events: empty() })
+    }
+
+    /// Whether the server is a Scopecast relay with its extras (MJPEG, status, events).
+    pub fn has_extras(&self) -> bool {
+        !self.info.is_empty()
+    }
+
     pub fn from_src(src: &str) -> Option<Self> {
         let src = src.trim();
         let (src, query) = match src.find('?') {
@@ -77,6 +101,21 @@ mod tests {
         assert_eq!(resolve(base, "//cdn.example/x"), "http://cdn.example/x");
         assert_eq!(resolve("http://h:1", "/x"), "http://h:1/x");
         assert_eq!(resolve("http://h:1/a/b?q=/c", "d"), "http://h:1/a/d");
+    }
+
+    #[test]
+    fn a_foreign_whep_url_is_used_as_it_is() {
+        let cf = "https://customer-abc.cloudflarestream.com/0123secret/webRTC/play";
+        let u = StreamUrls::for_whep(cf).expect("absolute");
+        assert_eq!((u.whep.as_str(), u.name.as_str(), u.has_extras()), (cf, "play", false));
+        assert!(u.mjpeg.is_empty() && u.events.is_empty() && u.info.is_empty());
+        let m = StreamUrls::for_whep("http://mediamtx.local:8889/scope/whep?token=x").expect("with query");
+        assert_eq!((m.name.as_str(), m.whep.as_str()), ("scope", "http://mediamtx.local:8889/scope/whep?token=x"));
+        assert_eq!(StreamUrls::for_whep("/edge/whep").map(|u| u.name), Some("edge".into()));
+        for bad in ["", "ftp://x/whep", "scope/whep", "//host/whep", "http:///whep"] {
+            assert_eq!(StreamUrls::for_whep(bad), None, "{bad:?}");
+        }
+        assert!(StreamUrls::from_src("http://scope.local:8889/telescope").expect("ours").has_extras());
     }
 
     #[test]

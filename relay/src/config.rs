@@ -250,15 +250,24 @@ impl std::fmt::Debug for PublishFile {
 }
 
 fn publish_target(key: &str, file: PublishFile) -> Result<PublishTarget, ConfigError> {
-    let url = Url::parse(&file.url).map_err(|e| invalid(format!("{key}.url"), format!("not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(invalid(format!("{key}.url"), "a WHIP endpoint is an http(s) URL"));
+    PublishTarget::new(file.name, &file.url, file.token).map_err(|(field, message)| invalid(format!("{key}.{field}"), message))
+}
+
+impl PublishTarget {
+    /// Checks a target from the config file or the API: an http(s) URL, and a name (the URL's
+    /// host when none is given) of 1-64 characters of a-z, A-Z, 0-9, '.', '-' and '_'. An error
+    /// names the field (`url` or `name`).
+    pub fn new(name: Option<String>, url: &str, token: Option<String>) -> Result<Self, (&'static str, String)> {
+        let url = Url::parse(url).map_err(|e| ("url", format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(("url", "a WHIP endpoint is an http(s) URL".to_owned()));
+        }
+        let name = name.unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned());
+        if !valid_stream_name(&name.replace('.', "-")) {
+            return Err(("name", "1-64 characters of a-z, A-Z, 0-9, '.', '-' and '_'".to_owned()));
+        }
+        Ok(Self { name, url, token: token.filter(|t| !t.is_empty()) })
     }
-    let name = file.name.unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned());
-    if !valid_stream_name(&name.replace('.', "-")) {
-        return Err(invalid(format!("{key}.name"), "1-64 characters of a-z, A-Z, 0-9, '.', '-' and '_'"));
-    }
-    Ok(PublishTarget { name, url, token: file.token })
 }
 
 #[derive(Debug, Clone, PartialEq)]

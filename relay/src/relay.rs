@@ -35,8 +35,6 @@ pub struct Relay {
     server: tokio::task::JoinHandle<()>,
     rate_sampler: tokio::task::JoinHandle<()>,
     tls_reloader: Option<tokio::task::JoinHandle<()>>,
-    /// WHIP publish targets; stopped (their sessions deleted) on shutdown.
-    publishers: Vec<crate::publish::PublishTask>,
 }
 
 impl Relay {
@@ -70,12 +68,6 @@ impl Relay {
             }
             streams.insert(stream.name.clone(), hub);
         }
-        let publishers = config
-            .streams
-            .iter()
-            .flat_map(|s| s.publish.iter().map(move |t| (s.name.clone(), t.clone())))
-            .map(|(name, target)| crate::publish::spawn(Arc::clone(&streams[&name]), Arc::clone(&engine), target))
-            .collect();
         let rate_sampler = {
             let streams: Vec<Arc<Stream>> = streams.values().cloned().collect();
             tokio::spawn(async move {
@@ -93,6 +85,11 @@ impl Relay {
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
         let udp_port = engine.udp_port();
         let state = Arc::new(AppState::new(streams, engine, config.security.clone()));
+        for stream in &config.streams {
+            for target in &stream.publish {
+                state.publish(&state.streams[&stream.name], target.clone()).await;
+            }
+        }
         // Client addresses, for the per-client session limit.
         let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let (tx, rx) = oneshot::channel::<()>();
@@ -130,7 +127,7 @@ impl Relay {
                 })
             }
         };
-        Ok(Self { http_addr, certificate, udp_port, state, shutdown: Some(tx), server, rate_sampler, tls_reloader, publishers })
+        Ok(Self { http_addr, certificate, udp_port, state, shutdown: Some(tx), server, rate_sampler, tls_reloader })
     }
 
     /// `http://ADDR` or `https://ADDR`: where the page, API and WHEP are.
@@ -165,7 +162,7 @@ impl Relay {
     /// Deletes every publish session at its target, closes every session, stops every stream
     /// (which ends MJPEG and event streams) and the HTTP server.
     pub async fn shutdown(mut self) {
-        futures_util::future::join_all(std::mem::take(&mut self.publishers).into_iter().map(crate::publish::PublishTask::stop)).await;
+        self.state.stop_publishing().await;
         self.state.close_all().await;
         for stream in self.state.streams.values() {
             stream.stop();

@@ -115,3 +115,53 @@ async fn publishing_follows_redirects_survives_a_dropped_session_and_deletes_on_
     assert!(deleted[count - 1], "the live session was DELETEd on shutdown: {deleted:?}");
     assert!(sink.posts() >= 4, "POSTs: {}", sink.posts());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_targets_change_at_runtime_through_the_api() {
+    let _serial = one_at_a_time().await;
+    let sink = WhipSink::start().await.expect("sink");
+    let token = "relay-admin-token";
+    let mut config = test_config(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)]);
+    config.security.token = Some(token.into());
+    let relay = start_relay_config(config).await;
+    let base = relay.base_url();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/v1/streams/telescope/publish/sink");
+    let body = serde_json::json!({ "url": sink.entry_url, "token": SINK_TOKEN });
+
+    let r = client.put(&url).json(&body).send().await.expect("put");
+    assert_eq!(r.status(), 401, "the relay's token is required");
+    let r = client.put(&url).bearer_auth(token).json(&serde_json::json!({ "url": "ftp://x/" })).send().await.expect("put");
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.expect("body").contains("url: a WHIP endpoint is an http(s) URL"));
+    let r = client.put(format!("{base}/api/v1/streams/nope/publish/sink")).bearer_auth(token).json(&body).send().await.expect("put");
+    assert_eq!(r.status(), 404);
+
+    let r = client.put(&url).bearer_auth(token).json(&body).send().await.expect("put");
+    assert_eq!(r.status(), 201);
+    let info: PublishInfo = r.json().await.expect("the target's status");
+    assert_eq!(info.name, "sink");
+    assert_eq!(sink.frames_of(0, 5, Duration::from_secs(10)).await.len(), 5, "frames in the sink");
+
+    // The same name again replaces the target: the old session is deleted, a new one starts.
+    let r = client.put(&url).bearer_auth(token).json(&body).send().await.expect("put");
+    assert_eq!(r.status(), 200);
+    assert!(sink.sessions().1[0], "the replaced session was DELETEd");
+    assert_eq!(sink.frames_of(1, 5, Duration::from_secs(10)).await.len(), 5, "frames in the new session");
+
+    let r = client.delete(&url).bearer_auth(token).send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    let (count, deleted) = sink.sessions();
+    assert_eq!((count, deleted[1]), (2, true), "removing the target DELETEd its session");
+    let info: StreamInfo = client.get(format!("{base}/api/v1/streams/telescope")).bearer_auth(token).send().await.expect("status").json().await.expect("json");
+    assert!(info.publish.is_empty() && info.viewers.publish == 0, "{info:?}");
+    let r = client.delete(&url).bearer_auth(token).send().await.expect("delete");
+    assert_eq!(r.status(), 404);
+    relay.shutdown().await;
+
+    // Without a token on the relay, the route is closed: anyone could send the picture anywhere.
+    let relay = start_relay_config(test_config(vec![StreamConfig::test_pattern("telescope", 320, 240, 25.0)])).await;
+    let r = client.put(format!("{}/api/v1/streams/telescope/publish/sink", relay.base_url())).json(&body).send().await.expect("put");
+    assert_eq!(r.status(), 403);
+    relay.shutdown().await;
+}

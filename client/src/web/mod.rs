@@ -42,18 +42,24 @@ fn option_bool(options: &JsValue, key: &str, default: bool) -> bool {
     }
 }
 
-/// Mounts a live view into `element`. Options: `src` (the stream's URL, required), `token`,
+/// Mounts a live view into `element`. Options: `src` (the stream's URL on a Scopecast relay) or
+/// `whep` (a WHEP endpoint on any server, used as it is: WebRTC only), `token`,
 /// `fallback` (MJPEG when WebRTC is down; default true), `controls` (the details toggle;
 /// default true), `overlay` (details shown at start; default false), `autoplay` (connect at
 /// once; default true, else on a click).
 #[wasm_bindgen]
 pub fn mount(element: HtmlElement, options: JsValue) -> Result<PlayerHandle, JsValue> {
-    let src = option_str(&options, "src").ok_or_else(|| JsValue::from_str("scopecast: the `src` option (the stream's URL) is required"))?;
-    if crate::headers::StreamUrls::from_src(&src).is_none() {
-        return Err(JsValue::from_str(&format!("scopecast: not a stream URL: {src}")));
-    }
+    let whep = option_str(&options, "whep");
+    let src = match (&whep, option_str(&options, "src")) {
+        (Some(w), _) if crate::headers::StreamUrls::for_whep(w).is_none() => return Err(JsValue::from_str(&format!("scopecast: not a WHEP URL: {w}"))),
+        (Some(_), src) => src.unwrap_or_default(),
+        (None, Some(src)) if crate::headers::StreamUrls::from_src(&src).is_some() => src,
+        (None, Some(src)) => return Err(JsValue::from_str(&format!("scopecast: not a stream URL: {src}"))),
+        (None, None) => return Err(JsValue::from_str("scopecast: give `src` (the stream's URL) or `whep` (a WHEP endpoint)")),
+    };
     let opts = Options {
         src,
+        whep,
         token: option_str(&options, "token"),
         fallback: option_bool(&options, "fallback", true),
         autoplay: option_bool(&options, "autoplay", true),

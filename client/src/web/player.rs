@@ -47,7 +47,10 @@ pub struct Ui {
 /// Options of one view (from the element's attributes or `mount`'s options).
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The stream's address on a Scopecast relay (`http://scope.local:8889/telescope`).
     pub src: String,
+    /// Or a WHEP endpoint on any server, used as it is (WebRTC only: no MJPEG, status or events).
+    pub whep: Option<String>,
     pub token: Option<String>,
     pub fallback: bool,
     /// Connect at once; otherwise on [`Player::play`] (a click).
@@ -108,10 +111,15 @@ pub type Shared = Rc<RefCell<Player>>;
 
 impl Player {
     pub fn start(opts: Options, el: Elements, ui: RwSignal<Ui>) -> Result<Shared, String> {
-        let urls = StreamUrls::from_src(&opts.src).ok_or_else(|| format!("not a stream URL: {:?}", opts.src))?;
+        let urls = match &opts.whep {
+            Some(whep) => StreamUrls::for_whep(whep).ok_or_else(|| format!("not a WHEP URL: {whep:?}"))?,
+            None => StreamUrls::from_src(&opts.src).ok_or_else(|| format!("not a stream URL: {:?}", opts.src))?,
+        };
+        // Another server's WHEP has no MJPEG to fall back to.
+        let fallback = opts.fallback && urls.has_extras();
         let player = Rc::new_cyclic(|me| {
             RefCell::new(Player {
-                ladder: Ladder::new(opts.fallback),
+                ladder: Ladder::new(fallback),
                 opts,
                 urls,
                 el,
@@ -210,6 +218,9 @@ impl Player {
     /// The source's state from the relay's event stream (a Scopecast extra: other WHEP servers
     /// have none, and the view then simply does not show it).
     fn watch_source(&mut self) {
+        if !self.urls.has_extras() {
+            return;
+        }
         let url = with_token_query(&self.urls.events, self.opts.token.as_deref());
         let Ok(mut es) = EventSource::new(&url) else { return };
         let Ok(mut states) = es.subscribe(scopecast_shared::api::EVENT_STATE) else { return };
@@ -377,6 +388,9 @@ async fn fetch_info(me: Weak<RefCell<Player>>) {
     }) else {
         return;
     };
+    if url.is_empty() {
+        return; // not a Scopecast relay: no status route
+    }
     let Ok(res) = net::fetch(Req::new(Method::GET, &url, token.as_deref())).await else { return };
     if !res.ok() {
         return;

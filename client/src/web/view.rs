@@ -158,7 +158,7 @@ pub fn Page() -> impl IntoView {
         </header>
         <main class="scopecast-page-main">
             {move || chosen().map(|name| {
-                let opts = Options { src: format!("/{name}"), token: token.clone(), fallback: true, autoplay: true };
+                let opts = Options { src: format!("/{name}"), whep: None, token: token.clone(), fallback: true, autoplay: true };
                 view! { <LiveView opts=opts controls=true overlay=false /> }
             })}
         </main>

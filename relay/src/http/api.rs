@@ -3,14 +3,15 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::config::PublishTarget;
 use crate::stream::Stream;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use scopecast_shared::api::{FrameTimings, PublishState, EVENT_STATE, EVENT_VIEWERS};
+use scopecast_shared::api::{FrameTimings, PublishInfo, PublishState, EVENT_STATE, EVENT_VIEWERS};
 use scopecast_shared::{SourceState, StreamInfo, StreamList};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -59,6 +60,56 @@ pub async fn stream_events(State(state): State<Arc<AppState>>, Path(name): Path<
         Some((Ok::<Event, Infallible>(event), (stream, states, viewers)))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Body of `PUT /api/v1/streams/{name}/publish/{target}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    url: String,
+    token: Option<String>,
+}
+
+/// Starts publishing a stream to a WHIP target, or replaces the target of that name (its old
+/// session is deleted first): 201 with the target's status, or 200 when replaced. Changing
+/// where a stream goes needs the relay's token: without one configured, the route is closed.
+pub async fn put_publish_target(
+    State(state): State<Arc<AppState>>,
+    Path((name, target)): Path<(String, String)>,
+    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<PublishInfo>), ApiError> {
+    publishing_allowed(&state)?;
+    let stream = state.stream(&name)?;
+    let Json(request) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", e.body_text()))?;
+    let target = PublishTarget::new(Some(target), &request.url, request.token).map_err(|(field, message)| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-publish-target", "Bad publish target", format!("{field}: {message}"))
+    })?;
+    let (replaced, status) = state.publish(&stream, target).await;
+    Ok((if replaced { StatusCode::OK } else { StatusCode::CREATED }, Json(status.info())))
+}
+
+/// Stops publishing a stream to a target; its session is deleted at the target. 204, or 404.
+pub async fn delete_publish_target(State(state): State<Arc<AppState>>, Path((name, target)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    publishing_allowed(&state)?;
+    state.stream(&name)?;
+    if state.unpublish(&name, &target).await {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "unknown-publish-target", "Unknown publish target", format!("stream '{name}' is not published to '{target}'")))
+    }
+}
+
+/// With no token, anyone who can reach the relay could send its picture anywhere: refused.
+fn publishing_allowed(state: &AppState) -> Result<(), ApiError> {
+    if state.security.token.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "token-required",
+            "Token required",
+            "publish targets change at runtime only on a relay with a token (server.token); without one, set them in the config file",
+        ));
+    }
+    Ok(())
 }
 
 /// Renders Prometheus text from a recorder of the relay's own (tests run several relays in one

@@ -18,7 +18,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use error::ApiError;
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +49,8 @@ pub struct AppState {
     ended_early: Mutex<std::collections::HashSet<String>>,
     sessions_created: AtomicU64,
     metrics: api::Metrics,
+    /// WHIP publish targets by (stream, target name).
+    publishers: tokio::sync::Mutex<BTreeMap<(String, String), crate::publish::PublishTask>>,
 }
 
 impl AppState {
@@ -63,7 +65,44 @@ impl AppState {
             ended_early: Mutex::default(),
             sessions_created: AtomicU64::new(0),
             metrics: api::Metrics::default(),
+            publishers: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Starts publishing `stream` to `target`. A target of the same name is stopped first (its
+    /// session deleted). Returns whether one was replaced, and the new target's status.
+    pub async fn publish(&self, stream: &Arc<Stream>, target: crate::config::PublishTarget) -> (bool, Arc<crate::publish::TargetStatus>) {
+        let mut publishers = self.publishers.lock().await;
+        let key = (stream.name().to_owned(), target.name.clone());
+        let replaced = match publishers.remove(&key) {
+            Some(old) => {
+                old.stop().await;
+                true
+            }
+            None => false,
+        };
+        let task = crate::publish::spawn(Arc::clone(stream), Arc::clone(&self.engine), target);
+        let status = Arc::clone(&task.status);
+        publishers.insert(key, task);
+        (replaced, status)
+    }
+
+    /// Stops publishing `stream` to the target `name` (its session deleted); false if none.
+    pub async fn unpublish(&self, stream: &str, name: &str) -> bool {
+        let task = self.publishers.lock().await.remove(&(stream.to_owned(), name.to_owned()));
+        match task {
+            Some(task) => {
+                task.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every publish target, deleting their sessions (on shutdown).
+    pub async fn stop_publishing(&self) {
+        let tasks = std::mem::take(&mut *self.publishers.lock().await);
+        futures_util::future::join_all(tasks.into_values().map(crate::publish::PublishTask::stop)).await;
     }
 
     pub fn stream(&self, name: &str) -> Result<Arc<Stream>, ApiError> {
@@ -148,7 +187,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     let cors = CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH])
         // Without these a cross-origin player plays but cannot read Location, never sends
         // DELETE, and sessions leak.
@@ -165,6 +204,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams/{name}", get(api::get_stream))
         .route("/api/v1/streams/{name}/events", get(api::stream_events))
         .route("/api/v1/streams/{name}/timings", get(api::get_timings))
+        .route("/api/v1/streams/{name}/publish/{target}", put(api::put_publish_target).delete(api::delete_publish_target))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))
         // Gzipped once and kept (assets.rs); MJPEG and event streams are never compressed.

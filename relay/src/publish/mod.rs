@@ -85,12 +85,14 @@ impl TargetStatus {
 /// A running target. Stopping it deletes its session at the target.
 pub struct PublishTask {
     pub status: Arc<TargetStatus>,
+    stream: Arc<Stream>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl PublishTask {
-    /// Stops publishing: the session is DELETEd at the target (waiting at most a few seconds).
+    /// Stops publishing: the session is DELETEd at the target (waiting at most a few seconds),
+    /// and the target leaves the stream's status.
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         if let Some(mut task) = self.task.take() {
@@ -98,6 +100,7 @@ impl PublishTask {
                 task.abort();
             }
         }
+        crate::lock(&self.stream.publish).retain(|s| !Arc::ptr_eq(s, &self.status));
     }
 }
 
@@ -113,8 +116,8 @@ pub fn spawn(stream: Arc<Stream>, engine: Arc<WebRtcEngine>, target: PublishTarg
     let status = Arc::new(TargetStatus::new(&target));
     crate::lock(&stream.publish).push(Arc::clone(&status));
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(stream, engine, target, Arc::clone(&status), stopped));
-    PublishTask { status, stop, task: Some(task) }
+    let task = tokio::spawn(run(Arc::clone(&stream), engine, target, Arc::clone(&status), stopped));
+    PublishTask { status, stream, stop, task: Some(task) }
 }
 
 /// A session the target accepted.
