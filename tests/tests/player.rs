@@ -102,6 +102,21 @@ async fn the_embedded_element_plays_survives_a_move_and_removing_it_ends_the_ses
     eventually(10, "mount() to start a session", || relay.session_count() == 1).await;
     c.execute("window.handle.destroy()", vec![]).await.expect("destroy");
     eventually(10, "destroy() to end the session", || relay.session_count() == 0).await;
+
+    // Any server's WHEP URL, used as it is (a CDN's play URL has no /whep to derive): WebRTC
+    // only, and none of the Scopecast extras are asked for.
+    let whep = format!("{}/telescope/whep", base_url(&relay));
+    let element = format!("document.body.insertAdjacentHTML('beforeend', '<scopecast-player id=\"cdn\" whep=\"{whep}\" style=\"display:block;height:200px\"></scopecast-player>')");
+    c.execute(&element, vec![]).await.expect("add a whep= element");
+    let live = wait_for_page(c, "the whep= player live", 15, |v| v["state"] == "live" && count(v, "frames") >= 10).await;
+    assert_eq!(
+        (count(&live, "width"), count(&live, "height"), live["source"].as_str()),
+        (640, 360, Some("unknown")),
+        "no camera state from a bare WHEP URL: {live}"
+    );
+    assert_eq!(relay.session_count(), 1);
+    c.execute("document.getElementById('cdn').remove()", vec![]).await.expect("remove");
+    eventually(10, "removing the whep= element to end the session", || relay.session_count() == 0).await;
     browser.close().await;
     relay.shutdown().await;
 }

@@ -211,7 +211,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/static/{*path}", get(static_file))
         .route("/{stream}/", get(stream_page))
         .route("/{stream}/whep", get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer))
-        .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session).options(whep::session_options))
+        .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session))
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })
@@ -222,8 +222,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Inside CORS, so that a page on another origin can read a 401 too.
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth::require_token))
         .layer(cors)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), whep::ice_servers_on_options))
-        .layer(middleware::from_fn(whep_discovery_headers))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), whep::options_headers))
         .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
 }
@@ -238,22 +237,6 @@ async fn close_after_refused_body(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    res
-}
-
-/// CORS preflights never reach the handlers; this gives them WHEP's Accept-Post/Accept-Patch.
-async fn whep_discovery_headers(req: Request, next: Next) -> Response {
-    let options = req.method() == Method::OPTIONS;
-    let path = req.uri().path().to_owned();
-    let mut res = next.run(req).await;
-    if options && res.status().is_success() {
-        let h = res.headers_mut();
-        if path.ends_with("/whep") {
-            h.entry(header::HeaderName::from_static("accept-post")).or_insert(HeaderValue::from_static(whep::SDP));
-        } else if path.contains("/whep/") {
-            h.entry(ACCEPT_PATCH).or_insert(HeaderValue::from_static(whep::TRICKLE));
-        }
     }
     res
 }

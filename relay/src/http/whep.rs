@@ -140,18 +140,30 @@ pub async fn endpoint_info(State(state): State<Arc<AppState>>, Path(stream): Pat
     Ok((StatusCode::NO_CONTENT, [(ACCEPT_POST, HeaderValue::from_static(SDP))]).into_response())
 }
 
-/// OPTIONS on a WHEP endpoint gives the ICE servers, TURN credentials included, before the
-/// offer, so that a client's first offer gathers relay candidates (the 201's Links come too
-/// late for the offer they answer; MediaMTX's WHEP client asks this way too). The CORS layer
-/// answers every OPTIONS as a preflight, so this middleware, outside it, adds the Links to
-/// that answer when the request is not a preflight, exposes them to a cross-origin script, and
-/// gives credentials only to a caller with the token when one is set.
-pub async fn ice_servers_on_options(State(state): State<Arc<AppState>>, req: Request<Body>, next: axum::middleware::Next) -> Response {
+/// What OPTIONS answers on WHEP URLs. The CORS layer answers every OPTIONS as a preflight, so
+/// this middleware, outside it, adds to that answer:
+/// - WHEP's discovery headers: `Accept-Post` on an endpoint, `Accept-Patch` on a session;
+/// - on an endpoint, when the request is not a preflight, the ICE servers, TURN credentials
+///   included, before the offer, so that a client's first offer gathers relay candidates (the
+///   201's Links come too late for the offer they answer; MediaMTX's WHEP client asks this way
+///   too). They are exposed to a cross-origin script, and credentials go only to a caller with
+///   the token when one is set.
+pub async fn options_headers(State(state): State<Arc<AppState>>, req: Request<Body>, next: axum::middleware::Next) -> Response {
     let preflight = req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let endpoint = req.uri().path().strip_prefix('/').and_then(|p| p.strip_suffix("/whep")).filter(|s| !s.contains('/')).map(str::to_owned);
     let give = req.method() == Method::OPTIONS && !preflight && endpoint.is_some_and(|s| state.stream(&s).is_ok()) && super::auth::authorized(&state, &req);
     let cross_origin = req.headers().contains_key(header::ORIGIN);
+    let options = req.method() == Method::OPTIONS;
+    let path = req.uri().path().to_owned();
     let mut res = next.run(req).await;
+    if options && res.status().is_success() {
+        let h = res.headers_mut();
+        if path.ends_with("/whep") {
+            h.entry(ACCEPT_POST).or_insert(HeaderValue::from_static(SDP));
+        } else if path.contains("/whep/") {
+            h.entry(ACCEPT_PATCH).or_insert(HeaderValue::from_static(TRICKLE));
+        }
+    }
     if give && res.status().is_success() {
         let h = res.headers_mut();
         for link in crate::turn::link_values(&state.engine.ice_servers_for_session()) {
@@ -162,12 +174,6 @@ pub async fn ice_servers_on_options(State(state): State<Arc<AppState>>, req: Req
         }
     }
     res
-}
-
-pub async fn session_options(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
-    state.session(&stream, &id)?;
-    Ok((StatusCode::NO_CONTENT, [(ACCEPT_PATCH, HeaderValue::from_static(TRICKLE)), (header::ALLOW, HeaderValue::from_static("OPTIONS, GET, PATCH, DELETE"))])
-        .into_response())
 }
 
 pub async fn session_info(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
