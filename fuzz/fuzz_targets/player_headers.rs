@@ -14,5 +14,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = headers::resolve("http://relay:8889/telescope/whep", text);
     let _ = headers::StreamUrls::from_src(text);
+    let _ = headers::StreamUrls::for_whep(text);
     let _ = sdpfrag::apply_restart("v=0\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\na=mid:0\r\n", text);
 });
