@@ -77,8 +77,9 @@ pub struct WhepViewer {
     pub rtp: Arc<std::sync::Mutex<RtpLog>>,
 }
 
-/// A peer on its own UDP socket (through a mux), when given one.
-async fn new_peer_on(socket: Option<crate::deadnet::KillableSocket>) -> anyhow::Result<Arc<RTCPeerConnection>> {
+/// A loopback peer with the default codecs and interceptors, on its own UDP socket (through a
+/// mux) when given one. The WHIP sink answers with the same kind of peer.
+pub(crate) async fn new_peer_on(socket: Option<crate::deadnet::KillableSocket>) -> anyhow::Result<Arc<RTCPeerConnection>> {
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;

@@ -11,13 +11,6 @@ use axum::routing::{delete, post};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::MediaEngine;
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::ice::network_type::NetworkType;
-use webrtc::interceptor::registry::Registry;
-use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 
@@ -43,7 +36,6 @@ pub struct WhipSink {
     pub entry_url: String,
     inner: Arc<Mutex<Inner>>,
     frames: tokio::sync::Mutex<mpsc::UnboundedReceiver<(usize, DecodedFrame)>>,
-    frames_tx: mpsc::UnboundedSender<(usize, DecodedFrame)>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -57,7 +49,7 @@ impl WhipSink {
     pub async fn start() -> anyhow::Result<Self> {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let (frames_tx, frames) = mpsc::unbounded_channel();
-        let state = AppState { inner: Arc::clone(&inner), frames: frames_tx.clone() };
+        let state = AppState { inner: Arc::clone(&inner), frames: frames_tx };
         let app = axum::Router::new()
             .route("/entry", post(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/whip/ep?room=7")]) }))
             .route("/whip/ep", post(publish))
@@ -68,7 +60,7 @@ impl WhipSink {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { entry_url: format!("http://{addr}/entry"), inner, frames: tokio::sync::Mutex::new(frames), frames_tx, server })
+        Ok(Self { entry_url: format!("http://{addr}/entry"), inner, frames: tokio::sync::Mutex::new(frames), server })
     }
 
     /// Sessions accepted so far, and which of them were DELETEd.
@@ -116,7 +108,6 @@ impl WhipSink {
 impl Drop for WhipSink {
     fn drop(&mut self) {
         self.server.abort();
-        let _ = &self.frames_tx;
     }
 }
 
@@ -152,15 +143,7 @@ async fn publish(State(state): State<AppState>, headers: HeaderMap, body: String
 }
 
 async fn answer(state: &AppState, offer: &str) -> anyhow::Result<(usize, String)> {
-    let mut media = MediaEngine::default();
-    media.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let mut settings = SettingEngine::default();
-    settings.set_include_loopback_candidate(true);
-    settings.set_network_types(vec![NetworkType::Udp4]);
-    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
-    let api = APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build();
-    let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
+    let pc = crate::viewer::new_peer_on(None).await?;
     let n = {
         let mut inner = state.inner.lock().expect("sink");
         inner.sessions.push(SinkSession { pc: Arc::clone(&pc), offer: offer.to_owned(), deleted: false });
