@@ -1,7 +1,40 @@
-//! Pure checks of what players send: the SDP offer and trickle-ICE fragments. No sockets, no
-//! peer connection, so the WHEP error table is testable without WebRTC.
+//! Pure checks of SDP from peers: a player's offer, a publish target's answer, trickle-ICE
+//! fragments. No sockets, no peer connection, so the WHEP error table is testable without WebRTC.
 
+use webrtc::sdp::description::media::MediaDescription;
 use webrtc::sdp::description::session::SessionDescription;
+
+/// Parses SDP (the error as text) and returns it with the index of its first video section.
+fn parse_with_video(sdp: &str) -> Result<(SessionDescription, Option<usize>), String> {
+    let mut reader = std::io::Cursor::new(sdp.as_bytes());
+    let desc = SessionDescription::unmarshal(&mut reader).map_err(|e| e.to_string())?;
+    let video = desc.media_descriptions.iter().position(|m| m.media_name.media == "video");
+    Ok((desc, video))
+}
+
+/// The section's `rtpmap` entries: payload type and codec name.
+fn rtpmap(media: &MediaDescription) -> Vec<(&str, &str)> {
+    media
+        .attributes
+        .iter()
+        .filter(|a| a.key == "rtpmap")
+        .filter_map(|a| a.value.as_deref()?.split_once(' ').map(|(pt, codec)| (pt, codec.split('/').next().unwrap_or(""))))
+        .collect()
+}
+
+/// The direction attribute that keeps the section from receiving, if any.
+fn not_receiving(media: &MediaDescription) -> Option<&'static str> {
+    ["sendonly", "inactive"].into_iter().find(|dir| media.attributes.iter().any(|a| a.key == *dir))
+}
+
+/// Codec names for an error message: "nothing" when there are none.
+fn codec_list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
@@ -17,36 +50,25 @@ pub enum OfferError {
 
 /// Checks that an offer is SDP with a video section that can receive H.264.
 pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
-    let mut reader = std::io::Cursor::new(sdp.as_bytes());
-    let desc = SessionDescription::unmarshal(&mut reader).map_err(|e| OfferError::Malformed(e.to_string()))?;
-    let video = desc.media_descriptions.iter().find(|m| m.media_name.media == "video").ok_or(OfferError::NoVideo)?;
-    let mut offered = Vec::new();
-    let mut h264_pts = Vec::new();
-    for attr in &video.attributes {
-        if attr.key == "rtpmap" {
-            if let Some((pt, codec)) = attr.value.as_deref().and_then(|v| v.split_once(' ')) {
-                let name = codec.split('/').next().unwrap_or("").to_owned();
-                if name.eq_ignore_ascii_case("h264") {
-                    h264_pts.push(pt.to_owned());
-                }
-                offered.push(name);
-            }
-        }
-    }
-    let mode1 =
-        video.attributes.iter().filter(|a| a.key == "fmtp").filter_map(|a| a.value.as_deref()).any(|v| {
-            v.split_once(' ').is_some_and(|(pt, params)| h264_pts.iter().any(|p| p == pt) && params.replace(' ', "").contains("packetization-mode=1"))
-        });
+    let (desc, video) = parse_with_video(sdp).map_err(OfferError::Malformed)?;
+    let video = &desc.media_descriptions[video.ok_or(OfferError::NoVideo)?];
+    let codecs = rtpmap(video);
+    let h264_pts: Vec<&str> = codecs.iter().filter(|(_, name)| name.eq_ignore_ascii_case("h264")).map(|(pt, _)| *pt).collect();
+    let mode1 = video
+        .attributes
+        .iter()
+        .filter(|a| a.key == "fmtp")
+        .filter_map(|a| a.value.as_deref())
+        .any(|v| v.split_once(' ').is_some_and(|(pt, params)| h264_pts.contains(&pt) && params.replace(' ', "").contains("packetization-mode=1")));
     if !mode1 {
+        let mut offered: Vec<&str> = codecs.iter().map(|(_, name)| *name).collect();
         offered.dedup();
-        return Err(OfferError::NoH264(if offered.is_empty() { "nothing".into() } else { offered.join(", ") }));
+        return Err(OfferError::NoH264(codec_list(&offered)));
     }
-    for dir in ["sendonly", "inactive"] {
-        if video.attributes.iter().any(|a| a.key == dir) {
-            return Err(OfferError::NotReceiving(dir.into()));
-        }
+    match not_receiving(video) {
+        Some(dir) => Err(OfferError::NotReceiving(dir.into())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,27 +88,19 @@ pub enum AnswerError {
 /// Checks a publish target's answer to our sendonly H.264 offer: a video section it accepts,
 /// with H.264, in a direction that receives.
 pub fn check_publish_answer(sdp: &str) -> Result<(), AnswerError> {
-    let mut reader = std::io::Cursor::new(sdp.as_bytes());
-    let desc = SessionDescription::unmarshal(&mut reader).map_err(|e| AnswerError::Malformed(e.to_string()))?;
-    let video = desc.media_descriptions.iter().find(|m| m.media_name.media == "video").ok_or(AnswerError::NoVideo)?;
+    let (desc, video) = parse_with_video(sdp).map_err(AnswerError::Malformed)?;
+    let video = &desc.media_descriptions[video.ok_or(AnswerError::NoVideo)?];
     if video.media_name.port.value == 0 {
         return Err(AnswerError::Rejected);
     }
-    let codecs: Vec<String> = video
-        .attributes
-        .iter()
-        .filter(|a| a.key == "rtpmap")
-        .filter_map(|a| a.value.as_deref()?.split_once(' ').map(|(_, c)| c.split('/').next().unwrap_or("").to_owned()))
-        .collect();
+    let codecs: Vec<&str> = rtpmap(video).into_iter().map(|(_, name)| name).collect();
     if !codecs.iter().any(|c| c.eq_ignore_ascii_case("h264")) {
-        return Err(AnswerError::NoH264(if codecs.is_empty() { "nothing".into() } else { codecs.join(", ") }));
+        return Err(AnswerError::NoH264(codec_list(&codecs)));
     }
-    for dir in ["sendonly", "inactive"] {
-        if video.attributes.iter().any(|a| a.key == dir) {
-            return Err(AnswerError::NotReceiving(dir.into()));
-        }
+    match not_receiving(video) {
+        Some(dir) => Err(AnswerError::NotReceiving(dir.into())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A trickle-ICE SDP fragment (RFC 8840) as sent by WHEP PATCH.
