@@ -4,9 +4,11 @@
 
 pub mod publish;
 pub mod sdp;
+mod udp_mux;
 
 use crate::config::IceConfig;
 use crate::pipeline::{KeyframeReason, Pipeline, ViewerCursor};
+use udp_mux::SessionMux;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use webrtc::api::{APIBuilder, API};
 use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
-use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_server::RTCIceServer;
@@ -115,7 +116,7 @@ impl WebRtcEngine {
         let bind = if ice.udp.is_ipv4() { ice.udp } else { std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), ice.udp.port()) };
         let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| WebRtcError::Bind(ice.udp, e))?;
         let udp_port = socket.local_addr().map_err(|e| WebRtcError::Bind(ice.udp, e))?.port();
-        let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
+        let mux = SessionMux::new(socket).map_err(|e| WebRtcError::Bind(ice.udp, e))?;
         // Viewers and publish targets share the one UDP port; they differ only in the codecs
         // they speak.
         let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP)])?;
@@ -283,7 +284,7 @@ fn attach_media(
 
 /// One API over the shared UDP mux: the given H.264 variants, playout delay, the default
 /// interceptors (NACK responder, reports) and the ICE settings every session uses.
-fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<UDPMuxDefault>, h264: &[(u8, &str)]) -> Result<API, WebRtcError> {
+fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, h264: &[(u8, &str)]) -> Result<API, WebRtcError> {
     let mut media = MediaEngine::default();
     for &(payload_type, fmtp) in h264 {
         media.register_codec(RTCRtpCodecParameters { capability: h264_capability_with(fmtp), payload_type, ..Default::default() }, RTPCodecType::Video)?;

@@ -1,0 +1,251 @@
+//! The one UDP socket every session shares, demultiplexed by ICE username fragment.
+//!
+//! Ours rather than webrtc-ice's `UDPMuxDefault` because of a bug in that one (0.17.2):
+//! closing a muxed connection empties its list of remote addresses *before* the mux's cleanup
+//! reads that list to unmap them, so the mux keeps routing those addresses to the closed
+//! connection for the life of the process. Every later ICE session from the same address and
+//! port is then dropped on the floor: an ICE restart without a path change, a new session from
+//! a viewer behind a NAT or proxy that keeps its mapping. And every closed session stays in the
+//! map (a leak). Here the mux itself forgets a connection's addresses by its ufrag.
+//!
+//! Routing: a STUN message that names a username goes to the connection of its local ufrag
+//! (the username is authoritative, so an address changing hands during an ICE restart is
+//! followed at once); everything else (DTLS, SRTP, STUN responses) goes to the connection that
+//! last sent to that address.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::watch;
+use webrtc::ice::udp_mux::{UDPMux, UDPMuxConn, UDPMuxConnParams, UDPMuxWriter};
+use webrtc::stun::attributes::ATTR_USERNAME;
+use webrtc::stun::message::{is_message as is_stun, Message};
+use webrtc::util::{Conn, Error};
+
+/// Large enough for any datagram a browser sends (webrtc-ice uses the same).
+const RECEIVE_MTU: usize = 8192;
+
+pub struct SessionMux {
+    socket: Arc<dyn Conn + Send + Sync>,
+    local_addr: SocketAddr,
+    /// Connections by local ufrag: one per ICE session (a restart makes a new one).
+    by_ufrag: Mutex<HashMap<String, UDPMuxConn>>,
+    /// Remote addresses by the connection that last sent to them.
+    by_address: Mutex<HashMap<SocketAddr, UDPMuxConn>>,
+    closed: watch::Sender<bool>,
+}
+
+impl SessionMux {
+    pub fn new(socket: tokio::net::UdpSocket) -> std::io::Result<Arc<Self>> {
+        let local_addr = socket.local_addr()?;
+        let mux = Arc::new(Self {
+            socket: Arc::new(socket),
+            local_addr,
+            by_ufrag: Mutex::default(),
+            by_address: Mutex::default(),
+            closed: watch::channel(false).0,
+        });
+        tokio::spawn(receive_loop(Arc::downgrade(&mux), Arc::clone(&mux.socket), mux.closed.subscribe()));
+        Ok(mux)
+    }
+
+    /// Remote addresses currently routed (closed sessions must leave none).
+    #[cfg(test)]
+    fn routed_addresses(&self) -> usize {
+        self.by_address.lock().expect("mux lock").len()
+    }
+
+    fn route(&self, packet: &[u8], from: SocketAddr) -> Option<UDPMuxConn> {
+        if is_stun(packet) {
+            if let Some(ufrag) = stun_local_ufrag(packet) {
+                if let Some(conn) = self.by_ufrag.lock().expect("mux lock").get(&ufrag) {
+                    return Some(conn.clone());
+                }
+            }
+        }
+        self.by_address.lock().expect("mux lock").get(&from).cloned()
+    }
+}
+
+/// The local part of a STUN request's USERNAME ("local:remote"), if it has one.
+fn stun_local_ufrag(packet: &[u8]) -> Option<String> {
+    let mut message = Message::new();
+    message.unmarshal_binary(packet).ok()?;
+    let (attr, found) = message.attributes.get(ATTR_USERNAME);
+    if !found {
+        return None;
+    }
+    let username = String::from_utf8(attr.value).ok()?;
+    username.split(':').next().map(str::to_owned)
+}
+
+/// Holds the mux only weakly, so dropping the engine ends the loop.
+async fn receive_loop(mux: Weak<SessionMux>, socket: Arc<dyn Conn + Send + Sync>, mut closed: watch::Receiver<bool>) {
+    let mut buffer = vec![0u8; RECEIVE_MTU];
+    loop {
+        let (len, from) = tokio::select! {
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::warn!("UDP receive failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = closed.changed() => return,
+        };
+        let Some(mux) = mux.upgrade() else { return };
+        let Some(conn) = mux.route(&buffer[..len], from) else {
+            tracing::trace!(%from, "UDP packet for no session dropped");
+            continue;
+        };
+        drop(mux);
+        if let Err(e) = conn.write_packet(&buffer[..len], from).await {
+            tracing::debug!(%from, "UDP packet for a closing session dropped: {e}");
+        }
+    }
+}
+
+#[async_trait]
+impl UDPMux for SessionMux {
+    async fn close(&self) -> Result<(), Error> {
+        self.closed.send_replace(true);
+        let conns: Vec<UDPMuxConn> = self.by_ufrag.lock().expect("mux lock").drain().map(|(_, c)| c).collect();
+        self.by_address.lock().expect("mux lock").clear();
+        for conn in conns {
+            conn.close();
+        }
+        Ok(())
+    }
+
+    async fn get_conn(self: Arc<Self>, ufrag: &str) -> Result<Arc<dyn Conn + Send + Sync>, Error> {
+        if *self.closed.borrow() {
+            return Err(Error::ErrUseClosedNetworkConn);
+        }
+        let mut conns = self.by_ufrag.lock().expect("mux lock");
+        if let Some(conn) = conns.get(ufrag) {
+            return Ok(Arc::new(conn.clone()));
+        }
+        let writer: Weak<dyn UDPMuxWriter + Send + Sync> = Arc::downgrade(&self) as _;
+        let conn = UDPMuxConn::new(UDPMuxConnParams { local_addr: self.local_addr, key: ufrag.to_owned(), udp_mux: writer });
+        // The agent closes the connection when its ICE session ends (close, restart).
+        let mut closed = conn.close_rx();
+        let mux = Arc::downgrade(&self);
+        let key = ufrag.to_owned();
+        tokio::spawn(async move {
+            let _ = closed.changed().await;
+            if let Some(mux) = mux.upgrade() {
+                mux.remove_conn_by_ufrag(&key).await;
+            }
+        });
+        conns.insert(ufrag.to_owned(), conn.clone());
+        Ok(Arc::new(conn))
+    }
+
+    async fn remove_conn_by_ufrag(&self, ufrag: &str) {
+        self.by_ufrag.lock().expect("mux lock").remove(ufrag);
+        // By key, not by the connection's own address list: closing empties that list.
+        self.by_address.lock().expect("mux lock").retain(|_, conn| conn.key() != ufrag);
+    }
+}
+
+#[async_trait]
+impl UDPMuxWriter for SessionMux {
+    async fn register_conn_for_address(&self, conn: &UDPMuxConn, addr: SocketAddr) {
+        if *self.closed.borrow() {
+            return;
+        }
+        let previous = self.by_address.lock().expect("mux lock").insert(addr, conn.clone());
+        if let Some(previous) = previous.filter(|p| p.key() != conn.key()) {
+            previous.remove_address(&addr);
+        }
+    }
+
+    async fn send_to(&self, buf: &[u8], target: &SocketAddr) -> Result<usize, Error> {
+        self.socket.send_to(buf, *target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use webrtc::stun::agent::TransactionId;
+    use webrtc::stun::message::BINDING_REQUEST;
+    use webrtc::stun::textattrs::Username;
+
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new()), Box::new(Username::new(ATTR_USERNAME, username.to_owned()))]).unwrap();
+        m.raw
+    }
+
+    async fn receive(conn: &Arc<dyn Conn + Send + Sync>) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_millis(500), conn.recv_from(&mut buf)).await.ok()?.ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    async fn setup() -> (Arc<SessionMux>, tokio::net::UdpSocket, SocketAddr) {
+        let mux = SessionMux::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        let addr = mux.local_addr;
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (mux, peer, addr)
+    }
+
+    /// An ICE restart from an unchanged address: the old session's connection closes, and the
+    /// new credentials' checks and then media from the same address reach the new one.
+    /// (With webrtc-ice's UDPMuxDefault the address stays routed to the closed connection.)
+    #[tokio::test]
+    async fn a_new_ice_session_from_the_same_address_reaches_its_own_connection() {
+        let (mux, peer, mux_addr) = setup().await;
+        let peer_addr = peer.local_addr().unwrap();
+
+        let old = Arc::clone(&mux).get_conn("oldufrag").await.unwrap();
+        peer.send_to(&binding_request("oldufrag:browser1"), mux_addr).await.unwrap();
+        assert!(receive(&old).await.is_some(), "the first session's check arrives");
+        old.send_to(b"answer", peer_addr).await.unwrap(); // registers the address
+        peer.send_to(b"\x80media", mux_addr).await.unwrap();
+        assert_eq!(receive(&old).await.as_deref(), Some(&b"\x80media"[..]));
+
+        old.close().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(mux.routed_addresses(), 0, "a closed session leaves no address behind");
+
+        let new = Arc::clone(&mux).get_conn("newufrag").await.unwrap();
+        peer.send_to(&binding_request("newufrag:browser2"), mux_addr).await.unwrap();
+        assert!(receive(&new).await.is_some(), "the restarted session's check arrives");
+        new.send_to(b"answer", peer_addr).await.unwrap();
+        peer.send_to(b"\x80media", mux_addr).await.unwrap();
+        assert_eq!(receive(&new).await.as_deref(), Some(&b"\x80media"[..]), "media follows the new session");
+    }
+
+    /// Two live sessions: checks go by username even from an address the other one owns.
+    #[tokio::test]
+    async fn stun_checks_go_by_username_before_address() {
+        let (mux, peer, mux_addr) = setup().await;
+        let peer_addr = peer.local_addr().unwrap();
+        let a = Arc::clone(&mux).get_conn("ufraga").await.unwrap();
+        let b = Arc::clone(&mux).get_conn("ufragb").await.unwrap();
+        a.send_to(b"x", peer_addr).await.unwrap();
+        peer.send_to(&binding_request("ufragb:remote"), mux_addr).await.unwrap();
+        assert!(receive(&b).await.is_some());
+        assert!(receive(&a).await.is_none(), "not delivered to the address's owner");
+        peer.send_to(b"\x80media", mux_addr).await.unwrap();
+        assert!(receive(&a).await.is_some(), "non-STUN still goes by address");
+    }
+
+    #[tokio::test]
+    async fn packets_for_no_session_are_dropped_and_close_ends_every_connection() {
+        let (mux, peer, mux_addr) = setup().await;
+        let conn = Arc::clone(&mux).get_conn("ufraga").await.unwrap();
+        peer.send_to(&binding_request("unknown:x"), mux_addr).await.unwrap();
+        peer.send_to(b"\x80stray", mux_addr).await.unwrap();
+        assert!(receive(&conn).await.is_none());
+        mux.close().await.unwrap();
+        assert!(Arc::clone(&mux).get_conn("ufragc").await.is_err());
+        let mut buf = [0u8; 16];
+        assert!(tokio::time::timeout(Duration::from_millis(500), conn.recv_from(&mut buf)).await.map(|r| r.is_err()).unwrap_or(false), "a closed mux's connections end");
+    }
+}
