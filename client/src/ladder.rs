@@ -17,6 +17,8 @@ pub const DISCONNECT_GRACE_MS: u64 = 3_000;
 pub const RESTART_TIMEOUT_MS: u64 = 5_000;
 /// A session live this long resets the backoff.
 pub const STABLE_AFTER_MS: u64 = 10_000;
+/// A stall this soon after a stall's ICE restart is not healed by another: a fresh session.
+pub const RESTART_AGAIN_AFTER_MS: u64 = 10_000;
 /// Restarting the MJPEG reader after it ended.
 pub const MJPEG_BACKOFF: Backoff = Backoff { base_ms: 1_000, cap_ms: 10_000 };
 
@@ -42,7 +44,9 @@ pub enum Event {
     RestartAnswered,
     /// The relay refused an ICE restart (422, 405, 501, ...): it does not offer them.
     RestartRefused,
-    /// No new WebRTC frame for the stream's stall threshold while its source is live.
+    /// No new WebRTC frame (or, from a Scopecast relay, no RTP at all) for the stream's stall
+    /// threshold while its source is live: the network path under the session is broken (a
+    /// NAT rebinding, a Wi-Fi roam), which ICE does not notice by itself.
     Stalled,
     /// An MJPEG frame was drawn.
     MjpegFrame,
@@ -179,6 +183,8 @@ pub struct Ladder {
     /// WebRTC failures since the last stable session.
     failures: u32,
     restarts: Restarts,
+    /// When a stall last led to an ICE restart.
+    stall_restart_at: Option<u64>,
     playing: bool,
     last_error: Option<String>,
     backoff: Backoff,
@@ -193,6 +199,7 @@ impl Ladder {
             mjpeg_failures: 0,
             failures: 0,
             restarts: Restarts::Unknown,
+            stall_restart_at: None,
             playing: false,
             last_error: None,
             backoff: Backoff::WHEP,
@@ -238,13 +245,22 @@ impl Ladder {
                 Phase::Live { since, .. } => self.phase = Phase::Live { since, disconnected_since: None },
                 _ => {}
             },
-            Event::Playing => {
-                if matches!(self.phase, Phase::Live { .. }) && !self.playing {
+            Event::Playing => match self.phase {
+                Phase::Live { .. } if !self.playing => {
                     self.playing = true;
                     self.last_error = None;
                     self.stop_mjpeg(&mut out);
                 }
-            }
+                // Frames again after a restart: the new path works (the connection state may
+                // never have left `connected`).
+                Phase::Restarting { .. } => {
+                    self.phase = Phase::Live { since: now, disconnected_since: None };
+                    self.playing = true;
+                    self.last_error = None;
+                    self.stop_mjpeg(&mut out);
+                }
+                _ => {}
+            },
             Event::Disconnected => {
                 if let Phase::Live { since, disconnected_since: None } = self.phase {
                     self.phase = Phase::Live { since, disconnected_since: Some(now) };
@@ -264,13 +280,20 @@ impl Ladder {
             Event::RestartRefused => {
                 if matches!(self.phase, Phase::Restarting { .. }) {
                     self.restarts = Restarts::Unsupported;
-                    self.fail(now, None, jitter, &mut out);
+                    self.reconnect(now, jitter, &mut out);
                 }
             }
             Event::Stalled => {
                 if matches!(self.phase, Phase::Live { .. }) {
                     self.last_error = Some("no new frames".into());
-                    self.fail(now, None, jitter, &mut out);
+                    let restarted_lately = self.stall_restart_at.is_some_and(|t| now.saturating_sub(t) < RESTART_AGAIN_AFTER_MS);
+                    if self.restarts == Restarts::Unsupported || restarted_lately {
+                        self.reconnect(now, jitter, &mut out);
+                    } else {
+                        self.stall_restart_at = Some(now);
+                        self.phase = Phase::Restarting { since: now };
+                        out.push(Command::IceRestart);
+                    }
                 }
             }
             Event::MjpegFrame => {
@@ -368,6 +391,17 @@ impl Ladder {
             // (409), too many sessions (429, 503), a stream not configured yet (404).
             _ => self.fail(now, retry_after_ms, jitter, out),
         }
+    }
+
+    /// The session was fine but its path is not, and the relay answers: a fresh offer at once,
+    /// without the backoff, the first time. A path that keeps failing gets the backoff.
+    fn reconnect(&mut self, now: u64, jitter: f64, out: &mut Vec<Command>) {
+        if self.failures > 0 {
+            return self.fail(now, None, jitter, out);
+        }
+        self.failures = 1;
+        out.push(Command::HangUp);
+        self.connect(now, out);
     }
 
     /// The current WebRTC attempt is over: hang up, show MJPEG, and schedule the next offer.
@@ -576,8 +610,7 @@ mod tests {
         let mut l = playing();
         l.handle(1_000, Event::Disconnected, 0.0);
         l.handle(4_000, Event::Tick, 0.0);
-        assert_eq!(l.handle(4_050, Event::RestartRefused, 0.0), [HangUp, StartMjpeg]);
-        assert_eq!(l.handle(4_050 + 250, Event::Tick, 0.0), [Post]);
+        assert_eq!(l.handle(4_050, Event::RestartRefused, 0.0), [HangUp, Post], "at once, no backoff");
         l.handle(4_400, Event::Connected, 0.0);
         l.handle(4_450, Event::Playing, 0.0);
         l.handle(5_000, Event::Disconnected, 0.0);
@@ -596,15 +629,52 @@ mod tests {
     }
 
     #[test]
-    fn failed_and_stalled_sessions_fall_back_and_retry() {
-        for event in [Event::Failed, Event::Stalled] {
-            let mut l = playing();
-            assert_eq!(l.handle(2_000, event.clone(), 0.0), [HangUp, StartMjpeg], "{event:?}");
-            assert_eq!(l.transport(), Transport::None);
-            assert!(l.retry_in_ms(2_000).is_some());
-        }
+    fn a_failed_session_falls_back_and_retries() {
+        let mut l = playing();
+        assert_eq!(l.handle(2_000, Event::Failed, 0.0), [HangUp, StartMjpeg]);
+        assert_eq!(l.transport(), Transport::None);
+        assert!(l.retry_in_ms(2_000).is_some());
+    }
+
+    #[test]
+    fn a_stall_is_healed_by_an_ice_restart_and_frames_end_it() {
         let mut l = started(true);
         assert_eq!(l.handle(10, Event::Stalled, 0.0), [], "not live: nothing to stall");
+        let mut l = playing();
+        assert_eq!(l.handle(2_000, Event::Stalled, 0.0), [IceRestart]);
+        assert_eq!((l.status(), l.transport()), (Status::Reconnecting, Transport::WebRtc), "the last frame stays up");
+        assert_eq!(l.handle(2_100, Event::Stalled, 0.0), [], "one restart at a time");
+        l.handle(2_150, Event::RestartAnswered, 0.0);
+        // Chromium's connection state may never leave `connected`: frames end the restart.
+        assert_eq!(l.handle(2_400, Event::Playing, 0.0), []);
+        assert!(matches!(l.phase(), Phase::Live { since: 2_400, .. }));
+        assert_eq!(l.status(), Status::Live);
+        assert_eq!(l.failures(), 0, "the session was kept");
+    }
+
+    #[test]
+    fn a_stall_the_restart_does_not_heal_gets_a_fresh_session_at_once_then_the_backoff() {
+        let mut l = playing();
+        l.handle(2_000, Event::Stalled, 0.0);
+        l.handle(2_150, Event::RestartAnswered, 0.0);
+        l.handle(2_400, Event::Playing, 0.0);
+        assert_eq!(l.handle(2_000 + RESTART_AGAIN_AFTER_MS - 1, Event::Stalled, 0.0), [HangUp, Post], "stalled again soon: a fresh offer, no wait");
+        l.handle(12_200, Event::Connected, 0.0);
+        l.handle(12_300, Event::Playing, 0.0);
+        assert_eq!(l.handle(13_000, Event::Stalled, 0.0), [IceRestart], "a restart is tried again later");
+        assert_eq!(l.handle(13_100, Event::RestartRefused, 0.0), [HangUp, StartMjpeg], "failing again: the backoff");
+        assert!(matches!(l.phase(), Phase::Waiting { .. }));
+    }
+
+    #[test]
+    fn with_restarts_refused_a_stall_is_a_fresh_offer_at_once() {
+        let mut l = playing();
+        assert_eq!(l.handle(2_000, Event::Stalled, 0.0), [IceRestart]);
+        assert_eq!(l.handle(2_050, Event::RestartRefused, 0.0), [HangUp, Post]);
+        l.handle(2_300, Event::Connected, 0.0);
+        l.handle(2_400, Event::Playing, 0.0);
+        l.handle(2_400 + STABLE_AFTER_MS, Event::Tick, 0.0);
+        assert_eq!(l.handle(30_000, Event::Stalled, 0.0), [HangUp, Post], "known unsupported: straight to a fresh offer");
     }
 
     #[test]

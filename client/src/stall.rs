@@ -12,6 +12,12 @@ pub fn stall_after_ms(fps: Option<f64>) -> u64 {
     (three_intervals as u64).clamp(2_000, 300_000)
 }
 
+/// A Scopecast relay sends each WebRTC viewer a picture at least once a second, whatever its
+/// camera does (it repeats the last one), so on its sessions RTP silent for longer than this
+/// is the network path, not the camera: the player acts on it long before [`stall_after_ms`],
+/// so a path change is healed (by an ICE restart) within 2 s.
+pub const RELAY_SILENCE_MS: u64 = 1_200;
+
 /// Tracks when the last new frame arrived, on one transport.
 #[derive(Debug, Clone, Default)]
 pub struct FrameClock {

@@ -26,6 +26,8 @@ pub enum Mode {
     /// Media goes through the UDP proxy set with [`Proxy::route_media_through`]: the offer
     /// reaches the relay without the browser's candidates (it learns the proxy's address from
     /// the checks), trickled ones are swallowed, and the answer's candidates point at the proxy.
+    /// ICE restarts pass the same way: without the browser's candidates, the answer fragment's
+    /// pointed at the proxy.
     ViaMediaProxy = 3,
 }
 
@@ -33,6 +35,8 @@ struct Shared {
     upstream: String,
     mode: AtomicU8,
     offers: AtomicU64,
+    restarts: AtomicU64,
+    refuse_restarts: std::sync::atomic::AtomicBool,
     media_proxy: std::sync::Mutex<Option<SocketAddr>>,
     client: reqwest::Client,
 }
@@ -49,6 +53,8 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_owned(),
             mode: AtomicU8::new(mode as u8),
             offers: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            refuse_restarts: Default::default(),
             media_proxy: std::sync::Mutex::new(None),
             client: reqwest::Client::new(),
         });
@@ -79,6 +85,16 @@ impl Proxy {
     pub fn offers(&self) -> u64 {
         self.shared.offers.load(Ordering::SeqCst)
     }
+
+    /// ICE restarts (PATCH with `If-Match`) seen so far.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Answers ICE restarts with 422 from now on, as a server that does not do them.
+    pub fn refuse_restarts(&self) {
+        self.shared.refuse_restarts.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Proxy {
@@ -104,13 +120,21 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     // The body may be rewritten below; reqwest sets the length of what is sent.
     headers.remove("content-length");
     let trickle = req.method() == Method::PATCH;
+    let restart = trickle && req.headers().contains_key("if-match");
+    if restart {
+        shared.restarts.fetch_add(1, Ordering::SeqCst);
+        if shared.refuse_restarts.load(Ordering::SeqCst) {
+            let body = r#"{"type":"urn:scopecast:problem:test-refusal","title":"ICE restarts refused by the test proxy","status":422}"#;
+            return (StatusCode::UNPROCESSABLE_ENTITY, [("content-type", "application/problem+json")], body).into_response();
+        }
+    }
     let Ok(mut body) = axum::body::to_bytes(req.into_body(), 1 << 20).await else { return StatusCode::BAD_REQUEST.into_response() };
     let rewrite = mode == Mode::BlockUdp as u8 || mode == Mode::ViaMediaProxy as u8;
     if rewrite {
-        if trickle {
+        if trickle && !restart {
             return StatusCode::NO_CONTENT.into_response();
         }
-        if offer {
+        if offer || restart {
             let sdp = String::from_utf8_lossy(&body);
             let kept: Vec<&str> = sdp.lines().filter(|l| !l.starts_with("a=candidate:")).collect();
             body = (kept.join("\r\n") + "\r\n").into();
@@ -124,7 +148,7 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             out_headers.append(k, v.clone());
         }
     }
-    if offer && rewrite && status == StatusCode::CREATED {
+    if rewrite && ((offer && status == StatusCode::CREATED) || (restart && status == StatusCode::OK)) {
         let answer = res.text().await.unwrap_or_default();
         let target = if mode == Mode::ViaMediaProxy as u8 { *shared.media_proxy.lock().expect("lock") } else { None };
         let mut builder = Response::builder().status(status);

@@ -38,6 +38,9 @@ pub struct Downstream {
 
 pub struct UdpProxy {
     pub addr: SocketAddr,
+    relay: SocketAddr,
+    front: Arc<UdpSocket>,
+    browser: Arc<Mutex<Option<SocketAddr>>>,
     impairment: Arc<Mutex<Impairment>>,
     downstream: Arc<Mutex<Downstream>>,
     pub dropped: Arc<AtomicU64>,
@@ -47,15 +50,37 @@ pub struct UdpProxy {
 impl UdpProxy {
     pub async fn start(relay: SocketAddr) -> Self {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind proxy"));
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind proxy upstream"));
         let addr = front.local_addr().expect("proxy address");
-        let impairment = Arc::new(Mutex::new(Impairment::default()));
-        let downstream = Arc::new(Mutex::new(Downstream::default()));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let browser = Arc::new(Mutex::new(None::<SocketAddr>));
+        let mut proxy = Self {
+            addr,
+            relay,
+            front,
+            browser: Arc::default(),
+            impairment: Arc::default(),
+            downstream: Arc::default(),
+            dropped: Arc::default(),
+            tasks: Vec::new(),
+        };
+        proxy.rebind().await;
+        proxy
+    }
+
+    /// Sends to the relay from a new port from now on, as a NAT that rebinds does (or a
+    /// viewer whose network changed): the relay sees its viewer's packets come from a new
+    /// address, and what it sends to the old one is lost. Returns the new address.
+    pub async fn rebind(&mut self) -> SocketAddr {
+        self.tasks.drain(..).for_each(|t| t.abort());
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind proxy upstream"));
         let up = {
-            let (front, back, impairment, dropped, browser, downstream) =
-                (front.clone(), back.clone(), impairment.clone(), dropped.clone(), browser.clone(), downstream.clone());
+            let (front, back, impairment, dropped, browser, downstream, relay) = (
+                self.front.clone(),
+                back.clone(),
+                self.impairment.clone(),
+                self.dropped.clone(),
+                self.browser.clone(),
+                self.downstream.clone(),
+                self.relay,
+            );
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
@@ -66,7 +91,8 @@ impl UdpProxy {
             })
         };
         let down = {
-            let (front, back, impairment, dropped, downstream) = (front.clone(), back.clone(), impairment.clone(), dropped.clone(), downstream.clone());
+            let (front, back, impairment, dropped, downstream, browser) =
+                (self.front.clone(), back.clone(), self.impairment.clone(), self.dropped.clone(), self.downstream.clone(), self.browser.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, _)) = back.recv_from(&mut buf).await {
@@ -79,7 +105,8 @@ impl UdpProxy {
                 }
             })
         };
-        Self { addr, impairment, downstream, dropped, tasks: vec![up, down] }
+        self.tasks = vec![up, down];
+        back.local_addr().expect("proxy upstream address")
     }
 
     pub fn set_impairment(&self, impairment: Impairment) {

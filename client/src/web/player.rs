@@ -7,7 +7,7 @@ use super::stats::{self, Stats};
 use crate::headers::{self, StreamUrls};
 use crate::ladder::{Command, Event, Ladder, Transport};
 use crate::sdpfrag::{self, IceParams};
-use crate::stall::FrameClock;
+use crate::stall::{self, FrameClock};
 use futures_util::StreamExt;
 use gloo_events::EventListener;
 use gloo_net::eventsource::futures::EventSource;
@@ -27,7 +27,8 @@ use web_sys::{
     RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
-/// How often the ladder is ticked, and (every fourth tick) WebRTC stats are read.
+/// How often the ladder is ticked and WebRTC stats are read (the overlay's numbers every
+/// fourth tick).
 const TICK_MS: u32 = 250;
 /// The offer waits this long at most for ICE gathering; later candidates are trickled.
 const GATHER_CAP_MS: u32 = 1_000;
@@ -310,20 +311,19 @@ fn run(this: &Shared, command: Command) {
 }
 
 fn tick(this: &Shared) {
-    let poll_stats = {
+    let overlay = {
         let mut p = this.borrow_mut();
         p.ticks += 1;
         p.ticks.is_multiple_of(4)
     };
     dispatch(this, Event::Tick);
-    if poll_stats {
-        spawn_local(poll(Rc::downgrade(this)));
-    }
+    spawn_local(poll(Rc::downgrade(this), overlay));
 }
 
-/// Reads the receiver's stats once a second: frames decoded (stall and "playing"), and what
-/// the overlay shows.
-async fn poll(me: Weak<RefCell<Player>>) {
+/// Reads the receiver's stats every tick: frames decoded ("playing", stalls) and the last
+/// packet's age (a broken path under a relay session is acted on within about a second);
+/// with `overlay`, once a second, also what the overlay shows.
+async fn poll(me: Weak<RefCell<Player>>, overlay: bool) {
     let Some(p) = me.upgrade() else { return };
     let (pc, generation, prev) = {
         let p = p.borrow();
@@ -342,12 +342,26 @@ async fn poll(me: Weak<RefCell<Player>>) {
         }
         let fps_hint = pl.fps_hint;
         if let Some(s) = &sample {
-            pl.webrtc_clock.observe(now, s.frames_decoded);
-            if s.frames_decoded > 0 {
+            if s.frames_decoded > 0 && s.frames_decoded != pl.webrtc_clock.frames() {
                 events.push(Event::Playing);
             }
+            pl.webrtc_clock.observe(now, s.frames_decoded);
         }
         let transport = pl.ladder.transport();
+        // A live source but no new frames: the transport is stuck (an offline camera is not).
+        // A relay's session is also stuck when its RTP stops: it repeats pictures each second.
+        let source_live = !matches!(pl.source, Some(SourceState::Offline) | Some(SourceState::Connecting) | Some(SourceState::Idle));
+        let relay_silent = !pl.urls.info.is_empty() && sample.as_ref().and_then(|s| s.since_packet_ms).is_some_and(|ms| ms > stall::RELAY_SILENCE_MS);
+        if source_live && transport == Transport::WebRtc && (relay_silent || pl.webrtc_clock.stalled(now, fps_hint)) {
+            events.push(Event::Stalled);
+        }
+        if !overlay {
+            drop(pl);
+            for e in events {
+                dispatch(&p, e);
+            }
+            return;
+        }
         let mut st = stats::derive(prev.as_ref(), sample.as_ref());
         st.transport = transport.as_str();
         match transport {
@@ -370,11 +384,6 @@ async fn poll(me: Weak<RefCell<Player>>) {
         pl.mjpeg_mark = (pl.mjpeg_frames, now);
         pl.stats = st;
         pl.webrtc_stats = sample;
-        // A live source but no new frames: the transport is stuck (an offline camera is not).
-        let source_live = !matches!(pl.source, Some(SourceState::Offline) | Some(SourceState::Connecting) | Some(SourceState::Idle));
-        if source_live && transport == Transport::WebRtc && pl.webrtc_clock.stalled(now, fps_hint) {
-            events.push(Event::Stalled);
-        }
     }
     for e in events {
         dispatch(&p, e);

@@ -16,6 +16,8 @@ pub struct Sample {
     pub packets_received: u64,
     pub packets_lost: i64,
     pub rtt_ms: Option<f64>,
+    /// How long before this reading the last RTP packet arrived (the browser's own clock).
+    pub since_packet_ms: Option<u64>,
 }
 
 /// The overlay's numbers.
@@ -51,6 +53,9 @@ pub async fn sample(pc: &RtcPeerConnection, now: u64) -> Option<Sample> {
             s.bytes_received = num(&stat, "bytesReceived").unwrap_or(0.0) as u64;
             s.packets_received = num(&stat, "packetsReceived").unwrap_or(0.0) as u64;
             s.packets_lost = num(&stat, "packetsLost").unwrap_or(0.0) as i64;
+            if let (Some(at), Some(last)) = (num(&stat, "timestamp"), num(&stat, "lastPacketReceivedTimestamp")) {
+                s.since_packet_ms = Some((at - last).max(0.0) as u64);
+            }
         } else if kind == "candidate-pair" && Reflect::get(&stat, &"nominated".into()).ok().is_some_and(|v| v.is_truthy()) {
             if let Some(rtt) = num(&stat, "currentRoundTripTime") {
                 s.rtt_ms = Some(rtt * 1000.0);
