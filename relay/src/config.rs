@@ -282,6 +282,11 @@ pub enum SourceConfig {
     Mjpeg {
         url: Url,
     },
+    /// Another WHEP server's stream, pulled and passed through (`whep://` is fetched over
+    /// http, `wheps://` over https; `url` holds that http(s) URL).
+    Whep {
+        url: Url,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -553,7 +558,7 @@ impl Config {
             }
             let size = match &s.source {
                 SourceConfig::TestPattern { width, height, .. } => Some((*width, *height)),
-                SourceConfig::Mjpeg { .. } => s.size,
+                SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } => s.size,
             };
             if let Some((w, h)) = size {
                 if !(128..=3840).contains(&w) || !(96..=3840).contains(&h) || w * h > 3840 * 2160 {
@@ -640,8 +645,9 @@ impl StreamConfig {
         }
     }
 
-    /// `test:[SCENE][:WxH][@FPS]` (SCENE: pattern, deepsky or moon) or an http(s) URL.
-    fn from_source(name: &str, source: &str, key: &str) -> Result<Self, ConfigError> {
+    /// `test:[SCENE][:WxH][@FPS]` (SCENE: pattern, deepsky or moon), an http(s) MJPEG URL, or
+    /// a WHEP endpoint as `whep://` or `wheps://`.
+    pub fn from_source(name: &str, source: &str, key: &str) -> Result<Self, ConfigError> {
         if let Some(spec) = source.strip_prefix("test:") {
             let (rest, fps) = spec.split_once('@').unwrap_or((spec, ""));
             let (mut scene, mut w, mut h, mut f) = (Scene::Pattern, 1280, 720, 25.0);
@@ -662,9 +668,18 @@ impl StreamConfig {
             }
             return Ok(Self::test_scene(name, scene, w, h, f));
         }
+        for (scheme, http) in [("whep://", "http://"), ("wheps://", "https://")] {
+            if let Some(rest) = source.strip_prefix(scheme) {
+                let url = Url::parse(&format!("{http}{rest}")).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
+                if url.host().is_none() {
+                    return Err(invalid(key, "a WHEP source needs a host"));
+                }
+                return Ok(Self::defaults(name, SourceConfig::Whep { url }));
+            }
+        }
         let url = Url::parse(source).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(invalid(key, "sources are http(s) MJPEG URLs or test:"));
+            return Err(invalid(key, "sources are http(s) MJPEG URLs, whep:// or wheps:// endpoints, or test:"));
         }
         Ok(Self::defaults(name, SourceConfig::Mjpeg { url }))
     }

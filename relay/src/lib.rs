@@ -11,6 +11,7 @@ pub mod relay;
 pub mod stream;
 pub mod timing;
 pub mod tls;
+pub mod track;
 pub mod turn;
 pub mod webrtc;
 

@@ -1,5 +1,5 @@
-//! One pipeline per stream: source frames -> latest-frame slot -> encoder thread (decode, scale,
-//! encode, packetize once) -> broadcast ring -> every viewer.
+//! The encoder of a picture source: source frames -> latest-frame slot -> encoder thread
+//! (decode, scale, encode, packetize once) -> the stream's `Track` -> every reader.
 //!
 //! Only the newest source frame waits for the encoder: a frame that arrives while an older one
 //! is still waiting replaces it and is counted as dropped. Nothing is decoded or encoded while no
@@ -17,15 +17,13 @@ use scopecast_shared::api::FrameTiming;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use crate::track::Track;
 use webrtc::rtp::codecs::h264::H264Payloader;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp::packetizer::Payloader;
 
 /// RTP payload size: leaves room for SRTP, extensions and IP/UDP headers under a 1280-byte path MTU.
 const RTP_PAYLOAD_MTU: usize = 1188;
-/// Encoded frames a viewer may fall behind before it skips to the next keyframe.
-const VIEWER_QUEUE_FRAMES: usize = 16;
 /// H.264 RTP clock.
 const RTP_CLOCK_HZ: u64 = 90_000;
 
@@ -65,6 +63,8 @@ pub struct RtpFrame {
     pub bytes: usize,
     /// Stage times of a new source frame (not of repeats); viewers stamp when it went out.
     pub timing: Option<Arc<TimedFrame>>,
+    /// Its place in the track (set by `Track::publish`).
+    pub index: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -88,42 +88,9 @@ pub struct PipelineStats {
     /// Source frames that could not be used: undecodable, oversized, not JPEG.
     pub frames_rejected: AtomicU64,
     pub keyframes: AtomicU64,
-    /// PLI and FIR from viewers.
-    pub keyframe_requests: AtomicU64,
     pub bytes_out: AtomicU64,
     pub width: AtomicUsize,
     pub height: AtomicUsize,
-}
-
-/// Why a keyframe is wanted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyframeReason {
-    /// A viewer just started receiving: never delayed.
-    ViewerJoined,
-    /// A viewer lost packets or fell behind (PLI, FIR, queue overflow): throttled.
-    ViewerRequest,
-}
-
-/// Allows at most one throttled keyframe per `min_interval`. Time is an argument, so tests
-/// need no clock.
-#[derive(Debug)]
-pub struct KeyframeThrottle {
-    min_interval: Duration,
-    last: Option<Instant>,
-}
-
-impl KeyframeThrottle {
-    pub fn new(min_interval: Duration) -> Self {
-        Self { min_interval, last: None }
-    }
-
-    pub fn allow(&mut self, reason: KeyframeReason, now: Instant) -> bool {
-        let ok = reason == KeyframeReason::ViewerJoined || self.last.is_none_or(|last| now.saturating_duration_since(last) >= self.min_interval);
-        if ok {
-            self.last = Some(now);
-        }
-        ok
-    }
 }
 
 /// A stream slower than this gets an IDR for every new frame, and a repeat of the picture in
@@ -173,9 +140,7 @@ pub struct Pipeline {
     settings: PipelineSettings,
     slot: Mutex<Slot>,
     wake: Condvar,
-    frames: broadcast::Sender<Arc<RtpFrame>>,
-    viewers: AtomicUsize,
-    throttle: Mutex<KeyframeThrottle>,
+    track: Arc<Track>,
     pub stats: PipelineStats,
     /// The last frames' stage times.
     pub timings: TimingLog,
@@ -183,21 +148,26 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Creates the pipeline and starts its encoder thread.
-    pub fn start(name: &str, settings: PipelineSettings) -> std::io::Result<Arc<Self>> {
-        let (frames, _) = broadcast::channel(VIEWER_QUEUE_FRAMES);
+    /// Creates the pipeline, which encodes into `track` (and makes its keyframes), and starts
+    /// its encoder thread.
+    pub fn start(name: &str, settings: PipelineSettings, track: Arc<Track>) -> std::io::Result<Arc<Self>> {
         let pipeline = Arc::new(Self {
             name: name.to_owned(),
-            throttle: Mutex::new(KeyframeThrottle::new(settings.keyframe_min_interval)),
             settings,
             slot: Mutex::new(Slot::default()),
             wake: Condvar::new(),
-            frames,
-            viewers: AtomicUsize::new(0),
+            track: Arc::clone(&track),
             stats: PipelineStats::default(),
             timings: TimingLog::default(),
             stopped: AtomicBool::new(false),
         });
+        let weak = Arc::downgrade(&pipeline);
+        track.set_producer(Box::new(move |_reason| {
+            if let Some(p) = weak.upgrade() {
+                lock(&p.slot).keyframe_wanted = true;
+                p.wake.notify_one();
+            }
+        }));
         let worker = Arc::clone(&pipeline);
         std::thread::Builder::new().name(format!("encode-{name}")).spawn(move || worker.run_encoder())?;
         Ok(pipeline)
@@ -218,35 +188,13 @@ impl Pipeline {
         self.wake.notify_one();
     }
 
+    /// Someone reads the track: encode.
     pub fn is_watched(&self) -> bool {
-        self.viewers.load(Ordering::Relaxed) > 0
-    }
-
-    pub fn viewers(&self) -> usize {
-        self.viewers.load(Ordering::Relaxed)
+        self.track.readers() > 0
     }
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
-    }
-
-    /// Asks for an IDR; returns whether it was granted (throttled requests may be refused).
-    pub fn request_keyframe(&self, reason: KeyframeReason) -> bool {
-        if !lock(&self.throttle).allow(reason, Instant::now()) {
-            return false;
-        }
-        lock(&self.slot).keyframe_wanted = true;
-        self.wake.notify_one();
-        true
-    }
-
-    /// Registers a viewer that is ready to receive: starts encoding if it is the first, and
-    /// asks for an IDR so it sees a picture at once. Dropping the guard unregisters it.
-    pub fn attach_viewer(self: &Arc<Self>) -> (ViewerGuard, broadcast::Receiver<Arc<RtpFrame>>) {
-        let rx = self.frames.subscribe();
-        self.viewers.fetch_add(1, Ordering::Relaxed);
-        self.request_keyframe(KeyframeReason::ViewerJoined);
-        (ViewerGuard(Arc::clone(self)), rx)
     }
 
     /// Drops the last picture and any waiting frame, so no viewer is shown a stale one.
@@ -331,8 +279,7 @@ impl Pipeline {
                     if let Some(t) = &out.timing {
                         self.timings.push(Arc::clone(t));
                     }
-                    // No receivers is not an error: the last viewer may just have left.
-                    let _ = self.frames.send(Arc::new(out));
+                    self.track.publish(out);
                 }
                 Ok(None) => self.keep_keyframe_request(keyframe, &worker),
                 Err(e) => {
@@ -390,15 +337,6 @@ impl ViewerCursor {
         packet.header.sequence_number = self.sequence;
         self.sequence = self.sequence.wrapping_add(1);
         packet
-    }
-}
-
-/// Unregisters a viewer when dropped.
-pub struct ViewerGuard(Arc<Pipeline>);
-
-impl Drop for ViewerGuard {
-    fn drop(&mut self) {
-        self.0.viewers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -569,7 +507,7 @@ impl EncoderWorker {
             .collect();
         let timing = pending_timing
             .map(|t| Arc::new(TimedFrame::new(FrameTiming { rtp_timestamp: timestamp, keyframe: encoded.keyframe, encoded_ms: timing::now_ms(), ..t })));
-        Ok(Some(RtpFrame { packets, keyframe: encoded.keyframe, width: encoded.width, height: encoded.height, bytes: encoded.annexb.len(), timing }))
+        Ok(Some(RtpFrame { packets, keyframe: encoded.keyframe, width: encoded.width, height: encoded.height, bytes: encoded.annexb.len(), timing, index: 0 }))
     }
 }
 
@@ -596,10 +534,12 @@ impl LogLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::track::KeyframeReason;
+    use tokio::sync::broadcast;
 
     fn rtp_frame(keyframe: bool, packets: usize) -> RtpFrame {
         let packets = (0..packets).map(|_| Packet { payload: Bytes::from_static(b"x"), ..Default::default() }).collect();
-        RtpFrame { packets, keyframe, width: 2, height: 2, bytes: 1, timing: None }
+        RtpFrame { packets, keyframe, width: 2, height: 2, bytes: 1, timing: None, index: 0 }
     }
 
     #[test]
@@ -624,18 +564,18 @@ mod tests {
 
     #[test]
     fn a_viewer_that_never_reads_holds_up_neither_the_encoder_nor_other_viewers() {
-        let p = Pipeline::start("fan", settings(None)).expect("start");
-        let (_slow_guard, mut slow) = p.attach_viewer();
-        let (_fast_guard, mut fast) = p.attach_viewer();
+        let (p, track) = started("fan", settings(None));
+        let (_slow_guard, mut slow) = attach(&track);
+        let (_fast_guard, mut fast) = attach(&track);
         let mut received = 0;
-        for _ in 0..3 * VIEWER_QUEUE_FRAMES {
+        for _ in 0..3 * crate::track::READER_QUEUE_FRAMES {
             p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(160, 120)))));
             recv(&mut fast);
             received += 1;
         }
-        assert_eq!(received, 3 * VIEWER_QUEUE_FRAMES, "the fast viewer got every frame");
+        assert_eq!(received, 3 * crate::track::READER_QUEUE_FRAMES, "the fast viewer got every frame");
         match slow.try_recv() {
-            Err(broadcast::error::TryRecvError::Lagged(n)) => assert!(n >= VIEWER_QUEUE_FRAMES as u64, "lagged {n}"),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => assert!(n >= crate::track::READER_QUEUE_FRAMES as u64, "lagged {n}"),
             other => panic!("the slow viewer should have been left behind, got {other:?}"),
         }
         assert!(slow.try_recv().is_ok(), "and it resumes from the newest frames");
@@ -659,8 +599,8 @@ mod tests {
 
     #[test]
     fn a_watched_slow_stream_repeats_its_picture_and_sends_new_frames_as_idrs() {
-        let p = Pipeline::start("slow", settings(None)).expect("start");
-        let (_guard, mut rx) = p.attach_viewer();
+        let (p, track) = started("slow", settings(None));
+        let (_guard, mut rx) = attach(&track);
         p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(160, 120)))));
         let first = recv(&mut rx);
         assert!(first.keyframe);
@@ -688,17 +628,6 @@ mod tests {
         assert_eq!(limiter.hit(ms(5000)), Some(1));
     }
 
-    #[test]
-    fn throttle_passes_joins_and_spaces_requests() {
-        let t0 = Instant::now();
-        let mut t = KeyframeThrottle::new(Duration::from_millis(500));
-        assert!(t.allow(KeyframeReason::ViewerRequest, t0));
-        assert!(!t.allow(KeyframeReason::ViewerRequest, t0 + Duration::from_millis(100)));
-        assert!(t.allow(KeyframeReason::ViewerJoined, t0 + Duration::from_millis(200)));
-        assert!(!t.allow(KeyframeReason::ViewerRequest, t0 + Duration::from_millis(600)));
-        assert!(t.allow(KeyframeReason::ViewerRequest, t0 + Duration::from_millis(700)));
-    }
-
     fn settings(size: Option<(usize, usize)>) -> PipelineSettings {
         PipelineSettings {
             size,
@@ -706,6 +635,16 @@ mod tests {
             encoder: EncoderSettings { bitrate_bps: 1_000_000, fps: 25.0, idr_interval_frames: 0 },
             keyframe_min_interval: Duration::from_millis(500),
         }
+    }
+
+    fn started(name: &str, settings: PipelineSettings) -> (Arc<Pipeline>, Arc<Track>) {
+        let track = Track::new(name, false, settings.keyframe_min_interval);
+        (Pipeline::start(name, settings, Arc::clone(&track)).expect("start"), track)
+    }
+
+    fn attach(track: &Arc<Track>) -> (crate::track::ReaderGuard, broadcast::Receiver<Arc<RtpFrame>>) {
+        let reader = track.attach();
+        (reader.guard, reader.live)
     }
 
     fn recv(rx: &mut broadcast::Receiver<Arc<RtpFrame>>) -> Arc<RtpFrame> {
@@ -721,18 +660,18 @@ mod tests {
 
     #[test]
     fn nothing_is_encoded_unwatched_and_a_joiner_gets_an_idr_of_the_last_picture() {
-        let p = Pipeline::start("t", settings(Some((320, 240)))).expect("start");
+        let (p, track) = started("t", settings(Some((320, 240))));
         p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(640, 480)))));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(p.stats.frames_encoded.load(Ordering::Relaxed), 0, "no encoding while unwatched");
 
-        let (guard, mut rx) = p.attach_viewer();
+        let (guard, mut rx) = attach(&track);
         let first = recv(&mut rx);
         assert!(first.keyframe && (first.width, first.height) == (320, 240));
         assert!(first.packets.last().is_some_and(|pk| pk.header.marker));
 
         // A second viewer joining with no new source frame still gets an IDR at once.
-        let (_g2, mut rx2) = p.attach_viewer();
+        let (_g2, mut rx2) = attach(&track);
         let again = recv(&mut rx2);
         assert!(again.keyframe);
         assert!(again.packets[0].header.timestamp != first.packets[0].header.timestamp);
@@ -741,8 +680,8 @@ mod tests {
     }
     #[test]
     fn a_joiner_whose_first_frame_is_undecodable_gets_an_idr_of_the_next_good_one() {
-        let p = Pipeline::start("bad-first", settings(None)).expect("start");
-        let (_guard, mut rx) = p.attach_viewer();
+        let (p, track) = started("bad-first", settings(None));
+        let (_guard, mut rx) = attach(&track);
         // Prime the encoder: its very first output is an IDR whatever was asked.
         p.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(320, 240)))));
         assert!(recv(&mut rx).keyframe);
@@ -750,7 +689,7 @@ mod tests {
         // the first frame it is offered is garbage.
         p.forget_picture();
         std::thread::sleep(Duration::from_millis(100));
-        p.request_keyframe(KeyframeReason::ViewerJoined);
+        track.request_keyframe(KeyframeReason::ViewerJoined);
         p.push_frame(CapturedFrame::now(SourceFrame::Jpeg(vec![0xff, 0xd8, 1, 2, 3].into())));
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(p.stats.frames_rejected.load(Ordering::Relaxed), 1);
@@ -763,9 +702,9 @@ mod tests {
     #[test]
     fn a_source_larger_than_the_encoder_takes_is_fitted_not_refused() {
         // A full-sensor preview from an astro camera, with no output size configured.
-        let p = Pipeline::start("big", settings(None)).expect("start");
+        let (p, track) = started("big", settings(None));
         let jpeg = crate::media::jpeg::encode_i420(&I420::new(4000, 3000), 70).expect("jpeg");
-        let (_guard, mut rx) = p.attach_viewer();
+        let (_guard, mut rx) = attach(&track);
         p.push_frame(CapturedFrame::now(SourceFrame::Jpeg(jpeg.into())));
         let frame = recv(&mut rx);
         assert_eq!((frame.width, frame.height), (2880, 2160), "4:3 kept, inside openh264's 3840x2160");

@@ -5,6 +5,7 @@ use crate::http::{router, AppState};
 use crate::media::EncoderSettings;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::stream::Stream;
+use crate::track::Track;
 use crate::webrtc::{WebRtcEngine, WebRtcError};
 use axum::serve::ListenerExt;
 use std::collections::BTreeMap;
@@ -49,7 +50,7 @@ impl Relay {
                 size: stream.size,
                 max_fps: match stream.source {
                     SourceConfig::TestPattern { .. } => None,
-                    SourceConfig::Mjpeg { .. } => stream.max_fps,
+                    SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } => stream.max_fps,
                 },
                 encoder: EncoderSettings {
                     bitrate_bps: stream.bitrate_bps,
@@ -58,12 +59,20 @@ impl Relay {
                 },
                 keyframe_min_interval: Duration::from_millis(500),
             };
-            let hub = Stream::new(stream.clone(), Pipeline::start(&stream.name, settings)?);
+            // A picture source's track is made by its encoder, which makes keyframes on request;
+            // a passed-through source's keeps its GOP for joiners.
+            let passthrough = matches!(stream.source, SourceConfig::Whep { .. });
+            let track = Track::new(&stream.name, passthrough, settings.keyframe_min_interval);
+            let encoder = if passthrough { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track))?) };
+            let hub = Stream::new(stream.clone(), track, encoder);
             match &stream.source {
                 SourceConfig::TestPattern { scene, width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&hub), *scene, *width, *height, *fps)?,
                 SourceConfig::Mjpeg { url } => {
                     // Ends by itself when the stream is stopped.
                     crate::ingest::mjpeg::spawn(Arc::clone(&hub), url.clone());
+                }
+                SourceConfig::Whep { url } => {
+                    crate::ingest::whep::spawn(Arc::clone(&hub), url.clone(), Arc::clone(&engine));
                 }
             }
             streams.insert(stream.name.clone(), hub);

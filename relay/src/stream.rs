@@ -12,7 +12,9 @@ use crate::media::jpeg::{encode_i420, JpegError};
 use crate::media::I420;
 use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
 use crate::timing::unix_ms;
+use crate::track::Track;
 use bytes::Bytes;
+use scopecast_shared::api::VideoPath;
 use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +155,11 @@ struct Meters {
 
 pub struct Stream {
     pub config: StreamConfig,
-    pub pipeline: Arc<Pipeline>,
+    /// The encoded video every WHEP viewer and publish target reads.
+    pub track: Arc<Track>,
+    /// The encoder that makes `track` from pictures; `None` for a source whose H.264 is passed
+    /// through (then nothing is encoded, and there are no pictures for MJPEG yet).
+    pub encoder: Option<Arc<Pipeline>>,
     pub demand: Arc<Demand>,
     latest: watch::Sender<Option<Arc<Still>>>,
     state: watch::Sender<StateEvent>,
@@ -168,11 +174,12 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(config: StreamConfig, pipeline: Arc<Pipeline>) -> Arc<Self> {
+    pub fn new(config: StreamConfig, track: Arc<Track>, encoder: Option<Arc<Pipeline>>) -> Arc<Self> {
         let initial = if config.on_demand { SourceState::Idle } else { SourceState::Connecting };
         Arc::new(Self {
             config,
-            pipeline,
+            track,
+            encoder,
             demand: Demand::new(),
             latest: watch::channel(None).0,
             state: watch::channel(StateEvent { state: initial, last_error: None, since_ms: unix_ms() }).0,
@@ -206,7 +213,9 @@ impl Stream {
         };
         self.latest.send_replace(Some(Arc::new(still)));
         self.last_frame_ms.store(captured_whole_ms, Ordering::Relaxed);
-        self.pipeline.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
+        if let Some(encoder) = &self.encoder {
+            encoder.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
+        }
         self.report(SourceEvent::Frame);
     }
 
@@ -265,7 +274,10 @@ impl Stream {
     /// the next viewer waits for a fresh one rather than seeing one from hours ago.
     pub fn went_idle(&self) {
         self.latest.send_replace(None);
-        self.pipeline.forget_picture();
+        if let Some(encoder) = &self.encoder {
+            encoder.forget_picture();
+        }
+        self.track.reset();
         self.report(SourceEvent::Stopped);
     }
 
@@ -280,13 +292,15 @@ impl Stream {
     /// Whether frames are wanted at full rate: a WebRTC viewer is attached or an MJPEG client
     /// reads (the test pattern slows down otherwise).
     pub fn is_watched(&self) -> bool {
-        self.pipeline.is_watched() || self.demand.now().mjpeg > 0
+        self.track.readers() > 0 || self.demand.now().mjpeg > 0
     }
 
     /// Stops the source and the encoder.
     pub fn stop(&self) {
         self.shutdown.send_replace(true);
-        self.pipeline.stop();
+        if let Some(encoder) = &self.encoder {
+            encoder.stop();
+        }
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -301,21 +315,23 @@ impl Stream {
 
     /// Feeds the rate meters; the relay calls this about once a second.
     pub fn sample_rates(&self, now: Instant) {
-        let stats = &self.pipeline.stats;
+        let frames_in = self.encoder.as_ref().map_or_else(|| self.track.frames(), |e| e.stats.frames_in.load(Ordering::Relaxed));
         let mut m = crate::lock(&self.meters);
-        m.fps_in.sample(now, stats.frames_in.load(Ordering::Relaxed));
-        m.fps_out.sample(now, stats.frames_encoded.load(Ordering::Relaxed));
-        m.bytes_out.sample(now, stats.bytes_out.load(Ordering::Relaxed));
+        m.fps_in.sample(now, frames_in);
+        m.fps_out.sample(now, self.track.frames());
+        m.bytes_out.sample(now, self.track.bytes());
     }
 
     /// What the API shows.
     pub fn info(&self) -> StreamInfo {
-        let stats = &self.pipeline.stats;
+        let default_stats = crate::pipeline::PipelineStats::default();
+        let stats = self.encoder.as_ref().map_or(&default_stats, |e| &e.stats);
         let known = |v: usize| (v > 0).then_some(v as u32);
         let name = &self.config.name;
         let (source, source_url) = match &self.config.source {
             SourceConfig::TestPattern { .. } => (SourceKind::TestPattern, None),
             SourceConfig::Mjpeg { url } => (SourceKind::Mjpeg, Some(redact(url))),
+            SourceConfig::Whep { url } => (SourceKind::Whep, Some(redact(url))),
         };
         let (width, height) = match (&self.config.source, self.config.size) {
             (_, Some((w, h))) => (Some(w as u32), Some(h as u32)),
@@ -337,6 +353,7 @@ impl Stream {
             state_since_ms: state.since_ms,
             on_demand: self.config.on_demand,
             offline_policy: self.config.offline_policy,
+            video: if self.encoder.is_some() { VideoPath::Encoded } else { VideoPath::Passthrough },
             width,
             height,
             max_fps: self.config.max_fps,
@@ -344,7 +361,7 @@ impl Stream {
             fps_out: (fps_out * 100.0).round() / 100.0,
             bitrate_bps: bitrate.round() as u64,
             viewers: self.demand.now(),
-            frames_in: stats.frames_in.load(Ordering::Relaxed),
+            frames_in: if self.encoder.is_some() { stats.frames_in.load(Ordering::Relaxed) } else { self.track.frames() },
             frames_encoded: stats.frames_encoded.load(Ordering::Relaxed),
             frames_dropped: stats.frames_dropped.load(Ordering::Relaxed),
             frames_rejected: stats.frames_rejected.load(Ordering::Relaxed),
@@ -353,7 +370,7 @@ impl Stream {
             mjpeg_url: format!("/{name}/mjpeg"),
             snapshot_url: format!("/{name}/snapshot.jpg"),
             events_url: format!("/api/v1/streams/{name}/events"),
-            latency: self.pipeline.timings.latency(),
+            latency: self.encoder.as_ref().and_then(|e| e.timings.latency()),
             publish: crate::lock(&self.publish).iter().map(|t| t.info()).collect(),
             timings_url: format!("/api/v1/streams/{name}/timings"),
         }

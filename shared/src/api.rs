@@ -10,6 +10,19 @@ pub enum SourceKind {
     TestPattern,
     /// An MJPEG camera pulled over HTTP(S).
     Mjpeg,
+    /// Another WHEP server's stream (`whep://`, `wheps://`): relay chaining.
+    Whep,
+}
+
+/// How a stream's WebRTC video is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoPath {
+    /// Pictures decoded and encoded to H.264 here, once for every viewer.
+    #[default]
+    Encoded,
+    /// The source's own H.264, passed through without decoding: no encoder runs.
+    Passthrough,
 }
 
 /// Where a stream's source stands.
@@ -111,6 +124,9 @@ pub struct StreamInfo {
     /// Whether the source is pulled only while someone watches.
     pub on_demand: bool,
     pub offline_policy: OfflinePolicy,
+    /// Encoded here or passed through.
+    #[serde(default)]
+    pub video: VideoPath,
     /// Size of the encoded video, once known.
     pub width: Option<u32>,
     pub height: Option<u32>,

@@ -96,10 +96,10 @@ async fn chromium_on_a_slow_camera_asks_for_few_keyframes_and_sees_no_freezes() 
     c.goto(&format!("{}/deep/", base_url(&relay))).await.expect("open page");
     wait_for_page(c, "a picture at once on a 0.2 fps stream", 10, |v| count(v, "frames") > 0).await;
 
-    let requests_before = stream.pipeline.stats.keyframe_requests.load(Ordering::Relaxed);
+    let requests_before = stream.track.keyframe_requests.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(30)).await;
     let last = page_status(c).await;
-    let requests = stream.pipeline.stats.keyframe_requests.load(Ordering::Relaxed) - requests_before;
+    let requests = stream.track.keyframe_requests.load(Ordering::Relaxed) - requests_before;
     assert!(requests <= 3, "the relay got {requests} PLI/FIR in 30 s ({last})");
     assert!(count(&last, "plis") <= 3, "Chromium sent too many PLIs: {last}");
     assert!(count(&last, "frames") >= 25, "about a frame a second kept the player fed: {last}");
@@ -187,4 +187,48 @@ async fn chromium_negotiates_playout_delay_and_every_video_packet_carries_zero_z
     assert_eq!(value, vec![0, 0, 0], "minimum and maximum delay both 0");
     browser.close().await;
     relay.shutdown().await;
+}
+
+/// Relay chaining: an edge relay pulls the origin's stream over WHEP (`whep://`) and passes its
+/// H.264 through to Chromium, with no encoder of its own. The origin restarts: the edge says
+/// `offline`, pulls again with backoff, and Chromium's session on the edge carries on into the
+/// new upstream session's frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_relay_passes_an_origins_stream_through_to_chromium_and_rides_out_an_origin_restart() {
+    use scopecast::config::Config;
+    use scopecast_tests::{start_relay_config, test_config};
+    let origin_config = || test_config(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]);
+    let origin = start_relay_config(origin_config()).await;
+    let origin_http = origin.http_addr();
+    let source = format!("whep://{origin_http}/telescope/whep");
+    let edge_stream = StreamConfig::from_source("telescope", &source, "streams.telescope.source").expect("a whep:// source");
+    let edge = start_relay_config(test_config(vec![edge_stream])).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", base_url(&edge))).await.expect("open the edge's page");
+    let playing = wait_for_page(c, "the origin's frames through the edge", 20, |v| v["transport"] == "webrtc" && count(v, "frames") >= 50).await;
+    assert_eq!((count(&playing, "width"), count(&playing, "height")), (640, 360), "{playing}");
+
+    let info = |relay: &scopecast::Relay| relay.state().streams["telescope"].info();
+    let edge_info = info(&edge);
+    assert_eq!(edge_info.video, scopecast_shared::api::VideoPath::Passthrough);
+    assert_eq!(edge_info.frames_encoded, 0, "the edge encodes nothing");
+    assert!(edge_info.frames_in >= 50, "{edge_info:?}");
+    assert!(edge.state().streams["telescope"].encoder.is_none(), "no encoder exists on the edge");
+    assert_eq!(info(&origin).viewers.webrtc, 1, "the origin has one viewer, the edge");
+
+    // The origin restarts on the same address.
+    origin.shutdown().await;
+    let edge_stream = std::sync::Arc::clone(&edge.state().streams["telescope"]);
+    eventually(5, "the edge to say its source is offline", || edge_stream.state().state == scopecast_shared::SourceState::Offline).await;
+    wait_for_page(c, "the player to show the source offline", 5, |v| v["source"] == "offline").await;
+    let before = count(&page_status(c).await, "frames");
+    let origin = start_relay_config(Config { http: origin_http, ..origin_config() }).await;
+    let back = wait_for_page(c, "frames from the restarted origin", 20, |v| count(v, "frames") >= before + 50 && v["source"] == "live").await;
+    assert_eq!(back["transport"], "webrtc", "{back}");
+    assert_eq!((edge.state().sessions_created(), edge.session_count()), (1, 1), "the viewer kept its session on the edge");
+    assert_eq!(info(&edge).frames_encoded, 0);
+    browser.close().await;
+    edge.shutdown().await;
+    origin.shutdown().await;
 }

@@ -24,8 +24,8 @@ async fn test_pattern_viewer_decodes_increasing_frames_and_delete_ends_the_sessi
     assert_eq!(viewer.delete().await.expect("DELETE"), 200);
     assert_eq!(relay.session_count(), 0);
     assert_eq!(viewer.delete().await.expect("DELETE again"), 404, "the session is gone");
-    let pipeline = relay.state().pipeline("telescope").expect("stream");
-    eventually(10, "the encoder to lose its viewer", || pipeline.viewers() == 0).await;
+    let track = relay.state().track("telescope").expect("stream");
+    eventually(10, "the encoder to lose its viewer", || track.readers() == 0).await;
     viewer.close().await;
     relay.shutdown().await;
 }
@@ -105,8 +105,8 @@ async fn a_viewer_that_vanishes_without_delete_is_reaped() {
     // Gone without a word: the relay notices through ICE consent and frees the session.
     viewer.close().await;
     eventually(25, "the vanished session to be reaped", || relay.session_count() == 0).await;
-    let pipeline = relay.state().pipeline("telescope").expect("stream");
-    eventually(5, "the viewer to be detached", || pipeline.viewers() == 0).await;
+    let track = relay.state().track("telescope").expect("stream");
+    eventually(5, "the viewer to be detached", || track.readers() == 0).await;
     relay.shutdown().await;
 }
 

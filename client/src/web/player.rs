@@ -95,6 +95,8 @@ pub struct Player {
     webrtc_clock: FrameClock,
     webrtc_stats: Option<stats::Sample>,
     fps_hint: Option<f64>,
+    /// The relay re-sends its picture at least once a second (it encodes the stream).
+    repeats: bool,
     source: Option<SourceState>,
     source_error: Option<String>,
     /// The relay's event stream; dropping it closes it and ends its reader task.
@@ -135,6 +137,7 @@ impl Player {
                 webrtc_clock: FrameClock::default(),
                 webrtc_stats: None,
                 fps_hint: None,
+                repeats: false,
                 source: None,
                 source_error: None,
                 events: None,
@@ -351,7 +354,7 @@ async fn poll(me: Weak<RefCell<Player>>, overlay: bool) {
         // A live source but no new frames: the transport is stuck (an offline camera is not).
         // A relay's session is also stuck when its RTP stops: it repeats pictures each second.
         let source_live = !matches!(pl.source, Some(SourceState::Offline) | Some(SourceState::Connecting) | Some(SourceState::Idle));
-        let relay_silent = !pl.urls.info.is_empty() && sample.as_ref().and_then(|s| s.since_packet_ms).is_some_and(|ms| ms > stall::RELAY_SILENCE_MS);
+        let relay_silent = pl.repeats && sample.as_ref().and_then(|s| s.since_packet_ms).is_some_and(|ms| ms > stall::RELAY_SILENCE_MS);
         if source_live && transport == Transport::WebRtc && (relay_silent || pl.webrtc_clock.stalled(now, fps_hint)) {
             events.push(Event::Stalled);
         }
@@ -408,6 +411,8 @@ async fn fetch_info(me: Weak<RefCell<Player>>) {
     if let (Ok(info), Some(p)) = (serde_json::from_str::<StreamInfo>(&body), me.upgrade()) {
         let mut p = p.borrow_mut();
         p.fps_hint = info.max_fps.or(Some(info.fps_in)).filter(|f| *f > 0.0);
+        // Passed-through video (a chained relay) has no once-a-second repeat to rely on.
+        p.repeats = info.video == scopecast_shared::api::VideoPath::Encoded;
         if p.source.is_none() {
             p.source = Some(info.state);
             p.source_error = info.last_error;

@@ -31,7 +31,8 @@ pub async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<Str
 
 /// The last frames' stage times through the relay, oldest first (what `latency` summarizes).
 pub async fn get_timings(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<FrameTimings>, ApiError> {
-    Ok(Json(FrameTimings { frames: state.stream(&name)?.pipeline.timings.frames() }))
+    let stream = state.stream(&name)?;
+    Ok(Json(FrameTimings { frames: stream.encoder.as_ref().map(|e| e.timings.frames()).unwrap_or_default() }))
 }
 
 /// `state` events (the source's [`scopecast_shared::StateEvent`]) and `viewers` events, each
@@ -143,19 +144,20 @@ impl Metrics {
 
 fn record_stream(stream: &Stream) {
     let name = stream.name().to_owned();
-    let stats = &stream.pipeline.stats;
+    let default_stats = crate::pipeline::PipelineStats::default();
+    let stats = stream.encoder.as_ref().map_or(&default_stats, |e| &e.stats);
     let current = stream.state().state;
     for (label, s) in [("idle", SourceState::Idle), ("connecting", SourceState::Connecting), ("live", SourceState::Live), ("offline", SourceState::Offline)] {
         metrics::gauge!("scopecast_source_state", "stream" => name.clone(), "state" => label).set(f64::from(u8::from(current == s)));
     }
     let counters = [
-        ("scopecast_frames_in_total", stats.frames_in.load(Ordering::Relaxed)),
+        ("scopecast_frames_in_total", if stream.encoder.is_some() { stats.frames_in.load(Ordering::Relaxed) } else { stream.track.frames() }),
         ("scopecast_frames_encoded_total", stats.frames_encoded.load(Ordering::Relaxed)),
         ("scopecast_frames_dropped_total", stats.frames_dropped.load(Ordering::Relaxed)),
         ("scopecast_frames_rejected_total", stats.frames_rejected.load(Ordering::Relaxed)),
         ("scopecast_keyframes_total", stats.keyframes.load(Ordering::Relaxed)),
-        ("scopecast_keyframe_requests_total", stats.keyframe_requests.load(Ordering::Relaxed)),
-        ("scopecast_encoded_bytes_total", stats.bytes_out.load(Ordering::Relaxed)),
+        ("scopecast_keyframe_requests_total", stream.track.keyframe_requests.load(Ordering::Relaxed)),
+        ("scopecast_encoded_bytes_total", stream.track.bytes()),
         ("scopecast_mjpeg_frames_skipped_total", stream.mjpeg_skipped.load(Ordering::Relaxed)),
     ];
     for (metric, value) in counters {

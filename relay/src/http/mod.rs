@@ -11,7 +11,7 @@ pub mod whep_sse;
 
 use crate::config::SecurityConfig;
 use crate::lock;
-use crate::pipeline::Pipeline;
+use crate::track::Track;
 use crate::stream::{DemandGuard, Stream};
 use crate::webrtc::{Session, WebRtcEngine};
 use axum::extract::{Path, Request, State};
@@ -109,8 +109,9 @@ impl AppState {
         self.streams.get(name).cloned().ok_or_else(|| ApiError::unknown_stream(name))
     }
 
-    pub fn pipeline(&self, stream: &str) -> Result<Arc<Pipeline>, ApiError> {
-        Ok(Arc::clone(&self.stream(stream)?.pipeline))
+    /// The stream's encoded video, which its viewers read.
+    pub fn track(&self, stream: &str) -> Result<Arc<Track>, ApiError> {
+        Ok(Arc::clone(&self.stream(stream)?.track))
     }
 
     pub fn session(&self, stream: &str, id: &str) -> Result<Arc<SessionEntry>, ApiError> {

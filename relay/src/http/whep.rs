@@ -101,7 +101,7 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
         })
     };
     let ice_servers = state.engine.ice_servers_for_session();
-    let session = state.engine.create_session(&offer, &ice_servers, Arc::clone(&stream.pipeline), on_end).await.map_err(|e| match e {
+    let session = state.engine.create_session(&offer, &ice_servers, Arc::clone(&stream.track), on_end).await.map_err(|e| match e {
         WebRtcError::Offer(e @ OfferError::Malformed(_)) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-sdp", "Malformed SDP offer", e.to_string()),
         // 422: the offer is well-formed but cannot be served. Not 400 (some players take 400
         // to mean "switch to server offers") and not 406 ("retry without audio").

@@ -10,11 +10,9 @@ use crate::pipeline::SourceFrame;
 use crate::stream::Stream;
 use futures_util::StreamExt;
 use scopecast_shared::multipart::{boundary_from_content_type, Event, MultipartParser, Skip, DEFAULT_MAX_PART};
-use scopecast_shared::Viewers;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use url::Url;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,22 +42,10 @@ pub fn spawn(stream: Arc<Stream>, url: Url) -> tokio::task::JoinHandle<()> {
             tokio::select! {
                 () = source.run(&stream) => return,
                 () = stream.stopped() => return,
-                () = unwatched_for(&mut demand, stream.config.stop_after), if on_demand => stream.went_idle(),
+                () = super::unwatched_for(&mut demand, stream.config.stop_after), if on_demand => stream.went_idle(),
             }
         }
     })
-}
-
-/// Resolves once nobody has watched for `linger`.
-async fn unwatched_for(demand: &mut watch::Receiver<Viewers>, linger: Duration) {
-    loop {
-        if demand.wait_for(|v| v.total() == 0).await.is_err() {
-            return std::future::pending().await;
-        }
-        if tokio::time::timeout(linger, demand.wait_for(|v| v.total() > 0)).await.is_err() {
-            return;
-        }
-    }
 }
 
 struct Source {
@@ -147,7 +133,9 @@ impl Source {
                 stream.deliver(SourceFrame::Jpeg(part.jpeg), now, captured_ms);
             }
             Event::Skipped(skip) => {
-                stream.pipeline.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                if let Some(encoder) = &stream.encoder {
+                    encoder.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                }
                 if !*skip_logged {
                     let why = match skip {
                         Skip::TooLarge { size } => format!("part of {size} bytes is over the {DEFAULT_MAX_PART}-byte cap"),

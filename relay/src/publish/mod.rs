@@ -215,7 +215,7 @@ async fn offer(
     status: &TargetStatus,
 ) -> (Result<Live, WhipError>, Option<Duration>) {
     let servers = engine.ice_servers_for_session();
-    let publisher = match engine.create_publisher(&servers, Arc::clone(&stream.pipeline), Arc::clone(&status.stats)).await {
+    let publisher = match engine.create_publisher(&servers, Arc::clone(&stream.track), Arc::clone(&status.stats)).await {
         Ok(p) => p,
         Err(e) => return (Err(WhipError::WebRtc(e.to_string())), None),
     };

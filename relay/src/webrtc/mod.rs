@@ -3,11 +3,13 @@
 //! stays local.
 
 pub mod publish;
+pub mod pull;
 pub mod sdp;
 mod udp_mux;
 
 use crate::config::IceConfig;
-use crate::pipeline::{KeyframeReason, Pipeline, ViewerCursor};
+use crate::pipeline::ViewerCursor;
+use crate::track::{KeyframeReason, Track};
 use udp_mux::SessionMux;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +53,9 @@ const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-
 /// profile bytes exactly). Constrained Baseline is a subset of Baseline, so it is the same
 /// bitstream; publish offers carry both.
 const H264_BASELINE_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f";
+/// Main and High 3.1: what an origin other than ours may send (passed through as it is).
+const H264_MAIN_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f";
+const H264_HIGH_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebRtcError {
@@ -72,6 +77,8 @@ pub struct WebRtcEngine {
     api: API,
     /// Makes offers to WHIP publish targets: H.264 42e01f and 42001f.
     publish_api: API,
+    /// Makes offers to WHEP servers to pull from: H.264 in the profiles browsers decode.
+    pull_api: API,
     stun_servers: Vec<String>,
     turn_servers: Vec<crate::turn::TurnServer>,
     additional_hosts: Vec<String>,
@@ -120,10 +127,12 @@ impl WebRtcEngine {
         // Viewers and publish targets share the one UDP port; they differ only in the codecs
         // they speak.
         let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP)])?;
-        let publish_api = build_api(ice, bind, mux, &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)])?;
+        let publish_api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)])?;
+        let pull_api = build_api(ice, bind, mux, &[(102, H264_FMTP), (103, H264_BASELINE_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)])?;
         Ok(Self {
             api,
             publish_api,
+            pull_api,
             stun_servers: ice.stun_servers.clone(),
             turn_servers: ice.turn.clone(),
             additional_hosts: ice.additional_hosts.clone(),
@@ -141,20 +150,20 @@ impl WebRtcEngine {
         crate::turn::servers_for_session(&self.stun_servers, &self.turn_servers, crate::timing::unix_ms() / 1000)
     }
 
-    /// Answers an offer with a session that sends `pipeline`'s video once connected, gathering
+    /// Answers an offer with a session that sends `track`'s video once connected, gathering
     /// relay candidates through the TURN servers in `servers` (UDP to the TURN server; a
     /// viewer may reach the same server over TCP). `on_end` runs once when the session ends.
     pub async fn create_session(
         &self,
         offer: &str,
         servers: &[crate::turn::IceServer],
-        pipeline: Arc<Pipeline>,
+        track: Arc<Track>,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Result<Session, WebRtcError> {
         sdp::check_offer(offer)?;
         let config = RTCConfiguration { ice_servers: servers.iter().filter_map(rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.api.new_peer_connection(config).await?);
-        match self.negotiate(&pc, offer, pipeline, on_end).await {
+        match self.negotiate(&pc, offer, track, on_end).await {
             Ok(session) => Ok(session),
             Err(e) => {
                 let _ = pc.close().await;
@@ -167,13 +176,13 @@ impl WebRtcEngine {
         &self,
         pc: &Arc<RTCPeerConnection>,
         offer: &str,
-        pipeline: Arc<Pipeline>,
+        track: Arc<Track>,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Result<Session, WebRtcError> {
-        let track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", pipeline.name)));
+        let local_track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", track.name)));
         // The track must be added before the remote description, or the answer is not
         // sendonly and nothing is ever sent.
-        let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>).await?;
+        let sender = pc.add_track(Arc::clone(&local_track) as Arc<dyn TrackLocal + Send + Sync>).await?;
         pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned())?).await?;
         let answer = pc.create_answer(None).await?;
         let mut gathered = pc.gathering_complete_promise().await;
@@ -187,13 +196,13 @@ impl WebRtcEngine {
         let answer = sdp::add_host_candidates(&local.sdp, &extra_hosts);
 
         let stats = Arc::new(ViewerStats::default());
-        let closed = attach_media(pc, sender, track, pipeline, on_end, Arc::clone(&stats), "WHEP session");
+        let closed = attach_media(pc, sender, local_track, track, on_end, Arc::clone(&stats), "WHEP session");
         let ufrag = offer.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned));
         Ok(Session { pc: Arc::clone(pc), answer, remote: tokio::sync::Mutex::new(Remote { offer: offer.to_owned(), ufrag }), extra_hosts, closed, stats })
     }
 }
 
-/// Wires a connection that sends `pipeline`'s video on `track` (a viewer's or a publish
+/// Wires a connection that sends `source`'s video on `track` (a viewer's or a publish
 /// target's): media once connected, a keyframe after every reconnection, an RTCP loop (the NACK
 /// responder and reports run inside it; PLI and FIR become throttled keyframe requests), and an
 /// end (`on_end`, once) on failure, close, or no connection within [`CONNECT_DEADLINE`].
@@ -202,7 +211,7 @@ fn attach_media(
     pc: &Arc<RTCPeerConnection>,
     sender: Arc<RTCRtpSender>,
     track: Arc<TrackLocalStaticRTP>,
-    pipeline: Arc<Pipeline>,
+    source: Arc<Track>,
     on_end: Box<dyn FnOnce() + Send>,
     stats: Arc<ViewerStats>,
     what: &'static str,
@@ -210,7 +219,7 @@ fn attach_media(
     let (closed_tx, closed_rx) = watch::channel(false);
     // RTCP: the NACK responder and receiver reports run inside read_rtcp, and PLI/FIR arrive there.
     {
-        let pipeline = Arc::clone(&pipeline);
+        let source = Arc::clone(&source);
         let stats = Arc::clone(&stats);
         tokio::spawn(async move {
             while let Ok((packets, _)) = sender.read_rtcp().await {
@@ -218,8 +227,8 @@ fn attach_media(
                     let any = p.as_any();
                     if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                        pipeline.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                        pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                        source.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        source.request_keyframe(KeyframeReason::ViewerRequest);
                     }
                 }
             }
@@ -234,7 +243,7 @@ fn attach_media(
     });
     {
         let track = Arc::clone(&track);
-        let pipeline = Arc::clone(&pipeline);
+        let source = Arc::clone(&source);
         let closed_rx = closed_rx.clone();
         let stats = Arc::clone(&stats);
         let end = Arc::clone(&end);
@@ -242,12 +251,12 @@ fn attach_media(
         pc.on_peer_connection_state_change(Box::new(move |state| {
             match state {
                 RTCPeerConnectionState::Connected if !started.swap(true, Ordering::Relaxed) => {
-                    tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&pipeline), closed_rx.clone(), Arc::clone(&stats)));
+                    tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&source), closed_rx.clone(), Arc::clone(&stats)));
                 }
                 // Back after an ICE restart or a path change: what was sent meanwhile is
                 // lost, so the picture needs a keyframe (throttled for the other viewers).
                 RTCPeerConnectionState::Connected => {
-                    pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                    source.request_keyframe(KeyframeReason::ViewerRequest);
                 }
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => end(),
                 _ => {}
@@ -451,23 +460,40 @@ impl Session {
     }
 }
 
-/// Sends the pipeline's frames to one viewer until the session closes. Each viewer has its own
-/// cursor into the pipeline's bounded ring: one that falls behind skips to the next keyframe
-/// and never holds up the encoder or the other viewers.
-async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mut closed: watch::Receiver<bool>, stats: Arc<ViewerStats>) {
-    let (_guard, mut frames) = pipeline.attach_viewer();
+/// Sends the track's frames to one viewer until the session closes. Each viewer has its own
+/// cursor into the track's bounded ring: one that falls behind skips to the next keyframe
+/// and never holds up the producer or the other viewers. A joiner of a passed-through track
+/// first gets the frames since its last keyframe, paced, then the live ones after them.
+async fn send_media(track: Arc<TrackLocalStaticRTP>, source: Arc<Track>, mut closed: watch::Receiver<bool>, stats: Arc<ViewerStats>) {
+    let reader = source.attach();
+    let (_guard, mut frames) = (reader.guard, reader.live);
     let mut cursor = ViewerCursor::new(rand::random());
+    for frame in &reader.backlog {
+        if *closed.borrow() {
+            return;
+        }
+        if !cursor.admit(frame) {
+            continue;
+        }
+        if !send_frame(&track, &mut cursor, frame).await {
+            return;
+        }
+        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+        // Paced at about 20 Mbit/s: at once on a LAN, without a burst that a slow link drops.
+        tokio::time::sleep(Duration::from_micros(frame.bytes as u64 * 8 / 20)).await;
+    }
     loop {
         let frame = tokio::select! {
             r = frames.recv() => r,
             _ = closed.wait_for(|c| *c) => return,
         };
         let frame = match frame {
+            Ok(f) if reader.after.is_some_and(|after| f.index <= after) => continue, // sent from the backlog
             Ok(f) => f,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 stats.frames_dropped.fetch_add(n, Ordering::Relaxed);
                 cursor.lagged();
-                pipeline.request_keyframe(KeyframeReason::ViewerRequest);
+                source.request_keyframe(KeyframeReason::ViewerRequest);
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -476,17 +502,25 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, pipeline: Arc<Pipeline>, mu
             stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        for packet in &frame.packets {
-            // Minimum and maximum delay 0: render as soon as decoded (skipped when not negotiated).
-            let asap = [HeaderExtension::PlayoutDelay(PlayoutDelayExtension::new(0, 0))];
-            if let Err(e) = track.write_rtp_with_extensions(&cursor.stamp(packet), &asap).await {
-                tracing::debug!("viewer write failed: {e}");
-                return;
-            }
+        if !send_frame(&track, &mut cursor, &frame).await {
+            return;
         }
         if let Some(t) = &frame.timing {
             t.mark_sent();
         }
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Writes one frame's packets, numbered for this viewer; false once the viewer is gone.
+async fn send_frame(track: &TrackLocalStaticRTP, cursor: &mut ViewerCursor, frame: &crate::pipeline::RtpFrame) -> bool {
+    for packet in &frame.packets {
+        // Minimum and maximum delay 0: render as soon as decoded (skipped when not negotiated).
+        let asap = [HeaderExtension::PlayoutDelay(PlayoutDelayExtension::new(0, 0))];
+        if let Err(e) = track.write_rtp_with_extensions(&cursor.stamp(packet), &asap).await {
+            tracing::debug!("viewer write failed: {e}");
+            return false;
+        }
+    }
+    true
 }

@@ -4,7 +4,7 @@
 //! here, beside the viewers' sessions, so the webrtc crate stays behind this module.
 
 use super::{attach_media, h264_capability, resolve_hosts, sdp, ViewerStats, WebRtcEngine, WebRtcError, GATHER_TIMEOUT};
-use crate::pipeline::Pipeline;
+use crate::track::Track;
 use std::sync::Arc;
 use tokio::sync::watch;
 use webrtc::peer_connection::configuration::RTCConfiguration;
@@ -27,19 +27,19 @@ pub struct Publisher {
 }
 
 impl WebRtcEngine {
-    /// A sendonly offer of `pipeline`'s video, with H.264 as both 42e01f and 42001f
+    /// A sendonly offer of `track`'s video, with H.264 as both 42e01f and 42001f
     /// (packetization-mode 1), ready once its candidates are gathered (relay candidates too,
     /// through `servers`). Media flows once the answer is applied and ICE connects.
     /// Counts into `stats`, which may outlive the session (a target's totals).
     pub async fn create_publisher(
         &self,
         servers: &[crate::turn::IceServer],
-        pipeline: Arc<Pipeline>,
+        source: Arc<Track>,
         stats: Arc<ViewerStats>,
     ) -> Result<Publisher, WebRtcError> {
         let config = RTCConfiguration { ice_servers: servers.iter().filter_map(super::rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.publish_api.new_peer_connection(config).await?);
-        match self.offer(&pc, pipeline, stats).await {
+        match self.offer(&pc, source, stats).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 let _ = pc.close().await;
@@ -48,8 +48,8 @@ impl WebRtcEngine {
         }
     }
 
-    async fn offer(&self, pc: &Arc<RTCPeerConnection>, pipeline: Arc<Pipeline>, stats: Arc<ViewerStats>) -> Result<Publisher, WebRtcError> {
-        let track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", pipeline.name)));
+    async fn offer(&self, pc: &Arc<RTCPeerConnection>, source: Arc<Track>, stats: Arc<ViewerStats>) -> Result<Publisher, WebRtcError> {
+        let track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", source.name)));
         // Sendonly: `add_track` would offer sendrecv, which some ingests refuse (Cloudflare: 406).
         let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, send_encodings: vec![] };
         let transceiver = pc.add_transceiver_from_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>, Some(init)).await?;
@@ -64,7 +64,7 @@ impl WebRtcEngine {
         let on_end = Box::new(move || {
             ended_tx.send_replace(true);
         });
-        let closed = attach_media(pc, sender, track, pipeline, on_end, stats, "WHIP publish session");
+        let closed = attach_media(pc, sender, track, source, on_end, stats, "WHIP publish session");
         Ok(Publisher { pc: Arc::clone(pc), offer, closed, ended })
     }
 }

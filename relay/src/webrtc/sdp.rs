@@ -83,11 +83,24 @@ pub enum AnswerError {
     NoH264(String),
     #[error("the answer does not receive video (direction {0})")]
     NotReceiving(String),
+    #[error("the answer does not send video (direction {0})")]
+    NotSending(String),
 }
 
 /// Checks a publish target's answer to our sendonly H.264 offer: a video section it accepts,
 /// with H.264, in a direction that receives.
 pub fn check_publish_answer(sdp: &str) -> Result<(), AnswerError> {
+    check_answer(sdp, ["sendonly", "inactive"], AnswerError::NotReceiving)
+}
+
+/// Checks a WHEP server's answer to our recvonly offer (relay chaining): a video section it
+/// accepts, with H.264, in a direction that sends.
+pub fn check_pull_answer(sdp: &str) -> Result<(), AnswerError> {
+    check_answer(sdp, ["recvonly", "inactive"], AnswerError::NotSending)
+}
+
+/// The checks both answers share; `wrong_direction` names the error for a direction in `wrong`.
+fn check_answer(sdp: &str, wrong: [&str; 2], wrong_direction: fn(String) -> AnswerError) -> Result<(), AnswerError> {
     let (desc, video) = parse_with_video(sdp).map_err(AnswerError::Malformed)?;
     let video = &desc.media_descriptions[video.ok_or(AnswerError::NoVideo)?];
     if video.media_name.port.value == 0 {
@@ -97,8 +110,8 @@ pub fn check_publish_answer(sdp: &str) -> Result<(), AnswerError> {
     if !codecs.iter().any(|c| c.eq_ignore_ascii_case("h264")) {
         return Err(AnswerError::NoH264(codec_list(&codecs)));
     }
-    match not_receiving(video) {
-        Some(dir) => Err(AnswerError::NotReceiving(dir.into())),
+    match wrong.into_iter().find(|dir| video.attributes.iter().any(|a| a.key == *dir)) {
+        Some(dir) => Err(wrong_direction(dir.into())),
         None => Ok(()),
     }
 }
