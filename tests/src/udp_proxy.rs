@@ -72,15 +72,8 @@ impl UdpProxy {
         self.tasks.drain(..).for_each(|t| t.abort());
         let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind proxy upstream"));
         let up = {
-            let (front, back, impairment, dropped, browser, downstream, relay) = (
-                self.front.clone(),
-                back.clone(),
-                self.impairment.clone(),
-                self.dropped.clone(),
-                self.browser.clone(),
-                self.downstream.clone(),
-                self.relay,
-            );
+            let (front, back, impairment, dropped, browser, downstream, relay) =
+                (self.front.clone(), back.clone(), self.impairment.clone(), self.dropped.clone(), self.browser.clone(), self.downstream.clone(), self.relay);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {

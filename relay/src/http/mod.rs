@@ -11,8 +11,8 @@ pub mod whep_sse;
 
 use crate::config::SecurityConfig;
 use crate::lock;
-use crate::track::Track;
 use crate::stream::{DemandGuard, Stream};
+use crate::track::Track;
 use crate::webrtc::{Session, WebRtcEngine};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

@@ -22,4 +22,3 @@ pub(crate) async fn unwatched_for(demand: &mut watch::Receiver<Viewers>, linger:
         }
     }
 }
-

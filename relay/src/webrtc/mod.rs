@@ -10,12 +10,12 @@ mod udp_mux;
 use crate::config::IceConfig;
 use crate::pipeline::ViewerCursor;
 use crate::track::{KeyframeReason, Track};
-use udp_mux::SessionMux;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use udp_mux::SessionMux;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
 use webrtc::api::setting_engine::SettingEngine;
@@ -172,13 +172,7 @@ impl WebRtcEngine {
         }
     }
 
-    async fn negotiate(
-        &self,
-        pc: &Arc<RTCPeerConnection>,
-        offer: &str,
-        track: Arc<Track>,
-        on_end: Box<dyn FnOnce() + Send>,
-    ) -> Result<Session, WebRtcError> {
+    async fn negotiate(&self, pc: &Arc<RTCPeerConnection>, offer: &str, track: Arc<Track>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
         let local_track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", track.name)));
         // The track must be added before the remote description, or the answer is not
         // sendonly and nothing is ever sent.

@@ -31,12 +31,7 @@ impl WebRtcEngine {
     /// (packetization-mode 1), ready once its candidates are gathered (relay candidates too,
     /// through `servers`). Media flows once the answer is applied and ICE connects.
     /// Counts into `stats`, which may outlive the session (a target's totals).
-    pub async fn create_publisher(
-        &self,
-        servers: &[crate::turn::IceServer],
-        source: Arc<Track>,
-        stats: Arc<ViewerStats>,
-    ) -> Result<Publisher, WebRtcError> {
+    pub async fn create_publisher(&self, servers: &[crate::turn::IceServer], source: Arc<Track>, stats: Arc<ViewerStats>) -> Result<Publisher, WebRtcError> {
         let config = RTCConfiguration { ice_servers: servers.iter().filter_map(super::rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.publish_api.new_peer_connection(config).await?);
         match self.offer(&pc, source, stats).await {

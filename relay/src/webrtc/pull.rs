@@ -237,7 +237,10 @@ impl AccessUnits {
             .packets
             .drain(..)
             .enumerate()
-            .map(|(i, p)| Packet { header: webrtc::rtp::header::Header { version: 2, marker: i + 1 == count, timestamp, ..Default::default() }, payload: p.payload })
+            .map(|(i, p)| Packet {
+                header: webrtc::rtp::header::Header { version: 2, marker: i + 1 == count, timestamp, ..Default::default() },
+                payload: p.payload,
+            })
             .collect();
         let frame = RtpFrame { packets, keyframe: self.keyframe, width: 0, height: 0, bytes: self.bytes, timing: None, index: 0 };
         self.keyframe = false;

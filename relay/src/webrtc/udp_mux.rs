@@ -39,13 +39,8 @@ pub struct SessionMux {
 impl SessionMux {
     pub fn new(socket: tokio::net::UdpSocket) -> std::io::Result<Arc<Self>> {
         let local_addr = socket.local_addr()?;
-        let mux = Arc::new(Self {
-            socket: Arc::new(socket),
-            local_addr,
-            by_ufrag: Mutex::default(),
-            by_address: Mutex::default(),
-            closed: watch::channel(false).0,
-        });
+        let mux =
+            Arc::new(Self { socket: Arc::new(socket), local_addr, by_ufrag: Mutex::default(), by_address: Mutex::default(), closed: watch::channel(false).0 });
         tokio::spawn(receive_loop(Arc::downgrade(&mux), Arc::clone(&mux.socket), mux.closed.subscribe()));
         Ok(mux)
     }
@@ -246,6 +241,9 @@ mod tests {
         mux.close().await.unwrap();
         assert!(Arc::clone(&mux).get_conn("ufragc").await.is_err());
         let mut buf = [0u8; 16];
-        assert!(tokio::time::timeout(Duration::from_millis(500), conn.recv_from(&mut buf)).await.map(|r| r.is_err()).unwrap_or(false), "a closed mux's connections end");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), conn.recv_from(&mut buf)).await.map(|r| r.is_err()).unwrap_or(false),
+            "a closed mux's connections end"
+        );
     }
 }
