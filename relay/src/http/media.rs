@@ -43,8 +43,21 @@ fn source_unavailable(stream: &Stream) -> ApiError {
         .with_retry_after(RETRY_AFTER_S)
 }
 
+/// A passed-through stream (a `whep://` source) has no pictures: nothing decodes its H.264.
+fn check_has_pictures(stream: &Stream) -> Result<(), ApiError> {
+    if stream.encoder.is_some() {
+        return Ok(());
+    }
+    let detail = format!(
+        "stream '{}' passes its source's H.264 through; MJPEG and snapshots of it need an H.264 decoder, which the relay does not run yet: play it over WebRTC",
+        stream.name()
+    );
+    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "no-pictures", "No pictures of a passed-through stream", detail))
+}
+
 pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
+    check_has_pictures(&stream)?;
     // Counted while it waits, so an on-demand source starts for it.
     let _viewer = stream.demand.join(ViewerKind::Snapshot);
     if !stream.is_live() && stream.wait_started(stream.config.start_timeout).await != SourceState::Live {
@@ -66,6 +79,7 @@ pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<Strin
 
 pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
+    check_has_pictures(&stream)?;
     let viewer = stream.demand.join(ViewerKind::Mjpeg);
     let mut stills = stream.subscribe_stills();
     // The current picture goes out at once (an idle source has none: it was dropped).

@@ -81,6 +81,8 @@ async fn offer(pc: &Arc<RTCPeerConnection>, track: Arc<Track>, clock: Arc<Rebase
             tokio::spawn(async move {
                 ssrc.store(remote.ssrc(), Ordering::Relaxed);
                 clock.new_session();
+                // The last session's GOP cannot be continued by this one's frames.
+                track.reset();
                 let mut frames = AccessUnits::default();
                 while let Ok((packet, _)) = remote.read_rtp().await {
                     for frame in frames.push(packet, &clock) {
