@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(reader.backlog.iter().map(|f| (f.index, f.keyframe)).collect::<Vec<_>>(), [(1, true), (2, false)]);
         assert_eq!(reader.after, Some(2));
         track.publish(frame(false));
-        assert_eq!(reader.live.recv().await.unwrap().index, 3, "no overlap, no gap");
+        assert_eq!(reader.live.recv().await.expect("a live frame").index, 3, "no overlap, no gap");
         track.publish(frame(true));
         assert_eq!(track.gop_frames(), 1, "a keyframe starts the cache again");
         assert_eq!(track.readers(), 1);
@@ -277,7 +277,7 @@ mod tests {
         let b = track.attach();
         assert!(a.backlog.is_empty() && b.backlog.is_empty(), "an encoder track keeps nothing");
         assert_eq!(asked.load(Ordering::Relaxed), 2, "every joiner, unthrottled");
-        assert!(track.request_keyframe(KeyframeReason::ViewerRequest) == false, "a PLI right after a join waits");
+        assert!(!track.request_keyframe(KeyframeReason::ViewerRequest), "a PLI right after a join waits");
         assert_eq!(asked.load(Ordering::Relaxed), 2);
     }
 }

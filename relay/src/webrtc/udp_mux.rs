@@ -172,7 +172,7 @@ mod tests {
 
     fn binding_request(username: &str) -> Vec<u8> {
         let mut m = Message::new();
-        m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new()), Box::new(Username::new(ATTR_USERNAME, username.to_owned()))]).unwrap();
+        m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new()), Box::new(Username::new(ATTR_USERNAME, username.to_owned()))]).expect("test setup");
         m.raw
     }
 
@@ -183,9 +183,9 @@ mod tests {
     }
 
     async fn setup() -> (Arc<SessionMux>, tokio::net::UdpSocket, SocketAddr) {
-        let mux = SessionMux::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        let mux = SessionMux::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("test setup")).expect("test setup");
         let addr = mux.local_addr;
-        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
         (mux, peer, addr)
     }
 
@@ -195,24 +195,24 @@ mod tests {
     #[tokio::test]
     async fn a_new_ice_session_from_the_same_address_reaches_its_own_connection() {
         let (mux, peer, mux_addr) = setup().await;
-        let peer_addr = peer.local_addr().unwrap();
+        let peer_addr = peer.local_addr().expect("test setup");
 
-        let old = Arc::clone(&mux).get_conn("oldufrag").await.unwrap();
-        peer.send_to(&binding_request("oldufrag:browser1"), mux_addr).await.unwrap();
+        let old = Arc::clone(&mux).get_conn("oldufrag").await.expect("test setup");
+        peer.send_to(&binding_request("oldufrag:browser1"), mux_addr).await.expect("test setup");
         assert!(receive(&old).await.is_some(), "the first session's check arrives");
-        old.send_to(b"answer", peer_addr).await.unwrap(); // registers the address
-        peer.send_to(b"\x80media", mux_addr).await.unwrap();
+        old.send_to(b"answer", peer_addr).await.expect("test setup"); // registers the address
+        peer.send_to(b"\x80media", mux_addr).await.expect("test setup");
         assert_eq!(receive(&old).await.as_deref(), Some(&b"\x80media"[..]));
 
-        old.close().await.unwrap();
+        old.close().await.expect("test setup");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(mux.routed_addresses(), 0, "a closed session leaves no address behind");
 
-        let new = Arc::clone(&mux).get_conn("newufrag").await.unwrap();
-        peer.send_to(&binding_request("newufrag:browser2"), mux_addr).await.unwrap();
+        let new = Arc::clone(&mux).get_conn("newufrag").await.expect("test setup");
+        peer.send_to(&binding_request("newufrag:browser2"), mux_addr).await.expect("test setup");
         assert!(receive(&new).await.is_some(), "the restarted session's check arrives");
-        new.send_to(b"answer", peer_addr).await.unwrap();
-        peer.send_to(b"\x80media", mux_addr).await.unwrap();
+        new.send_to(b"answer", peer_addr).await.expect("test setup");
+        peer.send_to(b"\x80media", mux_addr).await.expect("test setup");
         assert_eq!(receive(&new).await.as_deref(), Some(&b"\x80media"[..]), "media follows the new session");
     }
 
@@ -220,25 +220,25 @@ mod tests {
     #[tokio::test]
     async fn stun_checks_go_by_username_before_address() {
         let (mux, peer, mux_addr) = setup().await;
-        let peer_addr = peer.local_addr().unwrap();
-        let a = Arc::clone(&mux).get_conn("ufraga").await.unwrap();
-        let b = Arc::clone(&mux).get_conn("ufragb").await.unwrap();
-        a.send_to(b"x", peer_addr).await.unwrap();
-        peer.send_to(&binding_request("ufragb:remote"), mux_addr).await.unwrap();
+        let peer_addr = peer.local_addr().expect("test setup");
+        let a = Arc::clone(&mux).get_conn("ufraga").await.expect("test setup");
+        let b = Arc::clone(&mux).get_conn("ufragb").await.expect("test setup");
+        a.send_to(b"x", peer_addr).await.expect("test setup");
+        peer.send_to(&binding_request("ufragb:remote"), mux_addr).await.expect("test setup");
         assert!(receive(&b).await.is_some());
         assert!(receive(&a).await.is_none(), "not delivered to the address's owner");
-        peer.send_to(b"\x80media", mux_addr).await.unwrap();
+        peer.send_to(b"\x80media", mux_addr).await.expect("test setup");
         assert!(receive(&a).await.is_some(), "non-STUN still goes by address");
     }
 
     #[tokio::test]
     async fn packets_for_no_session_are_dropped_and_close_ends_every_connection() {
         let (mux, peer, mux_addr) = setup().await;
-        let conn = Arc::clone(&mux).get_conn("ufraga").await.unwrap();
-        peer.send_to(&binding_request("unknown:x"), mux_addr).await.unwrap();
-        peer.send_to(b"\x80stray", mux_addr).await.unwrap();
+        let conn = Arc::clone(&mux).get_conn("ufraga").await.expect("test setup");
+        peer.send_to(&binding_request("unknown:x"), mux_addr).await.expect("test setup");
+        peer.send_to(b"\x80stray", mux_addr).await.expect("test setup");
         assert!(receive(&conn).await.is_none());
-        mux.close().await.unwrap();
+        mux.close().await.expect("test setup");
         assert!(Arc::clone(&mux).get_conn("ufragc").await.is_err());
         let mut buf = [0u8; 16];
         assert!(
