@@ -88,7 +88,6 @@ pub struct PipelineStats {
     /// Source frames that could not be used: undecodable, oversized, not JPEG.
     pub frames_rejected: AtomicU64,
     pub keyframes: AtomicU64,
-    pub bytes_out: AtomicU64,
     pub width: AtomicUsize,
     pub height: AtomicUsize,
 }
@@ -270,7 +269,6 @@ impl Pipeline {
             match worker.encode(keyframe, repeat) {
                 Ok(Some(out)) => {
                     self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
-                    self.stats.bytes_out.fetch_add(out.bytes as u64, Ordering::Relaxed);
                     self.stats.width.store(out.width, Ordering::Relaxed);
                     self.stats.height.store(out.height, Ordering::Relaxed);
                     if out.keyframe {

@@ -313,9 +313,14 @@ impl Stream {
         let _ = rx.wait_for(|s| *s).await;
     }
 
+    /// Frames from the source so far: what reached the encoder, or, passed through, the track.
+    pub fn frames_in(&self) -> u64 {
+        self.encoder.as_ref().map_or_else(|| self.track.frames(), |e| e.stats.frames_in.load(Ordering::Relaxed))
+    }
+
     /// Feeds the rate meters; the relay calls this about once a second.
     pub fn sample_rates(&self, now: Instant) {
-        let frames_in = self.encoder.as_ref().map_or_else(|| self.track.frames(), |e| e.stats.frames_in.load(Ordering::Relaxed));
+        let frames_in = self.frames_in();
         let mut m = crate::lock(&self.meters);
         m.fps_in.sample(now, frames_in);
         m.fps_out.sample(now, self.track.frames());
@@ -361,7 +366,7 @@ impl Stream {
             fps_out: (fps_out * 100.0).round() / 100.0,
             bitrate_bps: bitrate.round() as u64,
             viewers: self.demand.now(),
-            frames_in: if self.encoder.is_some() { stats.frames_in.load(Ordering::Relaxed) } else { self.track.frames() },
+            frames_in: self.frames_in(),
             frames_encoded: stats.frames_encoded.load(Ordering::Relaxed),
             frames_dropped: stats.frames_dropped.load(Ordering::Relaxed),
             frames_rejected: stats.frames_rejected.load(Ordering::Relaxed),

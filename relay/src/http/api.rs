@@ -151,7 +151,7 @@ fn record_stream(stream: &Stream) {
         metrics::gauge!("scopecast_source_state", "stream" => name.clone(), "state" => label).set(f64::from(u8::from(current == s)));
     }
     let counters = [
-        ("scopecast_frames_in_total", if stream.encoder.is_some() { stats.frames_in.load(Ordering::Relaxed) } else { stream.track.frames() }),
+        ("scopecast_frames_in_total", stream.frames_in()),
         ("scopecast_frames_encoded_total", stats.frames_encoded.load(Ordering::Relaxed)),
         ("scopecast_frames_dropped_total", stats.frames_dropped.load(Ordering::Relaxed)),
         ("scopecast_frames_rejected_total", stats.frames_rejected.load(Ordering::Relaxed)),

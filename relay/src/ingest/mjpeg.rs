@@ -29,22 +29,7 @@ pub fn spawn(stream: Arc<Stream>, url: Url) -> tokio::task::JoinHandle<()> {
             }
         };
         let mut source = Source { client, url, watchdog: Watchdog::new(stream.config.stall_timeout, Instant::now()), backoff: Backoff::default() };
-        let mut demand = stream.demand.subscribe();
-        let on_demand = stream.config.on_demand;
-        loop {
-            if on_demand {
-                tokio::select! {
-                    r = demand.wait_for(|v| v.total() > 0) => if r.is_err() { return },
-                    () = stream.stopped() => return,
-                }
-            }
-            stream.report(SourceEvent::Starting);
-            tokio::select! {
-                () = source.run(&stream) => return,
-                () = stream.stopped() => return,
-                () = super::unwatched_for(&mut demand, stream.config.stop_after), if on_demand => stream.went_idle(),
-            }
-        }
+        super::supervise(&stream, &mut source).await;
     })
 }
 
@@ -56,23 +41,6 @@ struct Source {
 }
 
 impl Source {
-    /// Connects, reads, and reconnects after every failure, for as long as it is polled.
-    async fn run(&mut self, stream: &Stream) {
-        loop {
-            self.watchdog.connected(Instant::now());
-            let mut frames = 0u64;
-            let why = match self.pull(stream, &mut frames).await {
-                Ok(()) => "the camera ended the stream".to_owned(),
-                Err(e) => e,
-            };
-            stream.report(SourceEvent::Failed(why));
-            if frames > 0 {
-                self.backoff.reset();
-            }
-            tokio::time::sleep(self.backoff.next_delay(rand::random())).await;
-        }
-    }
-
     /// One connection: returns when the stream ends, fails or falls silent.
     async fn pull(&mut self, stream: &Stream, frames: &mut u64) -> Result<(), String> {
         let mut request_url = self.url.clone();
@@ -146,6 +114,25 @@ impl Source {
                     *skip_logged = true;
                 }
             }
+        }
+    }
+}
+
+impl super::Connection for Source {
+    /// Connects, reads, and reconnects after every failure, for as long as it is polled.
+    async fn run(&mut self, stream: &Stream) {
+        loop {
+            self.watchdog.connected(Instant::now());
+            let mut frames = 0u64;
+            let why = match self.pull(stream, &mut frames).await {
+                Ok(()) => "the camera ended the stream".to_owned(),
+                Err(e) => e,
+            };
+            stream.report(SourceEvent::Failed(why));
+            if frames > 0 {
+                self.backoff.reset();
+            }
+            tokio::time::sleep(self.backoff.next_delay(rand::random())).await;
         }
     }
 }

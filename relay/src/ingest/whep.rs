@@ -11,11 +11,10 @@
 //! as a bearer token, never logged.
 
 use super::health::{Backoff, SourceEvent};
-use crate::publish::whip;
+use crate::publish::{read_created, whip, without_url};
 use crate::stream::Stream;
-use crate::webrtc::pull::{PullStats, Puller, Rebase, UPSTREAM_KEYFRAME_INTERVAL};
+use crate::webrtc::pull::{Puller, Rebase, UPSTREAM_KEYFRAME_INTERVAL};
 use crate::webrtc::WebRtcEngine;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -46,23 +45,8 @@ pub fn spawn(stream: Arc<Stream>, url: Url, engine: Arc<WebRtcEngine>) -> tokio:
         let mut endpoint = url;
         let _ = endpoint.set_username("");
         let _ = endpoint.set_password(None);
-        let source = Source { client, endpoint, token, engine, wanted, clock: Arc::new(Rebase::default()), stats: Arc::new(PullStats::default()) };
-        let mut demand = stream.demand.subscribe();
-        let on_demand = stream.config.on_demand;
-        loop {
-            if on_demand {
-                tokio::select! {
-                    r = demand.wait_for(|v| v.total() > 0) => if r.is_err() { return },
-                    () = stream.stopped() => return,
-                }
-            }
-            stream.report(SourceEvent::Starting);
-            tokio::select! {
-                () = source.run(&stream) => return,
-                () = stream.stopped() => return,
-                () = super::unwatched_for(&mut demand, stream.config.stop_after), if on_demand => stream.went_idle(),
-            }
-        }
+        let mut source = Source { client, endpoint, token, engine, wanted, clock: Arc::new(Rebase::default()) };
+        super::supervise(&stream, &mut source).await;
     })
 }
 
@@ -75,7 +59,6 @@ struct Source {
     wanted: Arc<Notify>,
     /// The output clock, continuous across upstream sessions.
     clock: Arc<Rebase>,
-    stats: Arc<PullStats>,
 }
 
 /// A pull session at the server.
@@ -85,28 +68,6 @@ struct Pull {
 }
 
 impl Source {
-    /// Pulls, and pulls again after every failure, for as long as it is polled.
-    async fn run(&self, stream: &Stream) {
-        let mut backoff = Backoff::default();
-        loop {
-            let frames_before = self.stats.frames.load(Ordering::Relaxed);
-            let (why, retry_after) = match self.open(stream).await {
-                Ok(pull) => {
-                    let why = self.hold(stream, &pull).await;
-                    pull.puller.close().await;
-                    self.delete(&pull.resource).await;
-                    (why, None)
-                }
-                Err((e, retry_after)) => (e.to_string(), retry_after),
-            };
-            stream.report(SourceEvent::Failed(why));
-            if self.stats.frames.load(Ordering::Relaxed) > frames_before {
-                backoff.reset();
-            }
-            tokio::time::sleep(whip::next_wait(&mut backoff, rand::random(), retry_after)).await;
-        }
-    }
-
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
         let request = self.client.request(method, url);
         match &self.token {
@@ -129,32 +90,15 @@ impl Source {
             .collect();
         let puller = self
             .engine
-            .create_puller(&servers, Arc::clone(&stream.track), Arc::clone(&self.clock), Arc::clone(&self.stats))
+            .create_puller(&servers, Arc::clone(&stream.track), Arc::clone(&self.clock))
             .await
             .map_err(|e| (whip::WhipError::WebRtc(e.to_string()), None))?;
-        let result = async {
-            let response = self
-                .request(reqwest::Method::POST, self.endpoint.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/sdp")
-                .body(puller.offer.clone())
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let header = |name: reqwest::header::HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let content_type = header(reqwest::header::CONTENT_TYPE);
-            let location = header(reqwest::header::LOCATION);
-            let retry_after = header(reqwest::header::RETRY_AFTER)
-                .and_then(|v| scopecast_shared::headers::retry_after_ms(&v, crate::timing::unix_ms()))
-                .map(Duration::from_millis);
-            let status = response.status().as_u16();
-            let answered = response.url().clone();
-            let body = response.bytes().await.map_err(unreachable)?;
-            let detail = (status != 201).then(|| whip::error_detail(content_type.as_deref(), &body)).flatten();
-            whip::check_created(status, content_type.as_deref(), detail).map_err(|e| (e, retry_after))?;
-            let resource = whip::resource_url(&answered, location.as_deref()).map_err(|e| (e, None))?;
-            Ok((resource, String::from_utf8_lossy(&body).into_owned()))
-        }
-        .await;
+        let post =
+            self.request(reqwest::Method::POST, self.endpoint.clone()).header(reqwest::header::CONTENT_TYPE, "application/sdp").body(puller.offer.clone());
+        let result = match post.send().await {
+            Ok(response) => read_created(response).await,
+            Err(e) => Err(unreachable(e)),
+        };
         let (resource, answer) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -176,7 +120,7 @@ impl Source {
     async fn hold(&self, stream: &Stream, pull: &Pull) -> String {
         let opened = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut last_frames = self.stats.frames.load(Ordering::Relaxed);
+        let mut last_frames = stream.track.frames();
         let mut last_frame_at: Option<tokio::time::Instant> = None;
         // The upstream's typical frame interval (an average), so a slow origin is not offline.
         let mut interval = Duration::ZERO;
@@ -191,13 +135,12 @@ impl Source {
                     let now = tokio::time::Instant::now();
                     if last_pli.is_none_or(|t| now - t >= UPSTREAM_KEYFRAME_INTERVAL) {
                         last_pli = Some(now);
-                        self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         pull.puller.request_keyframe().await;
                     }
                 }
                 _ = tick.tick() => {
                     let now = tokio::time::Instant::now();
-                    let frames = self.stats.frames.load(Ordering::Relaxed);
+                    let frames = stream.track.frames();
                     if frames != last_frames {
                         if let Some(at) = last_frame_at {
                             let gap = (now - at) / u32::try_from(frames - last_frames).unwrap_or(u32::MAX).max(1);
@@ -235,15 +178,26 @@ impl Source {
     }
 }
 
-/// A reqwest error without the URL (which may carry a token in its path).
-fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+impl super::Connection for Source {
+    /// Pulls, and pulls again after every failure, for as long as it is polled.
+    async fn run(&mut self, stream: &Stream) {
+        let mut backoff = Backoff::default();
+        loop {
+            let frames_before = stream.track.frames();
+            let (why, retry_after) = match self.open(stream).await {
+                Ok(pull) => {
+                    let why = self.hold(stream, &pull).await;
+                    pull.puller.close().await;
+                    self.delete(&pull.resource).await;
+                    (why, None)
+                }
+                Err((e, retry_after)) => (e.to_string(), retry_after),
+            };
+            stream.report(SourceEvent::Failed(why));
+            if stream.track.frames() > frames_before {
+                backoff.reset();
+            }
+            tokio::time::sleep(whip::next_wait(&mut backoff, rand::random(), retry_after)).await;
+        }
     }
-    text
 }

@@ -223,26 +223,10 @@ async fn offer(
     if let Some(token) = &target.token {
         request = request.bearer_auth(token);
     }
-    let result = async {
-        let response = request.send().await.map_err(|e| (WhipError::Unreachable(without_url(e)), None))?;
-        let header = |name: reqwest::header::HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let content_type = header(reqwest::header::CONTENT_TYPE);
-        let location = header(reqwest::header::LOCATION);
-        let retry_after = header(reqwest::header::RETRY_AFTER)
-            .and_then(|v| scopecast_shared::headers::retry_after_ms(&v, crate::timing::unix_ms()))
-            .map(Duration::from_millis);
-        let status_code = response.status().as_u16();
-        let answered = response.url().clone();
-        let body = response.bytes().await.map_err(|e| WhipError::Unreachable(without_url(e)));
-        let detail = (status_code != 201).then(|| body.as_ref().ok().and_then(|b| whip::error_detail(content_type.as_deref(), b))).flatten();
-        if let Err(e) = whip::check_created(status_code, content_type.as_deref(), detail) {
-            return Err((e, retry_after));
-        }
-        let resource = whip::resource_url(&answered, location.as_deref()).map_err(|e| (e, None))?;
-        let body = body.map_err(|e| (e, None))?;
-        Ok((resource, String::from_utf8_lossy(&body).into_owned()))
-    }
-    .await;
+    let result = match request.send().await {
+        Ok(response) => read_created(response).await,
+        Err(e) => Err((WhipError::Unreachable(without_url(e)), None)),
+    };
     let (resource, answer) = match result {
         Ok(r) => r,
         Err((e, retry_after)) => {
@@ -260,6 +244,28 @@ async fn offer(
     (Ok(live), None)
 }
 
+/// Reads the answer to an offer's POST, ours to a WHIP target or to a WHEP server we pull
+/// from: exactly 201 with SDP, its resource resolved against the URL that answered (after any
+/// 307 or 308). Returns the resource and the answer, or the error with the server's
+/// Retry-After (a floor for the next wait).
+pub(crate) async fn read_created(response: reqwest::Response) -> Result<(Url, String), (WhipError, Option<Duration>)> {
+    let header = |name: reqwest::header::HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = header(reqwest::header::CONTENT_TYPE);
+    let location = header(reqwest::header::LOCATION);
+    let retry_after =
+        header(reqwest::header::RETRY_AFTER).and_then(|v| scopecast_shared::headers::retry_after_ms(&v, crate::timing::unix_ms())).map(Duration::from_millis);
+    let status_code = response.status().as_u16();
+    let answered = response.url().clone();
+    let body = response.bytes().await.map_err(|e| WhipError::Unreachable(without_url(e)));
+    let detail = (status_code != 201).then(|| body.as_ref().ok().and_then(|b| whip::error_detail(content_type.as_deref(), b))).flatten();
+    if let Err(e) = whip::check_created(status_code, content_type.as_deref(), detail) {
+        return Err((e, retry_after));
+    }
+    let resource = whip::resource_url(&answered, location.as_deref()).map_err(|e| (e, None))?;
+    let body = body.map_err(|e| (e, None))?;
+    Ok((resource, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// Ends the session at the target (RFC 9725 4.3). Failure is logged: the target's own consent
 /// check ends a session whose media stopped anyway.
 async fn delete(client: &reqwest::Client, target: &PublishTarget, resource: &Url) {
@@ -275,7 +281,7 @@ async fn delete(client: &reqwest::Client, target: &PublishTarget, resource: &Url
 }
 
 /// A reqwest error and its causes, without the URL, whose path may hold the target's secret.
-fn without_url(e: reqwest::Error) -> String {
+pub(crate) fn without_url(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);

@@ -7,7 +7,7 @@
 use super::{sdp, WebRtcEngine, WebRtcError, GATHER_TIMEOUT};
 use crate::pipeline::RtpFrame;
 use crate::track::Track;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -27,15 +27,6 @@ const MAX_UNIT_PACKETS: usize = 4_096;
 /// 90 kHz ticks put between the last frame of one upstream session and the first of the next.
 const REBASE_GAP_TICKS: u32 = 3_000;
 
-/// What one pull session has done, for the source's health and the API.
-#[derive(Debug, Default)]
-pub struct PullStats {
-    pub frames: AtomicU64,
-    pub keyframes: AtomicU64,
-    pub bytes: AtomicU64,
-    pub keyframe_requests: AtomicU64,
-}
-
 /// One pull session's peer connection.
 pub struct Puller {
     pc: Arc<RTCPeerConnection>,
@@ -49,16 +40,10 @@ pub struct Puller {
 impl WebRtcEngine {
     /// A recvonly offer for H.264 video whose frames, once the answer is applied and media
     /// flows, are published into `track` with timestamps continuing from `clock`.
-    pub async fn create_puller(
-        &self,
-        servers: &[crate::turn::IceServer],
-        track: Arc<Track>,
-        clock: Arc<Rebase>,
-        stats: Arc<PullStats>,
-    ) -> Result<Puller, WebRtcError> {
+    pub async fn create_puller(&self, servers: &[crate::turn::IceServer], track: Arc<Track>, clock: Arc<Rebase>) -> Result<Puller, WebRtcError> {
         let config = RTCConfiguration { ice_servers: servers.iter().filter_map(super::rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.pull_api.new_peer_connection(config).await?);
-        match offer(&pc, track, clock, stats).await {
+        match offer(&pc, track, clock).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 let _ = pc.close().await;
@@ -68,7 +53,7 @@ impl WebRtcEngine {
     }
 }
 
-async fn offer(pc: &Arc<RTCPeerConnection>, track: Arc<Track>, clock: Arc<Rebase>, stats: Arc<PullStats>) -> Result<Puller, WebRtcError> {
+async fn offer(pc: &Arc<RTCPeerConnection>, track: Arc<Track>, clock: Arc<Rebase>) -> Result<Puller, WebRtcError> {
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, send_encodings: vec![] };
     pc.add_transceiver_from_kind(RTPCodecType::Video, Some(init)).await?;
     let ssrc = Arc::new(AtomicU32::new(0));
@@ -77,7 +62,7 @@ async fn offer(pc: &Arc<RTCPeerConnection>, track: Arc<Track>, clock: Arc<Rebase
     {
         let ssrc = Arc::clone(&ssrc);
         pc.on_track(Box::new(move |remote, _, _| {
-            let (track, clock, stats, ssrc) = (Arc::clone(&track), Arc::clone(&clock), Arc::clone(&stats), Arc::clone(&ssrc));
+            let (track, clock, ssrc) = (Arc::clone(&track), Arc::clone(&clock), Arc::clone(&ssrc));
             tokio::spawn(async move {
                 ssrc.store(remote.ssrc(), Ordering::Relaxed);
                 clock.new_session();
@@ -86,7 +71,6 @@ async fn offer(pc: &Arc<RTCPeerConnection>, track: Arc<Track>, clock: Arc<Rebase
                 let mut frames = AccessUnits::default();
                 while let Ok((packet, _)) = remote.read_rtp().await {
                     for frame in frames.push(packet, &clock) {
-                        count(&stats, &frame);
                         track.publish(frame);
                     }
                 }
@@ -111,14 +95,6 @@ async fn offer(pc: &Arc<RTCPeerConnection>, track: Arc<Track>, clock: Arc<Rebase
     Ok(Puller { pc: Arc::clone(pc), offer: local.sdp, ssrc, ended })
 }
 
-fn count(stats: &PullStats, frame: &RtpFrame) {
-    stats.frames.fetch_add(1, Ordering::Relaxed);
-    stats.bytes.fetch_add(frame.bytes as u64, Ordering::Relaxed);
-    if frame.keyframe {
-        stats.keyframes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 impl Puller {
     /// Applies the server's answer, after checking it sends H.264 video.
     pub async fn accept_answer(&self, answer: &str) -> Result<(), WebRtcError> {
@@ -129,10 +105,6 @@ impl Puller {
 
     pub fn is_connected(&self) -> bool {
         self.pc.connection_state() == RTCPeerConnectionState::Connected
-    }
-
-    pub fn is_disconnected(&self) -> bool {
-        self.pc.connection_state() == RTCPeerConnectionState::Disconnected
     }
 
     /// Asks the server for a keyframe (PLI). The caller throttles.
