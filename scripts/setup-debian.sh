@@ -11,11 +11,15 @@
 #       coturn, iproute2          TURN tests: a real TURN server between network namespaces
 #       janus, janus-tools        WHIP publish tests: a real SFU, and janus-pp-rec to read its
 #                                 recordings (its WHIP front end: scripts/setup-whip-server.sh)
+#       python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,ugly}
+#                                 RTSP cameras: GStreamer's RTSP server with x264 (Debian's python3)
+#       vlc-bin, vlc-plugin-base  RTSP cameras: VLC's RTSP output (UDP only)
 # It also removes an openh264 build that an earlier `cargo build` made before nasm was here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=(gcc g++ make libc6-dev nasm cmake pkg-config)
-test=(chromium chromium-driver ffmpeg coturn iproute2 janus janus-tools)
+test=(chromium chromium-driver ffmpeg coturn iproute2 janus janus-tools python3-gi gir1.2-gst-rtsp-server-1.0
+      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly vlc-bin vlc-plugin-base)
 case "${1:-test}" in
   build) packages=("${build[@]}") ;;
   test) packages=("${build[@]}" "${test[@]}") ;;

@@ -230,6 +230,12 @@ struct StreamFile {
     when_offline: Option<OfflinePolicy>,
     start_timeout_s: Option<f64>,
     stall_timeout_s: Option<f64>,
+    /// RTSP: "auto", "tcp" or "udp".
+    transport: Option<RtspTransport>,
+    /// RTSP: "auto" or "transcode".
+    video: Option<VideoMode>,
+    /// Passed-through streams: keep the frames since the last keyframe for joiners.
+    gop_cache: Option<bool>,
     #[serde(default)]
     publish: Vec<PublishFile>,
 }
@@ -287,6 +293,41 @@ pub enum SourceConfig {
     Whep {
         url: Url,
     },
+    /// A command whose standard output is MJPEG or H.264 (`exec:...`, run through `sh -c`).
+    Exec {
+        command: String,
+        video: VideoMode,
+    },
+    /// An RTSP camera's H.264 (credentials in the URL are used, never logged).
+    Rtsp {
+        url: Url,
+        transport: RtspTransport,
+        video: VideoMode,
+    },
+}
+
+/// How an RTSP camera's packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    /// TCP (interleaved in the RTSP connection: no firewall or loss trouble), falling back to
+    /// UDP when the camera refuses TCP.
+    #[default]
+    Auto,
+    Tcp,
+    Udp,
+}
+
+/// Whether an encoded source's H.264 is passed through or transcoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoMode {
+    /// Passed through when browsers can play it as it is (Baseline, Main or High without
+    /// B-frames), transcoded otherwise.
+    #[default]
+    Auto,
+    /// Always decoded and encoded again (the output size, rate and bitrate settings apply).
+    Transcode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -312,6 +353,10 @@ pub struct StreamConfig {
     pub stall_timeout: Duration,
     /// WHIP endpoints (an SFU, a CDN's ingest) this stream is sent to, always.
     pub publish: Vec<PublishTarget>,
+    /// A passed-through stream keeps the frames since the camera's last keyframe and gives
+    /// them to each joiner, who then shows a picture at once instead of waiting for the next
+    /// keyframe (up to a whole GOP). Off only to compare, or to save the memory.
+    pub gop_cache: bool,
 }
 
 /// A WHIP endpoint a stream is published to (RFC 9725).
@@ -491,6 +536,17 @@ impl Config {
             if let (Some(true), SourceConfig::TestPattern { .. }) = (s.on_demand, &stream.source) {
                 return Err(invalid(format!("{key}.on_demand"), "the test pattern is always on; on_demand is for cameras"));
             }
+            match &mut stream.source {
+                SourceConfig::Rtsp { transport, video, .. } => {
+                    *transport = s.transport.unwrap_or(*transport);
+                    *video = s.video.unwrap_or(*video);
+                }
+                SourceConfig::Exec { video, .. } if s.transport.is_none() => *video = s.video.unwrap_or(*video),
+                _ if s.transport.is_some() => return Err(invalid(format!("{key}.transport"), "transport is for rtsp:// sources")),
+                _ if s.video.is_some() => return Err(invalid(format!("{key}.video"), "video is for rtsp:// and exec: sources")),
+                _ => {}
+            }
+            stream.gop_cache = s.gop_cache.unwrap_or(stream.gop_cache);
             stream.on_demand = s.on_demand.unwrap_or(stream.on_demand);
             stream.offline_policy = s.when_offline.unwrap_or(stream.offline_policy);
             for (value, field, range, name) in [
@@ -558,7 +614,7 @@ impl Config {
             }
             let size = match &s.source {
                 SourceConfig::TestPattern { width, height, .. } => Some((*width, *height)),
-                SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } => s.size,
+                SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } => s.size,
             };
             if let Some((w, h)) = size {
                 if !(128..=3840).contains(&w) || !(96..=3840).contains(&h) || w * h > 3840 * 2160 {
@@ -642,11 +698,12 @@ impl StreamConfig {
             start_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),
             publish: Vec::new(),
+            gop_cache: true,
         }
     }
 
-    /// `test:[SCENE][:WxH][@FPS]` (SCENE: pattern, deepsky or moon), an http(s) MJPEG URL, or
-    /// a WHEP endpoint as `whep://` or `wheps://`.
+    /// `test:[SCENE][:WxH][@FPS]` (SCENE: pattern, deepsky or moon), an http(s) MJPEG URL, an
+    /// `rtsp://` camera, `exec:COMMAND`, or a WHEP endpoint as `whep://` or `wheps://`.
     pub fn from_source(name: &str, source: &str, key: &str) -> Result<Self, ConfigError> {
         if let Some(spec) = source.strip_prefix("test:") {
             let (rest, fps) = spec.split_once('@').unwrap_or((spec, ""));
@@ -668,6 +725,13 @@ impl StreamConfig {
             }
             return Ok(Self::test_scene(name, scene, w, h, f));
         }
+        if let Some(command) = source.strip_prefix("exec:") {
+            let command = command.trim();
+            if command.is_empty() {
+                return Err(invalid(key, "exec: needs a command, e.g. exec:rpicam-vid -t 0 --codec mjpeg -o -"));
+            }
+            return Ok(Self::defaults(name, SourceConfig::Exec { command: command.to_owned(), video: VideoMode::Auto }));
+        }
         for (scheme, http) in [("whep://", "http://"), ("wheps://", "https://")] {
             if let Some(rest) = source.strip_prefix(scheme) {
                 let url = Url::parse(&format!("{http}{rest}")).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
@@ -678,8 +742,11 @@ impl StreamConfig {
             }
         }
         let url = Url::parse(source).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
+        if url.scheme() == "rtsp" && url.host().is_some() {
+            return Ok(Self::defaults(name, SourceConfig::Rtsp { url, transport: RtspTransport::Auto, video: VideoMode::Auto }));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(invalid(key, "sources are http(s) MJPEG URLs, whep:// or wheps:// endpoints, or test:"));
+            return Err(invalid(key, "sources are http(s) MJPEG or JPEG URLs, rtsp:// cameras, exec: commands, whep:// or wheps:// endpoints, or test:"));
         }
         Ok(Self::defaults(name, SourceConfig::Mjpeg { url }))
     }

@@ -1,11 +1,13 @@
-//! Scopecast relay: MJPEG cameras or a test pattern in, one H.264 encode per stream, WebRTC
-//! (WHEP) out to every viewer. See ARCHITECTURE.md for the map.
+//! Scopecast relay: cameras (MJPEG, RTSP, other WHEP servers) or a test pattern in, one H.264
+//! encode per stream or the camera's own H.264 passed through, WebRTC (WHEP) out to every viewer. See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod decode;
 pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod pipeline;
+pub mod process;
 pub mod publish;
 pub mod relay;
 pub mod stream;

@@ -343,7 +343,7 @@ struct EncoderWorker {
     jpeg: JpegDecoder,
     scaler: Scaler,
     encoder: H264Encoder,
-    payloader: H264Payloader,
+    packetizer: Packetizer,
     decoded: I420,
     /// The last picture, at output size; re-encoded as an IDR for viewers who join between frames.
     picture: Option<I420>,
@@ -380,7 +380,7 @@ impl EncoderWorker {
             jpeg: JpegDecoder::new()?,
             scaler: Scaler::default(),
             encoder: H264Encoder::new(settings.encoder)?,
-            payloader: H264Payloader::default(),
+            packetizer: Packetizer::default(),
             decoded: I420::new(2, 2),
             picture: None,
             size: settings.size,
@@ -490,11 +490,29 @@ impl EncoderWorker {
             }
         }
         self.last_rtp = Some(timestamp);
-        let payloads = match self.payloader.payload(RTP_PAYLOAD_MTU, &encoded.annexb) {
+        let Some(mut frame) = self.packetizer.frame(&encoded.annexb, timestamp, encoded.keyframe, (encoded.width, encoded.height)) else { return Ok(None) };
+        frame.timing = pending_timing
+            .map(|t| Arc::new(TimedFrame::new(FrameTiming { rtp_timestamp: timestamp, keyframe: encoded.keyframe, encoded_ms: timing::now_ms(), ..t })));
+        Ok(Some(frame))
+    }
+}
+
+/// H.264 access units (Annex B) into RTP packets, once for every reader (RFC 6184: STAP-A for
+/// parameter sets, FU-A for large NAL units). The encoder's and an encoded source's frames both
+/// go through it; headers are clean (readers set their own SSRC, sequence and payload type).
+#[derive(Default)]
+pub struct Packetizer {
+    payloader: H264Payloader,
+}
+
+impl Packetizer {
+    /// `None` (logged) if the unit does not packetize.
+    pub fn frame(&mut self, annexb: &Bytes, timestamp: u32, keyframe: bool, (width, height): (usize, usize)) -> Option<RtpFrame> {
+        let payloads = match self.payloader.payload(RTP_PAYLOAD_MTU, annexb) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("RTP packetization failed: {e}");
-                return Ok(None);
+                return None;
             }
         };
         let count = payloads.len();
@@ -503,10 +521,20 @@ impl EncoderWorker {
             .enumerate()
             .map(|(i, payload)| Packet { header: webrtc::rtp::header::Header { version: 2, marker: i + 1 == count, timestamp, ..Default::default() }, payload })
             .collect();
-        let timing = pending_timing
-            .map(|t| Arc::new(TimedFrame::new(FrameTiming { rtp_timestamp: timestamp, keyframe: encoded.keyframe, encoded_ms: timing::now_ms(), ..t })));
-        Ok(Some(RtpFrame { packets, keyframe: encoded.keyframe, width: encoded.width, height: encoded.height, bytes: encoded.annexb.len(), timing, index: 0 }))
+        Some(RtpFrame { packets, keyframe, width, height, bytes: annexb.len(), timing: None, index: 0 })
     }
+}
+
+/// A packetized access unit back to Annex B (the decoder of a passed-through stream's pictures
+/// reads the track). `None` if its packets do not parse.
+pub fn depacketize(frame: &RtpFrame) -> Option<Bytes> {
+    use webrtc::rtp::packetizer::Depacketizer;
+    let mut depacketizer = webrtc::rtp::codecs::h264::H264Packet::default();
+    let mut out = bytes::BytesMut::with_capacity(frame.bytes + 64);
+    for packet in &frame.packets {
+        out.extend_from_slice(&depacketizer.depacketize(&packet.payload).ok()?);
+    }
+    Some(out.freeze())
 }
 
 /// Hot-path errors (a corrupt JPEG at 30 fps) are logged at most once a second, with how many

@@ -50,7 +50,7 @@ impl Relay {
                 size: stream.size,
                 max_fps: match stream.source {
                     SourceConfig::TestPattern { .. } => None,
-                    SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } => stream.max_fps,
+                    SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } => stream.max_fps,
                 },
                 encoder: EncoderSettings {
                     bitrate_bps: stream.bitrate_bps,
@@ -61,10 +61,15 @@ impl Relay {
             };
             // A picture source's track is made by its encoder, which makes keyframes on request;
             // a passed-through source's keeps its GOP for joiners.
-            let passthrough = matches!(stream.source, SourceConfig::Whep { .. });
-            let track = Track::new(&stream.name, passthrough, settings.keyframe_min_interval);
-            let encoder = if passthrough { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track))?) };
+            // (An RTSP source has an encoder, idle unless its camera's H.264 must be transcoded.)
+            let passthrough_only = matches!(stream.source, SourceConfig::Whep { .. });
+            let track = Track::new(&stream.name, passthrough_only, settings.keyframe_min_interval);
+            let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track))?) };
             let hub = Stream::new(stream.clone(), track, encoder);
+            if matches!(stream.source, SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. }) {
+                // Pictures for MJPEG clients and snapshots of a passed-through stream.
+                tokio::spawn(crate::decode::run_stills(Arc::clone(&hub)));
+            }
             match &stream.source {
                 SourceConfig::TestPattern { scene, width, height, fps } => crate::ingest::testpattern::spawn(Arc::clone(&hub), *scene, *width, *height, *fps)?,
                 SourceConfig::Mjpeg { url } => {
@@ -74,19 +79,16 @@ impl Relay {
                 SourceConfig::Whep { url } => {
                     crate::ingest::whep::spawn(Arc::clone(&hub), url.clone(), Arc::clone(&engine));
                 }
+                SourceConfig::Rtsp { url, transport, video } => {
+                    crate::ingest::rtsp::spawn(Arc::clone(&hub), url.clone(), *transport, *video);
+                }
+                SourceConfig::Exec { command, video } => {
+                    crate::ingest::exec::spawn(Arc::clone(&hub), command.clone(), *video);
+                }
             }
             streams.insert(stream.name.clone(), hub);
         }
-        let rate_sampler = {
-            let streams: Vec<Arc<Stream>> = streams.values().cloned().collect();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    let now = tick.tick().await.into_std();
-                    streams.iter().for_each(|s| s.sample_rates(now));
-                }
-            })
-        };
+
         // Loaded before binding: a bad certificate is a start-up error, not a listening port
         // that fails every handshake.
         let certificate = config.tls.as_ref().map(|tls| crate::tls::load(tls, &config.ice.additional_hosts)).transpose()?;
@@ -94,6 +96,18 @@ impl Relay {
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
         let udp_port = engine.udp_port();
         let state = Arc::new(AppState::new(streams, engine, config.security.clone()));
+        let rate_sampler = {
+            let streams: Vec<Arc<Stream>> = state.streams.values().cloned().collect();
+            let process = Arc::clone(&state.process);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    let now = tick.tick().await.into_std();
+                    streams.iter().for_each(|s| s.sample_rates(now));
+                    process.sample(now);
+                }
+            })
+        };
         for stream in &config.streams {
             for target in &stream.publish {
                 state.publish(&state.streams[&stream.name], target.clone()).await;

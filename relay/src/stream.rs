@@ -153,18 +153,39 @@ struct Meters {
     bytes_out: RateMeter,
 }
 
+/// How the stream's WebRTC video is made right now, and why (an RTSP source decides once it
+/// sees the camera's parameter sets, and again if B-frames show up).
+#[derive(Debug, Clone)]
+pub struct VideoChoice {
+    pub path: VideoPath,
+    pub why: Option<String>,
+    pub codec: Option<String>,
+    pub transport: Option<String>,
+    /// The source's picture size, where it says (its SPS).
+    pub size: Option<(u32, u32)>,
+}
+
+impl VideoChoice {
+    pub fn new(path: VideoPath) -> Self {
+        Self { path, why: None, codec: None, transport: None, size: None }
+    }
+}
+
 pub struct Stream {
     pub config: StreamConfig,
     /// The encoded video every WHEP viewer and publish target reads.
     pub track: Arc<Track>,
-    /// The encoder that makes `track` from pictures; `None` for a source whose H.264 is passed
-    /// through (then nothing is encoded, and there are no pictures for MJPEG yet).
+    /// The encoder that makes `track` from pictures; `None` for a source whose H.264 is always
+    /// passed through. An RTSP source has one, idle while it passes its H.264 through.
     pub encoder: Option<Arc<Pipeline>>,
+    video: Mutex<VideoChoice>,
     pub demand: Arc<Demand>,
     latest: watch::Sender<Option<Arc<Still>>>,
     state: watch::Sender<StateEvent>,
     seq: AtomicU64,
     last_frame_ms: AtomicU64,
+    /// Access units from an encoded source that is transcoded (decoded only while watched).
+    encoded_in: AtomicU64,
     /// Frames MJPEG clients skipped because they read slower than the source sends.
     pub mjpeg_skipped: AtomicU64,
     meters: Mutex<Meters>,
@@ -176,15 +197,25 @@ pub struct Stream {
 impl Stream {
     pub fn new(config: StreamConfig, track: Arc<Track>, encoder: Option<Arc<Pipeline>>) -> Arc<Self> {
         let initial = if config.on_demand { SourceState::Idle } else { SourceState::Connecting };
+        let video = match (&config.source, &encoder) {
+            (SourceConfig::Whep { .. }, _) | (_, None) => VideoChoice::new(VideoPath::Passthrough),
+            // Passed through (its GOP kept) from the first keyframe, unless the camera's SPS says
+            // otherwise then.
+            (SourceConfig::Rtsp { .. }, _) => VideoChoice::new(VideoPath::Passthrough),
+            _ => VideoChoice::new(VideoPath::Encoded),
+        };
+        track.set_keep_gop(video.path == VideoPath::Passthrough && config.gop_cache);
         Arc::new(Self {
             config,
             track,
             encoder,
+            video: Mutex::new(video),
             demand: Demand::new(),
             latest: watch::channel(None).0,
             state: watch::channel(StateEvent { state: initial, last_error: None, since_ms: unix_ms() }).0,
             seq: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
+            encoded_in: AtomicU64::new(0),
             mjpeg_skipped: AtomicU64::new(0),
             meters: Mutex::new(Meters {
                 fps_in: RateMeter::new(Duration::from_secs(10)),
@@ -217,6 +248,52 @@ impl Stream {
             encoder.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
         }
         self.report(SourceEvent::Frame);
+    }
+
+    /// An encoded source's access unit, passed through to the track's readers.
+    pub fn deliver_encoded(&self, frame: crate::pipeline::RtpFrame, captured_ms: u64) {
+        self.last_frame_ms.store(captured_ms, Ordering::Relaxed);
+        self.track.publish(frame);
+        self.report(SourceEvent::Frame);
+    }
+
+    /// A frame from a source whose pictures are made elsewhere (an encoded source being
+    /// transcoded, decoded only while watched): counted, and the source is live.
+    pub fn source_frame(&self, captured_ms: u64) {
+        self.last_frame_ms.store(captured_ms, Ordering::Relaxed);
+        self.encoded_in.fetch_add(1, Ordering::Relaxed);
+        self.report(SourceEvent::Frame);
+    }
+
+    /// A picture decoded from a passed-through stream, for MJPEG clients and snapshots.
+    pub fn set_still(&self, picture: Arc<I420>, captured_ms: u64) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.latest.send_replace(Some(Arc::new(Still::from_picture(seq, captured_ms, picture))));
+    }
+
+    /// No more decoded pictures will come (the stills decoder stopped): the last one would go
+    /// stale.
+    pub fn clear_still(&self) {
+        self.latest.send_replace(None);
+    }
+
+    pub fn video(&self) -> VideoChoice {
+        crate::lock(&self.video).clone()
+    }
+
+    /// The source chose how its video is made: passed through keeps the GOP for joiners; an
+    /// encoder makes keyframes instead. A change is logged once.
+    pub fn set_video(&self, choice: VideoChoice) {
+        let mut current = crate::lock(&self.video);
+        if current.path != choice.path || current.why != choice.why {
+            tracing::info!(stream = self.name(), "video {:?}: {}", choice.path, choice.why.as_deref().unwrap_or(""));
+            self.track.set_keep_gop(choice.path == VideoPath::Passthrough && self.config.gop_cache);
+            if let (Some(encoder), VideoPath::Passthrough) = (&self.encoder, choice.path) {
+                // Its last picture must not be repeated into a track now passed through.
+                encoder.forget_picture();
+            }
+        }
+        *current = choice;
     }
 
     /// Something happened to the source. Changes (not every retry) are logged once and shown
@@ -315,7 +392,11 @@ impl Stream {
 
     /// Frames from the source so far: what reached the encoder, or, passed through, the track.
     pub fn frames_in(&self) -> u64 {
-        self.encoder.as_ref().map_or_else(|| self.track.frames(), |e| e.stats.frames_in.load(Ordering::Relaxed))
+        match (&self.encoder, self.video().path) {
+            (Some(e), VideoPath::Encoded) => e.stats.frames_in.load(Ordering::Relaxed),
+            (_, VideoPath::Transcoded) => self.encoded_in.load(Ordering::Relaxed),
+            _ => self.track.frames(),
+        }
     }
 
     /// Feeds the rate meters; the relay calls this about once a second.
@@ -337,11 +418,20 @@ impl Stream {
             SourceConfig::TestPattern { .. } => (SourceKind::TestPattern, None),
             SourceConfig::Mjpeg { url } => (SourceKind::Mjpeg, Some(redact(url))),
             SourceConfig::Whep { url } => (SourceKind::Whep, Some(redact(url))),
+            SourceConfig::Rtsp { url, .. } => (SourceKind::Rtsp, Some(redact(url))),
+            // The program only: arguments may hold a camera's password.
+            SourceConfig::Exec { command, .. } => (SourceKind::Exec, Some(format!("exec:{}", command.split_whitespace().next().unwrap_or_default()))),
         };
+        let video = self.video();
         let (width, height) = match (&self.config.source, self.config.size) {
+            _ if video.path == VideoPath::Passthrough => (video.size.map(|s| s.0), video.size.map(|s| s.1)),
             (_, Some((w, h))) => (Some(w as u32), Some(h as u32)),
             (SourceConfig::TestPattern { width, height, .. }, None) => (Some(*width as u32), Some(*height as u32)),
-            _ => (known(stats.width.load(Ordering::Relaxed)), known(stats.height.load(Ordering::Relaxed))),
+            _ => match (known(stats.width.load(Ordering::Relaxed)), known(stats.height.load(Ordering::Relaxed)), video.size) {
+                // A transcoded source not yet encoded: its own size (which the encoder keeps).
+                (None, _, Some((w, h))) => (Some(w), Some(h)),
+                (w, h, _) => (w, h),
+            },
         };
         let state = self.state();
         let (fps_in, fps_out, bitrate) = {
@@ -358,7 +448,10 @@ impl Stream {
             state_since_ms: state.since_ms,
             on_demand: self.config.on_demand,
             offline_policy: self.config.offline_policy,
-            video: if self.encoder.is_some() { VideoPath::Encoded } else { VideoPath::Passthrough },
+            video: video.path,
+            video_reason: video.why,
+            source_codec: video.codec,
+            source_transport: video.transport,
             width,
             height,
             max_fps: self.config.max_fps,

@@ -69,6 +69,9 @@ pub struct Track {
     pub keyframe_requests: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
+    /// The H.264 profile_idc of a passed-through camera's frames (an answer names it), or 0
+    /// for the encoder's Constrained Baseline.
+    profile: std::sync::atomic::AtomicU8,
 }
 
 #[derive(Default)]
@@ -110,7 +113,18 @@ impl Track {
             keyframe_requests: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            profile: std::sync::atomic::AtomicU8::new(0),
         })
+    }
+
+    /// The H.264 profile (profile_idc) the frames are in; `None` for Constrained Baseline as
+    /// the encoder makes it.
+    pub fn set_profile(&self, profile_idc: Option<u8>) {
+        self.profile.store(profile_idc.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn profile(&self) -> Option<u8> {
+        Some(self.profile.load(Ordering::Relaxed)).filter(|p| *p != 0)
     }
 
     /// Sets who makes keyframes for this track.
@@ -131,6 +145,15 @@ impl Track {
         }
         // No receivers is not an error: the last reader may just have left.
         let _ = self.ring.send(frame);
+    }
+
+    /// Keep the GOP for joiners (a passed-through producer) or not (an encoder, which makes a
+    /// keyframe for each joiner). A source that switches between the two says so here.
+    pub fn set_keep_gop(&self, keep: bool) {
+        let mut state = lock(&self.state);
+        if keep != state.gop.is_some() {
+            state.gop = keep.then(Gop::default);
+        }
     }
 
     /// The producer restarted (a new upstream session): what was kept cannot be continued.

@@ -60,7 +60,7 @@ fn config_errors_name_the_key_and_exit_with_status_2() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cases = [
         ("[streams.scope]\nsource = \"http://cam.local/stream\"\nwidht = 640\n", "widht"),
-        ("[streams.scope]\nsource = \"rtsp://cam.local/stream\"\n", "streams.scope.source"),
+        ("[streams.scope]\nsource = \"ftp://cam.local/stream\"\n", "streams.scope.source"),
         ("[streams.scope]\nsource = \"test:10x10\"\n", "streams.scope.width"),
         ("[server]\nhttp = \"not an address\"\n", "http"),
     ];

@@ -12,6 +12,10 @@ pub enum SourceKind {
     Mjpeg,
     /// Another WHEP server's stream (`whep://`, `wheps://`): relay chaining.
     Whep,
+    /// An RTSP camera (`rtsp://`): H.264 passed through when browsers can play it as it is.
+    Rtsp,
+    /// A command's standard output (`exec:`): MJPEG or H.264.
+    Exec,
 }
 
 /// How a stream's WebRTC video is made.
@@ -23,6 +27,9 @@ pub enum VideoPath {
     Encoded,
     /// The source's own H.264, passed through without decoding: no encoder runs.
     Passthrough,
+    /// The source's H.264 decoded here and encoded again (B-frames, a profile browsers do not
+    /// take, or configured so).
+    Transcoded,
 }
 
 /// Where a stream's source stands.
@@ -124,9 +131,19 @@ pub struct StreamInfo {
     /// Whether the source is pulled only while someone watches.
     pub on_demand: bool,
     pub offline_policy: OfflinePolicy,
-    /// Encoded here or passed through.
+    /// Encoded here, passed through, or transcoded.
     #[serde(default)]
     pub video: VideoPath,
+    /// Why `video` is what it is, in words ("Constrained Baseline without B-frames: passed
+    /// through").
+    #[serde(default)]
+    pub video_reason: Option<String>,
+    /// What an encoded source sends, once known ("H.264 High, level 3.1, 1920x1080").
+    #[serde(default)]
+    pub source_codec: Option<String>,
+    /// How an RTSP source's packets come: "tcp" (interleaved) or "udp".
+    #[serde(default)]
+    pub source_transport: Option<String>,
     /// Size of the encoded video, once known.
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -214,6 +231,19 @@ pub struct FrameTimings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamList {
     pub streams: Vec<StreamInfo>,
+    /// The relay process as a whole.
+    #[serde(default)]
+    pub relay: RelayStatus,
+}
+
+/// What the relay process costs the machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    pub version: String,
+    pub uptime_s: u64,
+    /// CPU of every thread over the last 5 s, percent of one core (`None` off Linux).
+    pub cpu_percent: Option<f64>,
+    pub resident_bytes: Option<u64>,
 }
 
 /// Server-Sent Event `state` on `/api/v1/streams/{name}/events`: the source changed state

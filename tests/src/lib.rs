@@ -11,6 +11,7 @@ pub mod janus;
 pub mod logs;
 pub mod netns;
 pub mod proxy;
+pub mod rtsp;
 pub mod udp_proxy;
 pub mod viewer;
 pub mod whip_sink;

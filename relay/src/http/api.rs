@@ -22,7 +22,13 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn list_streams(State(state): State<Arc<AppState>>) -> Json<StreamList> {
-    Json(StreamList { streams: state.streams.values().map(|s| s.info()).collect() })
+    let relay = scopecast_shared::api::RelayStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_s: state.process.uptime().as_secs(),
+        cpu_percent: state.process.cpu_percent(),
+        resident_bytes: state.process.last().map(|(_, rss)| rss),
+    };
+    Json(StreamList { streams: state.streams.values().map(|s| s.info()).collect(), relay })
 }
 
 pub async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<StreamInfo>, ApiError> {
@@ -137,6 +143,10 @@ impl Metrics {
             }
             metrics::gauge!("scopecast_whep_sessions").set(state.session_count() as f64);
             metrics::counter!("scopecast_whep_sessions_created_total").absolute(state.sessions_created());
+            if let Some((cpu_s, rss)) = state.process.last() {
+                metrics::gauge!("scopecast_process_cpu_seconds_total").set(cpu_s);
+                metrics::gauge!("scopecast_process_resident_memory_bytes").set(rss as f64);
+            }
         });
         self.handle.render()
     }
@@ -147,6 +157,15 @@ fn record_stream(stream: &Stream) {
     let default_stats = crate::pipeline::PipelineStats::default();
     let stats = stream.encoder.as_ref().map_or(&default_stats, |e| &e.stats);
     let current = stream.state().state;
+    // An info metric: which kind of source, and whether its video is encoded here, passed
+    // through or transcoded (the status API says why).
+    let info = stream.info();
+    let kind = serde_json::to_value(info.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let video = serde_json::to_value(info.video).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    for path in ["encoded", "passthrough", "transcoded"] {
+        // Every path has a series, so a stream that switches leaves no stale 1 behind.
+        metrics::gauge!("scopecast_stream_video", "stream" => name.clone(), "source" => kind.clone(), "video" => path).set(f64::from(u8::from(video == path)));
+    }
     for (label, s) in [("idle", SourceState::Idle), ("connecting", SourceState::Connecting), ("live", SourceState::Live), ("offline", SourceState::Offline)] {
         metrics::gauge!("scopecast_source_state", "stream" => name.clone(), "state" => label).set(f64::from(u8::from(current == s)));
     }

@@ -1,7 +1,8 @@
 //! Pictures over plain HTTP, for players that cannot do WebRTC and for stills:
 //! `GET /{stream}/mjpeg` re-serves the source as `multipart/x-mixed-replace`, one upstream
 //! connection for any number of clients; `GET /{stream}/snapshot.jpg` is the latest original
-//! JPEG at full resolution.
+//! JPEG at full resolution. A stream whose source sends H.264 has its pictures decoded
+//! (`crate::decode`) while such clients exist.
 
 use super::error::ApiError;
 use super::AppState;
@@ -14,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use scopecast_shared::SourceState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 const BOUNDARY: &str = "scopecast-frame";
 /// Seconds a client is told to wait before asking again for an offline source.
@@ -43,26 +45,19 @@ fn source_unavailable(stream: &Stream) -> ApiError {
         .with_retry_after(RETRY_AFTER_S)
 }
 
-/// A passed-through stream (a `whep://` source) has no pictures: nothing decodes its H.264.
-fn check_has_pictures(stream: &Stream) -> Result<(), ApiError> {
-    if stream.encoder.is_some() {
-        return Ok(());
-    }
-    let detail = format!(
-        "stream '{}' passes its source's H.264 through; MJPEG and snapshots of it need an H.264 decoder, which the relay does not run yet: play it over WebRTC",
-        stream.name()
-    );
-    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "no-pictures", "No pictures of a passed-through stream", detail))
-}
-
 pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
-    check_has_pictures(&stream)?;
-    // Counted while it waits, so an on-demand source starts for it.
+    // Counted while it waits, so an on-demand source starts for it (and a passed-through
+    // stream's decoder, which makes its pictures).
     let _viewer = stream.demand.join(ViewerKind::Snapshot);
+    let started = Instant::now();
     if !stream.is_live() && stream.wait_started(stream.config.start_timeout).await != SourceState::Live {
         return Err(source_unavailable(&stream));
     }
+    // A live source's first picture may still be on its way (a decoder just started).
+    let mut stills = stream.subscribe_stills();
+    let left = stream.config.start_timeout.saturating_sub(started.elapsed());
+    let _ = tokio::time::timeout(left, stills.wait_for(Option::is_some)).await;
     let still = stream.latest().ok_or_else(|| source_unavailable(&stream))?;
     let jpeg = jpeg_of(&still).await?;
     Ok((
@@ -79,7 +74,6 @@ pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<Strin
 
 pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
-    check_has_pictures(&stream)?;
     let viewer = stream.demand.join(ViewerKind::Mjpeg);
     let mut stills = stream.subscribe_stills();
     // The current picture goes out at once (an idle source has none: it was dropped).

@@ -51,6 +51,8 @@ pub struct AppState {
     metrics: api::Metrics,
     /// WHIP publish targets by (stream, target name).
     publishers: tokio::sync::Mutex<BTreeMap<(String, String), crate::publish::PublishTask>>,
+    /// The process's CPU and memory (sampled by the relay every second).
+    pub process: Arc<crate::process::ProcessStats>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             sessions_created: AtomicU64::new(0),
             metrics: api::Metrics::default(),
             publishers: tokio::sync::Mutex::default(),
+            process: Arc::default(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Pulls an MJPEG stream over HTTP(S) and hands its JPEGs to the stream.
+//! Pulls an MJPEG stream over HTTP(S) and hands its JPEGs to the stream; a URL that answers a
+//! single `image/jpeg` (a still-only camera) is polled instead.
 //!
 //! Reconnects with a short capped backoff; tells silence ("no data", "no complete frame") apart
 //! from connection errors through the [`Watchdog`]; reports each change of state once; on
@@ -41,8 +42,8 @@ struct Source {
 }
 
 impl Source {
-    /// One connection: returns when the stream ends, fails or falls silent.
-    async fn pull(&mut self, stream: &Stream, frames: &mut u64) -> Result<(), String> {
+    /// A GET of the camera's URL (credentials as Basic auth), bounded by the watchdog.
+    async fn get(&self, if_none_match: Option<&str>) -> Result<reqwest::Response, String> {
         let mut request_url = self.url.clone();
         let (user, password) = (self.url.username().to_owned(), self.url.password().map(str::to_owned));
         let _ = request_url.set_username("");
@@ -51,16 +52,28 @@ impl Source {
         if !user.is_empty() || password.is_some() {
             request = request.basic_auth(user, password);
         }
+        if let Some(etag) = if_none_match {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
         // A server that accepts the connection and never answers is silence too.
         let response = match tokio::time::timeout_at(self.watchdog.deadline().into(), request.send()).await {
             Err(_) => return Err(format!("no response for {} s", self.watchdog.limit().as_secs())),
             Ok(Err(e)) => return Err(format!("connect failed: {}", describe(&e))),
             Ok(Ok(r)) => r,
         };
-        if !response.status().is_success() {
+        if !response.status().is_success() && response.status() != reqwest::StatusCode::NOT_MODIFIED {
             return Err(format!("HTTP {}", response.status()));
         }
+        Ok(response)
+    }
+
+    /// One connection: returns when the stream ends, fails or falls silent.
+    async fn pull(&mut self, stream: &Stream, frames: &mut u64) -> Result<(), String> {
+        let response = self.get(None).await?;
         let content_type = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        if content_type.to_ascii_lowercase().starts_with("image/jpeg") {
+            return self.poll_stills(stream, response, frames).await;
+        }
         let mut parser = MultipartParser::new(boundary_from_content_type(&content_type).as_deref(), DEFAULT_MAX_PART);
         tracing::debug!(stream = stream.name(), "source connected ({content_type})");
         let mut body = response.bytes_stream();
@@ -85,6 +98,48 @@ impl Source {
             while let Some(event) = parser.next_event() {
                 self.deliver(event, stream, frames, &mut skip_logged);
             }
+        }
+    }
+
+    /// A camera that answers one JPEG per request: asked again and again, one request at a
+    /// time, at the stream's `fps` (or as fast as it answers). A picture that did not change
+    /// (304 to If-None-Match, the same ETag, or the same bytes) is not delivered, so it is not
+    /// decoded and encoded again; the stream stays live and viewers keep the last picture.
+    async fn poll_stills(&mut self, stream: &Stream, first: reqwest::Response, frames: &mut u64) -> Result<(), String> {
+        let interval = stream.config.max_fps.filter(|f| *f > 0.0).map(|f| Duration::from_secs_f64(1.0 / f));
+        let mut response = first;
+        let mut last: Option<(Option<String>, bytes::Bytes)> = None;
+        loop {
+            let asked = tokio::time::Instant::now();
+            let etag = response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if response.status() != reqwest::StatusCode::NOT_MODIFIED {
+                let jpeg = match tokio::time::timeout_at(self.watchdog.deadline().into(), response.bytes()).await {
+                    Err(_) => return Err(format!("no complete picture for {} s", self.watchdog.limit().as_secs())),
+                    Ok(Err(e)) => return Err(format!("read failed: {}", describe(&e))),
+                    Ok(Ok(b)) => b,
+                };
+                if !jpeg.starts_with(&[0xFF, 0xD8]) || jpeg.len() > DEFAULT_MAX_PART {
+                    return Err(format!("the camera's answer of {} bytes is not a JPEG", jpeg.len()));
+                }
+                let unchanged = last.as_ref().is_some_and(|(last_etag, last_jpeg)| (etag.is_some() && *last_etag == etag) || *last_jpeg == jpeg);
+                let now = Instant::now();
+                self.watchdog.frame(now);
+                if unchanged {
+                    stream.report(SourceEvent::Frame);
+                } else {
+                    *frames += 1;
+                    stream.deliver(SourceFrame::Jpeg(jpeg.clone()), now, crate::timing::wall_ms(now));
+                }
+                last = Some((etag, jpeg));
+            } else {
+                self.watchdog.frame(Instant::now());
+                stream.report(SourceEvent::Frame);
+            }
+            if let Some(interval) = interval {
+                tokio::time::sleep_until(asked + interval).await;
+            }
+            let known = last.as_ref().and_then(|(e, _)| e.clone());
+            response = self.get(known.as_deref()).await?;
         }
     }
 
@@ -120,7 +175,7 @@ impl Source {
 
 impl super::Connection for Source {
     /// Connects, reads, and reconnects after every failure, for as long as it is polled.
-    async fn run(&mut self, stream: &Stream) {
+    async fn run(&mut self, stream: &Arc<Stream>) {
         loop {
             self.watchdog.connected(Instant::now());
             let mut frames = 0u64;

@@ -180,7 +180,7 @@ impl Source {
 
 impl super::Connection for Source {
     /// Pulls, and pulls again after every failure, for as long as it is polled.
-    async fn run(&mut self, stream: &Stream) {
+    async fn run(&mut self, stream: &Arc<Stream>) {
         let mut backoff = Backoff::default();
         loop {
             let frames_before = stream.track.frames();

@@ -73,7 +73,7 @@ pub enum WebRtcError {
 
 /// Shared by every session: the API (codecs, interceptors, ICE settings) and the UDP mux.
 pub struct WebRtcEngine {
-    /// Answers viewers' offers: H.264 42e01f.
+    /// Answers viewers' offers: H.264 42e01f, or Main or High for a camera passed through.
     api: API,
     /// Makes offers to WHIP publish targets: H.264 42e01f and 42001f.
     publish_api: API,
@@ -126,7 +126,9 @@ impl WebRtcEngine {
         let mux = SessionMux::new(socket).map_err(|e| WebRtcError::Bind(ice.udp, e))?;
         // Viewers and publish targets share the one UDP port; they differ only in the codecs
         // they speak.
-        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP)])?;
+        // Viewers: Main and High too, for cameras passed through in those profiles (the answer
+        // then names the camera's profile; see `viewer_codec`).
+        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)])?;
         let publish_api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)])?;
         let pull_api = build_api(ice, bind, mux, &[(102, H264_FMTP), (103, H264_BASELINE_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)])?;
         Ok(Self {
@@ -173,11 +175,19 @@ impl WebRtcEngine {
     }
 
     async fn negotiate(&self, pc: &Arc<RTCPeerConnection>, offer: &str, track: Arc<Track>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
-        let local_track = Arc::new(TrackLocalStaticRTP::new(h264_capability(), "video".into(), format!("scopecast-{}", track.name)));
+        let fmtp = viewer_fmtp(track.profile(), offer);
+        let local_track = Arc::new(TrackLocalStaticRTP::new(h264_capability_with(fmtp), "video".into(), format!("scopecast-{}", track.name)));
         // The track must be added before the remote description, or the answer is not
         // sendonly and nothing is ever sent.
         let sender = pc.add_track(Arc::clone(&local_track) as Arc<dyn TrackLocal + Send + Sync>).await?;
         pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned())?).await?;
+        // Only the one profile in the answer, the one the frames are in. Set after the offer:
+        // payload type 0 then takes the viewer's own number for it.
+        if let Some(transceiver) = pc.get_transceivers().await.first() {
+            transceiver
+                .set_codec_preferences(vec![RTCRtpCodecParameters { capability: h264_capability_with(fmtp), payload_type: 0, ..Default::default() }])
+                .await?;
+        }
         let answer = pc.create_answer(None).await?;
         let mut gathered = pc.gathering_complete_promise().await;
         pc.set_local_description(answer).await?;
@@ -320,6 +330,22 @@ fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, 
     settings.set_ice_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(10)), Some(Duration::from_secs(1)));
 
     Ok(APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build())
+}
+
+/// The H.264 a viewer's answer names: the camera's profile (Main or High) where a
+/// passed-through camera's frames are in it and the viewer offered it, else Constrained
+/// Baseline, which is what the encoder makes (and what every browser offers; a decoder given
+/// Main or High under that name decodes it all the same).
+fn viewer_fmtp(profile_idc: Option<u8>, offer: &str) -> &'static str {
+    let wanted = match profile_idc {
+        Some(77) => Some((H264_MAIN_FMTP, "4d00")),
+        Some(100) => Some((H264_HIGH_FMTP, "6400")),
+        _ => None,
+    };
+    match wanted {
+        Some((fmtp, profile)) if sdp::offers_h264_profile(offer, profile) => fmtp,
+        _ => H264_FMTP,
+    }
 }
 
 fn h264_capability() -> RTCRtpCodecCapability {

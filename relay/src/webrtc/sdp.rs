@@ -71,6 +71,21 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
     }
 }
 
+/// Whether an offer's video takes H.264 (packetization-mode 1) whose profile-level-id starts
+/// with `profile` (profile_idc and constraint flags, hex: "64" + "00" for High).
+pub fn offers_h264_profile(sdp: &str, profile: &str) -> bool {
+    let Ok((desc, Some(video))) = parse_with_video(sdp) else { return false };
+    let video = &desc.media_descriptions[video];
+    let h264_pts: Vec<&str> = rtpmap(video).iter().filter(|(_, name)| name.eq_ignore_ascii_case("h264")).map(|(pt, _)| *pt).collect();
+    video.attributes.iter().filter(|a| a.key == "fmtp").filter_map(|a| a.value.as_deref()).any(|v| {
+        let Some((pt, params)) = v.split_once(' ') else { return false };
+        let params = params.replace(' ', "");
+        h264_pts.contains(&pt)
+            && params.contains("packetization-mode=1")
+            && params.split(';').filter_map(|p| p.strip_prefix("profile-level-id=")).any(|id| id.to_ascii_lowercase().starts_with(profile))
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnswerError {
     #[error("the answer is not valid SDP: {0}")]
@@ -280,6 +295,19 @@ mod tests {
         assert_eq!(parsed.mid.as_deref(), Some("0"));
         assert_eq!(parsed.candidates, vec!["candidate:9 1 udp 2130706431 10.0.0.2 8189 typ host".to_owned()]);
         assert!(parsed.end_of_candidates);
+    }
+
+    #[test]
+    fn an_offer_is_searched_for_an_h264_profile() {
+        assert!(offers_h264_profile(CHROME_LIKE_OFFER, "42e0"));
+        assert!(!offers_h264_profile(CHROME_LIKE_OFFER, "6400"), "no High offered");
+        let high = CHROME_LIKE_OFFER.replace(
+            "a=rtpmap:102 H264/90000\r\n",
+            "a=rtpmap:102 H264/90000\r\na=rtpmap:104 H264/90000\r\na=fmtp:104 packetization-mode=0;profile-level-id=64001f\r\n",
+        );
+        assert!(!offers_h264_profile(&high, "6400"), "High only in packetization-mode 0");
+        assert!(offers_h264_profile(&high.replace("packetization-mode=0;profile-level-id=64001f", "profile-level-id=64001F;packetization-mode=1"), "6400"));
+        assert!(!offers_h264_profile("garbage", "42e0"));
     }
 
     pub const CHROME_LIKE_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
