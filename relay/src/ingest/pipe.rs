@@ -244,8 +244,7 @@ impl AccessUnitSplitter {
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
         // Every NAL unit that the next start code completes.
-        loop {
-            let Some(first) = memchr::memmem::find(&self.buf, &[0, 0, 1]) else { break };
+        while let Some(first) = memchr::memmem::find(&self.buf, &[0, 0, 1]) {
             let from = (first + 3).max(self.scanned);
             let Some(next) = memchr::memmem::find(&self.buf[from..], &[0, 0, 1]).map(|i| from + i) else {
                 self.scanned = self.buf.len().saturating_sub(2);
