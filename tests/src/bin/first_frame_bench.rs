@@ -28,17 +28,10 @@ async fn main() -> anyhow::Result<()> {
     for (name, label) in [("fast", "1280x720 at 25 fps"), ("slow", "1280x720 at 0.2 fps")] {
         let (mut first, mut answer, mut sized) = (Vec::new(), Vec::new(), 0);
         for _ in 0..trials {
-            // Join anywhere in the stream's cycle (a 0.2 fps stream: anywhere in its 5 s gap).
-            let wait = rand::rng().random_range(0..2000);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            let mut viewer = WhepViewer::connect(&format!("{}/{name}/whep", relay.http)).await?;
-            let frames = viewer.collect(1, Duration::from_secs(10)).await;
-            let frame = frames.first().ok_or_else(|| anyhow::anyhow!("{name}: no frame within 10 s"))?;
-            first.push((frame.at - viewer.posted_at).as_secs_f64() * 1000.0);
-            answer.push((viewer.answered_at - viewer.posted_at).as_secs_f64() * 1000.0);
-            sized += usize::from((frame.width, frame.height) == (1280, 720));
-            let _ = viewer.delete().await;
-            viewer.close().await;
+            let (to_frame, to_answer, size) = join(&relay, name, 2000).await?;
+            first.push(to_frame);
+            answer.push(to_answer);
+            sized += usize::from(size == (1280, 720));
         }
         let (lo, hi) = min_max(&first);
         eprintln!("{label}: first frame median {:.0} ms", median(&first));
@@ -72,15 +65,9 @@ async fn rtsp_gop(trials: usize) -> anyhow::Result<String> {
     for (name, label) in [("gop", "served the kept GOP (Scopecast)"), ("idr", "waits for the next IDR (gop_cache = false; as MediaMTX, go2rtc)")] {
         let (mut first, mut answer) = (Vec::new(), Vec::new());
         for _ in 0..trials {
-            let wait = rand::rng().random_range(0..4000);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            let mut viewer = WhepViewer::connect(&format!("{}/{name}/whep", relay.http)).await?;
-            let frames = viewer.collect(1, Duration::from_secs(10)).await;
-            let frame = frames.first().ok_or_else(|| anyhow::anyhow!("{name}: no frame within 10 s"))?;
-            first.push((frame.at - viewer.posted_at).as_secs_f64() * 1000.0);
-            answer.push((viewer.answered_at - viewer.posted_at).as_secs_f64() * 1000.0);
-            let _ = viewer.delete().await;
-            viewer.close().await;
+            let (to_frame, to_answer, _) = join(&relay, name, 4000).await?;
+            first.push(to_frame);
+            answer.push(to_answer);
         }
         let (lo, hi) = min_max(&first);
         eprintln!("RTSP, {label}: first frame median {:.0} ms", median(&first));
@@ -89,4 +76,19 @@ async fn rtsp_gop(trials: usize) -> anyhow::Result<String> {
     drop(relay);
     camera.stop();
     Ok(md)
+}
+
+/// One viewer joining `name` after a random wait of up to `max_wait_ms` (anywhere in the
+/// stream's cycle): milliseconds from the POST to its first decoded frame and to the answer,
+/// and the frame's size.
+async fn join(relay: &RelayProcess, name: &str, max_wait_ms: u64) -> anyhow::Result<(f64, f64, (usize, usize))> {
+    tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..max_wait_ms))).await;
+    let mut viewer = WhepViewer::connect(&format!("{}/{name}/whep", relay.http)).await?;
+    let frames = viewer.collect(1, Duration::from_secs(10)).await;
+    let frame = frames.first().ok_or_else(|| anyhow::anyhow!("{name}: no frame within 10 s"))?;
+    let result =
+        ((frame.at - viewer.posted_at).as_secs_f64() * 1000.0, (viewer.answered_at - viewer.posted_at).as_secs_f64() * 1000.0, (frame.width, frame.height));
+    let _ = viewer.delete().await;
+    viewer.close().await;
+    Ok(result)
 }
