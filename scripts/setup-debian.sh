@@ -14,12 +14,16 @@
 #       python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,ugly}
 #                                 RTSP cameras: GStreamer's RTSP server with x264 (Debian's python3)
 #       vlc-bin, vlc-plugin-base  RTSP cameras: VLC's RTSP output (UDP only)
+#       gir1.2-gst-plugins-bad-1.0, gstreamer1.0-plugins-bad, gstreamer1.0-nice
+#                                 WHIP publishers: GStreamer's webrtcbin (and its ICE, libnice)
+#       python3-venv              the aiortc WHIP publisher's virtualenv (scripts/setup-aiortc.sh)
 # It also removes an openh264 build that an earlier `cargo build` made before nasm was here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=(gcc g++ make libc6-dev nasm cmake pkg-config)
 test=(chromium chromium-driver ffmpeg coturn iproute2 janus janus-tools python3-gi gir1.2-gst-rtsp-server-1.0
-      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly vlc-bin vlc-plugin-base)
+      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly vlc-bin vlc-plugin-base
+      gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-bad gstreamer1.0-nice python3-venv)
 case "${1:-test}" in
   build) packages=("${build[@]}") ;;
   test) packages=("${build[@]}" "${test[@]}") ;;

@@ -21,10 +21,12 @@ pub struct Cli {
     /// UDP address for all WebRTC media (one port for every viewer).
     #[arg(long = "webrtc-udp", value_name = "ADDR")]
     pub webrtc_udp: Option<SocketAddr>,
-    /// A stream: NAME=URL where URL is an http(s) MJPEG URL or a built-in source
-    /// `test:[SCENE][:WxH][@FPS]`, SCENE being pattern (the default), deepsky or moon (e.g.
-    /// `test:1920x1080@0.2`, `test:deepsky@0.5`). Repeatable; replaces the default test stream.
-    #[arg(long = "stream", value_name = "NAME=URL")]
+    /// A stream: NAME=SOURCE where SOURCE is an http(s) MJPEG or JPEG URL, an rtsp:// camera,
+    /// `exec:COMMAND`, a whep:// or wheps:// endpoint to pull, `whip` (publishers push to
+    /// /NAME/whip), or a built-in source `test:[SCENE][:WxH][@FPS]`, SCENE being pattern (the
+    /// default), deepsky or moon (e.g. `test:1920x1080@0.2`). Repeatable; replaces the default
+    /// test stream.
+    #[arg(long = "stream", value_name = "NAME=SOURCE")]
     pub streams: Vec<String>,
     /// A TOML configuration file (see scopecast.example.toml).
     #[arg(long, value_name = "FILE")]
@@ -236,6 +238,8 @@ struct StreamFile {
     video: Option<VideoMode>,
     /// Passed-through streams: keep the frames since the last keyframe for joiners.
     gop_cache: Option<bool>,
+    /// WHIP sources: the bearer token a publisher must present.
+    publisher_token: Option<String>,
     #[serde(default)]
     publish: Vec<PublishFile>,
 }
@@ -304,6 +308,22 @@ pub enum SourceConfig {
         transport: RtspTransport,
         video: VideoMode,
     },
+    /// Pushed to the relay by a WHIP publisher (`source = "whip"`) at `POST /{stream}/whip`.
+    Whip {
+        /// What a publisher must present; without one, the server's token (viewers') does.
+        token: Option<Secret>,
+        video: VideoMode,
+    },
+}
+
+/// A credential: compared, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 /// How an RTSP camera's packets travel.
@@ -497,7 +517,7 @@ impl Config {
                 .streams
                 .iter()
                 .map(|spec| {
-                    let (name, url) = spec.split_once('=').ok_or_else(|| invalid("--stream", format!("'{spec}' is not NAME=URL")))?;
+                    let (name, url) = spec.split_once('=').ok_or_else(|| invalid("--stream", format!("'{spec}' is not NAME=SOURCE")))?;
                     StreamConfig::from_source(name, url, &format!("--stream {name}"))
                 })
                 .collect::<Result<_, _>>()?;
@@ -542,9 +562,19 @@ impl Config {
                     *video = s.video.unwrap_or(*video);
                 }
                 SourceConfig::Exec { video, .. } if s.transport.is_none() => *video = s.video.unwrap_or(*video),
+                SourceConfig::Whip { video, token } if s.transport.is_none() => {
+                    *video = s.video.unwrap_or(*video);
+                    *token = s.publisher_token.clone().map(Secret);
+                }
                 _ if s.transport.is_some() => return Err(invalid(format!("{key}.transport"), "transport is for rtsp:// sources")),
-                _ if s.video.is_some() => return Err(invalid(format!("{key}.video"), "video is for rtsp:// and exec: sources")),
+                _ if s.video.is_some() => return Err(invalid(format!("{key}.video"), "video is for rtsp://, exec: and whip sources")),
                 _ => {}
+            }
+            if s.publisher_token.is_some() && !matches!(stream.source, SourceConfig::Whip { .. }) {
+                return Err(invalid(format!("{key}.publisher_token"), "publisher_token is for source = \"whip\""));
+            }
+            if let (Some(true), SourceConfig::Whip { .. }) = (s.on_demand, &stream.source) {
+                return Err(invalid(format!("{key}.on_demand"), "a WHIP stream is live while its publisher sends; on_demand is for cameras the relay pulls"));
             }
             stream.gop_cache = s.gop_cache.unwrap_or(stream.gop_cache);
             stream.on_demand = s.on_demand.unwrap_or(stream.on_demand);
@@ -614,12 +644,17 @@ impl Config {
             }
             let size = match &s.source {
                 SourceConfig::TestPattern { width, height, .. } => Some((*width, *height)),
-                SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } => s.size,
+                SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } | SourceConfig::Whip { .. } => {
+                    s.size
+                }
             };
             if let Some((w, h)) = size {
                 if !(128..=3840).contains(&w) || !(96..=3840).contains(&h) || w * h > 3840 * 2160 {
                     return Err(invalid(format!("{key}.width"), format!("{w}x{h} is outside 128x96 .. 3840x2160")));
                 }
+            }
+            if let SourceConfig::Whip { token: Some(token), .. } = &s.source {
+                check_token(&format!("{key}.publisher_token"), &token.0)?;
             }
             if let Some(fps) = s.max_fps {
                 if !(fps > 0.0 && fps <= 120.0) {
@@ -643,14 +678,19 @@ impl Config {
     }
 }
 
+/// A bearer token: RFC 6750's b64token, so it travels in a header and a query string unchanged.
+fn check_token(key: &str, token: &str) -> Result<(), ConfigError> {
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    if !(8..=256).contains(&token.len()) || !token.chars().all(token_char) {
+        return Err(invalid(key, "8-256 characters of A-Z, a-z, 0-9 and -._~+/="));
+    }
+    Ok(())
+}
+
 impl SecurityConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.token {
-            // RFC 6750's b64token, so it travels in a header and a query string unchanged.
-            let token_char = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
-            if !(8..=256).contains(&token.len()) || !token.chars().all(token_char) {
-                return Err(invalid("server.token", "8-256 characters of A-Z, a-z, 0-9 and -._~+/="));
-            }
+            check_token("server.token", token)?;
         }
         for origin in &self.cors_origins {
             let bare_origin = Url::parse(origin).is_ok_and(|u| {
@@ -725,6 +765,9 @@ impl StreamConfig {
             }
             return Ok(Self::test_scene(name, scene, w, h, f));
         }
+        if source == "whip" {
+            return Ok(Self::defaults(name, SourceConfig::Whip { token: None, video: VideoMode::Auto }));
+        }
         if let Some(command) = source.strip_prefix("exec:") {
             let command = command.trim();
             if command.is_empty() {
@@ -746,7 +789,7 @@ impl StreamConfig {
             return Ok(Self::defaults(name, SourceConfig::Rtsp { url, transport: RtspTransport::Auto, video: VideoMode::Auto }));
         }
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(invalid(key, "sources are http(s) MJPEG or JPEG URLs, rtsp:// cameras, exec: commands, whep:// or wheps:// endpoints, or test:"));
+            return Err(invalid(key, "sources are http(s) MJPEG or JPEG URLs, rtsp:// cameras, exec: commands, whep:// or wheps:// endpoints, whip, or test:"));
         }
         Ok(Self::defaults(name, SourceConfig::Mjpeg { url }))
     }
@@ -868,6 +911,23 @@ mod tests {
         assert!(StreamConfig::from_source("x", "test:640", "k").is_err());
         assert!(StreamConfig::from_source("x", "test:galaxy", "k").expect_err("unknown scene").to_string().contains("deepsky"));
         assert!(StreamConfig::from_source("x", "http://cam:8080/?action=stream", "k").is_ok());
+    }
+
+    #[test]
+    fn whip_streams_take_a_publisher_token_and_are_never_on_demand() {
+        let c = Config::from_toml("[streams.obs]\nsource = \"whip\"\npublisher_token = \"pub-t0ken-123\"\nvideo = \"transcode\"\n").expect("valid");
+        assert_eq!(c.streams[0].source, SourceConfig::Whip { token: Some(Secret("pub-t0ken-123".into())), video: VideoMode::Transcode });
+        assert!(!format!("{c:?}").contains("pub-t0ken"), "Debug never shows the publisher token");
+        for (text, key) in [
+            ("[streams.obs]\nsource = \"whip\"\npublisher_token = \"short\"\n", "streams.obs.publisher_token"),
+            ("[streams.obs]\nsource = \"whip\"\non_demand = true\n", "streams.obs.on_demand"),
+            ("[streams.cam]\nsource = \"test:\"\npublisher_token = \"pub-t0ken-123\"\n", "streams.cam.publisher_token"),
+            ("[streams.obs]\nsource = \"whip\"\ntransport = \"tcp\"\n", "streams.obs.transport"),
+        ] {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(err.contains(key), "{text:?} -> {err}");
+        }
+        assert_eq!(StreamConfig::from_source("x", "whip", "k").expect("ok").source, SourceConfig::Whip { token: None, video: VideoMode::Auto });
     }
 
     #[test]

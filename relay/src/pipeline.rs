@@ -163,13 +163,18 @@ impl Pipeline {
         let weak = Arc::downgrade(&pipeline);
         track.set_producer(Box::new(move |_reason| {
             if let Some(p) = weak.upgrade() {
-                lock(&p.slot).keyframe_wanted = true;
-                p.wake.notify_one();
+                p.make_keyframe();
             }
         }));
         let worker = Arc::clone(&pipeline);
         std::thread::Builder::new().name(format!("encode-{name}")).spawn(move || worker.run_encoder())?;
         Ok(pipeline)
+    }
+
+    /// The next encoded frame is an IDR (the track's throttle has already allowed it).
+    pub fn make_keyframe(&self) {
+        lock(&self.slot).keyframe_wanted = true;
+        self.wake.notify_one();
     }
 
     pub fn settings(&self) -> &PipelineSettings {

@@ -44,13 +44,18 @@ impl Relay {
         log_codec_paths();
         let engine = Arc::new(WebRtcEngine::new(&config.ice).await?);
         let mut streams = BTreeMap::new();
+        let mut whip = BTreeMap::new();
         for stream in &config.streams {
             let fps = stream.max_fps.unwrap_or(25.0);
             let settings = PipelineSettings {
                 size: stream.size,
                 max_fps: match stream.source {
                     SourceConfig::TestPattern { .. } => None,
-                    SourceConfig::Mjpeg { .. } | SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } => stream.max_fps,
+                    SourceConfig::Mjpeg { .. }
+                    | SourceConfig::Whep { .. }
+                    | SourceConfig::Rtsp { .. }
+                    | SourceConfig::Exec { .. }
+                    | SourceConfig::Whip { .. } => stream.max_fps,
                 },
                 encoder: EncoderSettings {
                     bitrate_bps: stream.bitrate_bps,
@@ -61,12 +66,13 @@ impl Relay {
             };
             // A picture source's track is made by its encoder, which makes keyframes on request;
             // a passed-through source's keeps its GOP for joiners.
-            // (An RTSP source has an encoder, idle unless its camera's H.264 must be transcoded.)
+            // (An RTSP, exec or WHIP source has an encoder, idle unless its H.264 must be
+            // transcoded.)
             let passthrough_only = matches!(stream.source, SourceConfig::Whep { .. });
             let track = Track::new(&stream.name, passthrough_only, settings.keyframe_min_interval);
             let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track))?) };
             let hub = Stream::new(stream.clone(), track, encoder);
-            if matches!(stream.source, SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. }) {
+            if matches!(stream.source, SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } | SourceConfig::Whip { .. }) {
                 // Pictures for MJPEG clients and snapshots of a passed-through stream.
                 tokio::spawn(crate::decode::run_stills(Arc::clone(&hub)));
             }
@@ -85,6 +91,15 @@ impl Relay {
                 SourceConfig::Exec { command, video } => {
                     crate::ingest::exec::spawn(Arc::clone(&hub), command.clone(), *video);
                 }
+                SourceConfig::Whip { token, video } => {
+                    let token = token.as_ref().map(|t| t.0.clone()).or_else(|| config.security.token.clone());
+                    if token.is_none() {
+                        tracing::warn!(stream = stream.name, "anyone who reaches the relay may publish to /{}/whip: set publisher_token", stream.name);
+                    }
+                    let endpoint = crate::ingest::whip::Endpoint::new(&stream.name, token);
+                    crate::ingest::whip::spawn(Arc::clone(&hub), Arc::clone(&endpoint), *video);
+                    whip.insert(stream.name.clone(), endpoint);
+                }
             }
             streams.insert(stream.name.clone(), hub);
         }
@@ -95,7 +110,9 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind(config.http).await.map_err(|e| RelayError::HttpBind(config.http, e))?;
         let http_addr = listener.local_addr().map_err(|e| RelayError::HttpBind(config.http, e))?;
         let udp_port = engine.udp_port();
-        let state = Arc::new(AppState::new(streams, engine, config.security.clone()));
+        let mut state = AppState::new(streams, engine, config.security.clone());
+        state.whip = whip;
+        let state = Arc::new(state);
         let rate_sampler = {
             let streams: Vec<Arc<Stream>> = state.streams.values().cloned().collect();
             let process = Arc::clone(&state.process);

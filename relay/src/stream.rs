@@ -421,6 +421,7 @@ impl Stream {
             SourceConfig::Rtsp { url, .. } => (SourceKind::Rtsp, Some(redact(url))),
             // The program only: arguments may hold a camera's password.
             SourceConfig::Exec { command, .. } => (SourceKind::Exec, Some(format!("exec:{}", command.split_whitespace().next().unwrap_or_default()))),
+            SourceConfig::Whip { .. } => (SourceKind::Whip, Some(format!("/{}/whip", self.config.name))),
         };
         let video = self.video();
         let (width, height) = match (&self.config.source, self.config.size) {

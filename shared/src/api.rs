@@ -16,6 +16,8 @@ pub enum SourceKind {
     Rtsp,
     /// A command's standard output (`exec:`): MJPEG or H.264.
     Exec,
+    /// Pushed by a WHIP publisher (OBS, GStreamer, FFmpeg, a browser) to `/{stream}/whip`.
+    Whip,
 }
 
 /// How a stream's WebRTC video is made.

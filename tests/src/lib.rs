@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod rtsp;
 pub mod udp_proxy;
 pub mod viewer;
+pub mod whip_publisher;
 pub mod whip_sink;
 
 use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};

@@ -28,7 +28,7 @@ fn is_public(path: &str) -> bool {
 
 /// The token a request presents: `Authorization: Bearer ...`, or `?token=...` for what cannot
 /// set headers (`<img>`, `EventSource`).
-fn presented(req: &Request) -> Option<String> {
+pub(crate) fn presented(req: &Request) -> Option<String> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
@@ -38,13 +38,31 @@ fn presented(req: &Request) -> Option<String> {
 }
 
 fn unauthorized(error: Option<&str>, detail: &str) -> Response {
+    challenge(error, detail).into_response()
+}
+
+fn challenge(error: Option<&str>, detail: &str) -> ApiError {
     let challenge = match error {
         Some(e) => format!("Bearer realm=\"scopecast\", error=\"{e}\""),
         None => "Bearer realm=\"scopecast\"".to_owned(),
     };
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
         .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")))
-        .into_response()
+}
+
+/// A 401 for a request whose token was wrong (`presented`) or missing.
+pub(crate) fn refusal(presented: bool, missing: &str) -> ApiError {
+    if presented {
+        challenge(Some("invalid_token"), "the bearer token is not valid")
+    } else {
+        challenge(None, missing)
+    }
+}
+
+/// `/{stream}/whip` and its sessions: publishers, whose token the WHIP handlers check.
+fn is_whip(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').collect();
+    matches!(segments.as_slice(), ["", _, "whip"] | ["", _, "whip", _])
 }
 
 /// Whether a request may see what the token protects: there is no token, or it presents it.
@@ -59,7 +77,7 @@ pub fn authorized(state: &AppState, req: &Request) -> bool {
 /// and pass.
 pub async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(expected) = state.security.token.as_deref() else { return next.run(req).await };
-    if req.method() == Method::OPTIONS || is_public(req.uri().path()) {
+    if req.method() == Method::OPTIONS || is_public(req.uri().path()) || is_whip(req.uri().path()) {
         return next.run(req).await;
     }
     match presented(&req) {
@@ -120,6 +138,16 @@ mod tests {
         for p in ["/telescope/whep", "/telescope/whep/abc", "/api/v1/streams", "/metrics", "/telescope/mjpeg", "/telescope/snapshot.jpg", "/telescope", "/a/b/"]
         {
             assert!(!is_public(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn whip_paths_are_left_to_the_publisher_token() {
+        for p in ["/scope/whip", "/scope/whip/abc"] {
+            assert!(is_whip(p) && !is_public(p), "{p}");
+        }
+        for p in ["/scope/whep", "/whip", "/scope/whip/abc/sse", "/api/v1/streams/whip"] {
+            assert!(!is_whip(p), "{p}");
         }
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod media;
 pub mod whep;
 pub mod whep_sse;
+pub mod whip;
 
 use crate::config::SecurityConfig;
 use crate::lock;
@@ -53,6 +54,8 @@ pub struct AppState {
     publishers: tokio::sync::Mutex<BTreeMap<(String, String), crate::publish::PublishTask>>,
     /// The process's CPU and memory (sampled by the relay every second).
     pub process: Arc<crate::process::ProcessStats>,
+    /// WHIP ingest endpoints, by stream (streams with `source = "whip"`).
+    pub whip: BTreeMap<String, Arc<crate::ingest::whip::Endpoint>>,
 }
 
 impl AppState {
@@ -69,6 +72,7 @@ impl AppState {
             metrics: api::Metrics::default(),
             publishers: tokio::sync::Mutex::default(),
             process: Arc::default(),
+            whip: BTreeMap::new(),
         }
     }
 
@@ -122,12 +126,6 @@ impl AppState {
         lock(&self.sessions).get(id).filter(|s| s.stream == stream).cloned().ok_or_else(ApiError::unknown_session)
     }
 
-    pub fn set_session_etag(&self, id: &str, etag: String) {
-        if let Some(entry) = lock(&self.sessions).get(id) {
-            *lock(&entry.etag) = etag;
-        }
-    }
-
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
     }
@@ -165,8 +163,11 @@ impl AppState {
         }
     }
 
-    /// Ends every session (shutdown).
+    /// Ends every session, viewers' and publishers' (shutdown).
     pub async fn close_all(&self) {
+        for endpoint in self.whip.values() {
+            endpoint.close().await;
+        }
         let all: Vec<_> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
         for s in all {
             whep_sse::end_all(&s);
@@ -216,6 +217,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{stream}/", get(stream_page))
         .route("/{stream}/whep", get(whep::endpoint_info).head(whep::endpoint_info).post(whep::post_offer))
         .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session))
+        .route("/{stream}/whip", get(whip::endpoint_info).head(whip::endpoint_info).post(whip::post_offer))
+        .route("/{stream}/whip/{id}", axum::routing::patch(whip::patch_session).delete(whip::delete_session))
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })

@@ -28,7 +28,7 @@ pub const TRICKLE: &str = "application/trickle-ice-sdpfrag";
 /// Seconds a player is told to wait before offering again to a stream that is not live.
 const RETRY_AFTER_S: u64 = 2;
 
-const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
+pub const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
 
 /// The media type of a request, lowercased, without parameters.
@@ -38,7 +38,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Checks the content type, then reads the body up to [`MAX_BODY`].
-async fn read_body(req: Request, expected: &str) -> Result<String, ApiError> {
+pub(crate) async fn read_body(req: Request, expected: &str) -> Result<String, ApiError> {
     match media_type(req.headers()) {
         Some(t) if t == expected => {}
         other => {
@@ -101,15 +101,7 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
         })
     };
     let ice_servers = state.engine.ice_servers_for_session();
-    let session = state.engine.create_session(&offer, &ice_servers, Arc::clone(&stream.track), on_end).await.map_err(|e| match e {
-        WebRtcError::Offer(e @ OfferError::Malformed(_)) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-sdp", "Malformed SDP offer", e.to_string()),
-        // 422: the offer is well-formed but cannot be served. Not 400 (some players take 400
-        // to mean "switch to server offers") and not 406 ("retry without audio").
-        WebRtcError::Offer(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-offer", "Unsupported offer", e.to_string()),
-        WebRtcError::NoVideoInAnswer => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-offer", "Unsupported offer", e.to_string()),
-        WebRtcError::Internal(err) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "negotiation-failed", "Negotiation failed", err.to_string()),
-        other => ApiError::internal(other.to_string()),
-    })?;
+    let session = state.engine.create_session(&offer, &ice_servers, Arc::clone(&stream.track), on_end).await.map_err(offer_refused)?;
     let answer = session.answer.clone();
     let etag = format!("\"{}\"", super::random_token());
     state.insert_session(&id, &name, etag.clone(), session, demand);
@@ -126,6 +118,61 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
         h.append(header::LINK, header_value(&link));
     }
     Ok(response)
+}
+
+/// Why an offer (a viewer's or a publisher's) could not be answered, as a response.
+pub(crate) fn offer_refused(e: WebRtcError) -> ApiError {
+    match e {
+        WebRtcError::Offer(e @ OfferError::Malformed(_)) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-sdp", "Malformed SDP offer", e.to_string()),
+        // 422: the offer is well-formed but cannot be served. Not 400 (some players take 400
+        // to mean "switch to server offers") and not 406 ("retry without audio").
+        WebRtcError::Offer(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-offer", "Unsupported offer", e.to_string()),
+        WebRtcError::NoVideoInAnswer => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-offer", "Unsupported offer", e.to_string()),
+        WebRtcError::Internal(err) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "negotiation-failed", "Negotiation failed", err.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// A PATCH's fragment applied to a session (a viewer's or a publisher's): 204 for candidates;
+/// 200, the relay's new credentials and a new ETag for an ICE restart. `if_match` is the
+/// request's If-Match, checked against `etag` first; `new_etag` stores the restart's.
+pub(crate) async fn apply_patch(
+    session: &crate::webrtc::Session,
+    etag: &std::sync::Mutex<String>,
+    req: Request<Body>,
+    what: (&str, &str),
+) -> Result<Response, ApiError> {
+    let if_match = req.headers().contains_key(header::IF_MATCH);
+    if let Some(tag) = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if tag.trim() != "*" && tag.trim() != *lock(etag) {
+            return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "etag-mismatch", "Precondition failed", "If-Match does not match the session's ETag"));
+        }
+    }
+    let text = read_body(req, TRICKLE).await?;
+    let frag = parse_fragment(&text)
+        .map_err(|e: FragmentError| ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()))?;
+    let restarted = session.patch(&frag, if_match).await.map_err(|e| match e {
+        TrickleError::RestartWithoutIfMatch => ApiError::new(StatusCode::PRECONDITION_REQUIRED, "if-match-required", "Precondition required", e.to_string()),
+        TrickleError::RestartIncomplete => ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()),
+        // 422 tells the client to send a new offer with POST instead (the player does).
+        TrickleError::RestartFailed(msg) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-failed", "ICE restart failed", msg),
+        TrickleError::Candidate(msg) => ApiError::new(StatusCode::BAD_REQUEST, "bad-candidate", "Candidate rejected", msg),
+    })?;
+    match restarted {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        // An ICE restart: 200 with the relay's new credentials and candidates, and a new ETag
+        // (the session's state changed; the next restart must name this one).
+        Some(answer) => {
+            let new_etag = format!("\"{}\"", super::random_token());
+            *lock(etag) = new_etag.clone();
+            let (stream, id) = what;
+            tracing::info!(stream, session = %&id[..8.min(id.len())], "ICE restart");
+            let mut response = (StatusCode::OK, answer).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TRICKLE));
+            response.headers_mut().insert(header::ETAG, header_value(&new_etag));
+            Ok(response)
+        }
+    }
 }
 
 /// Values built from validated stream names, hex tokens and configured URLs are header-safe;
@@ -158,9 +205,9 @@ pub async fn options_headers(State(state): State<Arc<AppState>>, req: Request<Bo
     let mut res = next.run(req).await;
     if options && res.status().is_success() {
         let h = res.headers_mut();
-        if path.ends_with("/whep") {
+        if path.ends_with("/whep") || path.ends_with("/whip") {
             h.entry(ACCEPT_POST).or_insert(HeaderValue::from_static(SDP));
-        } else if path.contains("/whep/") {
+        } else if path.contains("/whep/") || path.contains("/whip/") {
             h.entry(ACCEPT_PATCH).or_insert(HeaderValue::from_static(TRICKLE));
         }
     }
@@ -190,34 +237,5 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path((stream, id
 
 pub async fn patch_session(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>, req: Request<Body>) -> Result<Response, ApiError> {
     let entry = state.session(&stream, &id)?;
-    let if_match = req.headers().contains_key(header::IF_MATCH);
-    if let Some(tag) = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        if tag.trim() != "*" && tag.trim() != *lock(&entry.etag) {
-            return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "etag-mismatch", "Precondition failed", "If-Match does not match the session's ETag"));
-        }
-    }
-    let text = read_body(req, TRICKLE).await?;
-    let frag = parse_fragment(&text)
-        .map_err(|e: FragmentError| ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()))?;
-    let restarted = entry.session.patch(&frag, if_match).await.map_err(|e| match e {
-        TrickleError::RestartWithoutIfMatch => ApiError::new(StatusCode::PRECONDITION_REQUIRED, "if-match-required", "Precondition required", e.to_string()),
-        TrickleError::RestartIncomplete => ApiError::new(StatusCode::BAD_REQUEST, "malformed-fragment", "Malformed SDP fragment", e.to_string()),
-        // 422 tells the player to send a new offer with POST instead (it does).
-        TrickleError::RestartFailed(msg) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ice-restart-failed", "ICE restart failed", msg),
-        TrickleError::Candidate(msg) => ApiError::new(StatusCode::BAD_REQUEST, "bad-candidate", "Candidate rejected", msg),
-    })?;
-    match restarted {
-        None => Ok(StatusCode::NO_CONTENT.into_response()),
-        // An ICE restart: 200 with the relay's new credentials and candidates, and a new ETag
-        // (the session's state changed; the next restart must name this one).
-        Some(answer) => {
-            let etag = format!("\"{}\"", super::random_token());
-            state.set_session_etag(&id, etag.clone());
-            tracing::info!(stream, session = %&id[..8.min(id.len())], "ICE restart");
-            let mut response = (StatusCode::OK, answer).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TRICKLE));
-            response.headers_mut().insert(header::ETAG, header_value(&etag));
-            Ok(response)
-        }
-    }
+    apply_patch(&entry.session, &entry.etag, req, (&stream, &id)).await
 }

@@ -11,6 +11,7 @@ pub mod pipe;
 pub mod rtsp;
 pub mod testpattern;
 pub mod whep;
+pub mod whip;
 
 use crate::stream::Stream;
 use health::SourceEvent;

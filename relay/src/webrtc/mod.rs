@@ -2,6 +2,7 @@
 //! use of the `webrtc` crate lives under this module, so a later move to another WebRTC stack
 //! stays local.
 
+pub mod ingest;
 pub mod publish;
 pub mod pull;
 pub mod sdp;
@@ -79,6 +80,8 @@ pub struct WebRtcEngine {
     publish_api: API,
     /// Makes offers to WHEP servers to pull from: H.264 in the profiles browsers decode.
     pull_api: API,
+    /// Answers WHIP publishers' offers: the same H.264, and Opus (accepted, then dropped).
+    ingest_api: API,
     stun_servers: Vec<String>,
     turn_servers: Vec<crate::turn::TurnServer>,
     additional_hosts: Vec<String>,
@@ -128,13 +131,18 @@ impl WebRtcEngine {
         // they speak.
         // Viewers: Main and High too, for cameras passed through in those profiles (the answer
         // then names the camera's profile; see `viewer_codec`).
-        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)])?;
-        let publish_api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)])?;
-        let pull_api = build_api(ice, bind, mux, &[(102, H264_FMTP), (103, H264_BASELINE_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)])?;
+        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)], false)?;
+        let publish_api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)], false)?;
+        let all_h264 = [(102, H264_FMTP), (103, H264_BASELINE_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)];
+        let pull_api = build_api(ice, bind, Arc::clone(&mux), &all_h264, false)?;
+        // Constrained Baseline first: what a publisher picks from the answer is then what every
+        // viewer's browser decodes under its own name.
+        let ingest_api = build_api(ice, bind, mux, &all_h264, true)?;
         Ok(Self {
             api,
             publish_api,
             pull_api,
+            ingest_api,
             stun_servers: ice.stun_servers.clone(),
             turn_servers: ice.turn.clone(),
             additional_hosts: ice.additional_hosts.clone(),
@@ -295,12 +303,23 @@ fn attach_media(
     closed_tx
 }
 
-/// One API over the shared UDP mux: the given H.264 variants, playout delay, the default
-/// interceptors (NACK responder, reports) and the ICE settings every session uses.
-fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, h264: &[(u8, &str)]) -> Result<API, WebRtcError> {
+/// One API over the shared UDP mux: the given H.264 variants (and Opus with `audio`), playout
+/// delay, the default interceptors (NACK responder, reports) and the ICE settings every session
+/// uses.
+fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, h264: &[(u8, &str)], audio: bool) -> Result<API, WebRtcError> {
     let mut media = MediaEngine::default();
     for &(payload_type, fmtp) in h264 {
         media.register_codec(RTCRtpCodecParameters { capability: h264_capability_with(fmtp), payload_type, ..Default::default() }, RTPCodecType::Video)?;
+    }
+    if audio {
+        let opus = RTCRtpCodecCapability {
+            mime_type: webrtc::api::media_engine::MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        };
+        media.register_codec(RTCRtpCodecParameters { capability: opus, payload_type: 111, ..Default::default() }, RTPCodecType::Audio)?;
     }
     // Playout delay (0, 0): libwebrtc then renders each frame as soon as it is decoded,
     // skipping its jitter buffer's target delay, render delay and smoothing (about 20 ms in

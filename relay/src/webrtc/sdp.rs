@@ -46,13 +46,34 @@ pub enum OfferError {
     NoH264(String),
     #[error("the offer does not ask to receive video (direction {0})")]
     NotReceiving(String),
+    #[error("the offer does not send video (direction {0})")]
+    NotSending(String),
 }
 
-/// Checks that an offer is SDP with a video section that can receive H.264.
+/// Checks that a viewer's offer is SDP with a video section that can receive H.264.
 pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
-    let (desc, video) = parse_with_video(sdp).map_err(OfferError::Malformed)?;
-    let video = &desc.media_descriptions[video.ok_or(OfferError::NoVideo)?];
-    let codecs = rtpmap(video);
+    let video = check_h264_offer(sdp)?;
+    match not_receiving(&video) {
+        Some(dir) => Err(OfferError::NotReceiving(dir.into())),
+        None => Ok(()),
+    }
+}
+
+/// Checks that a WHIP publisher's offer is SDP with a video section that sends H.264.
+pub fn check_publisher_offer(sdp: &str) -> Result<(), OfferError> {
+    let video = check_h264_offer(sdp)?;
+    match ["recvonly", "inactive"].into_iter().find(|dir| video.attributes.iter().any(|a| a.key == *dir)) {
+        Some(dir) => Err(OfferError::NotSending(dir.into())),
+        None => Ok(()),
+    }
+}
+
+/// What both kinds of offer need: SDP, a video section, H.264 with packetization-mode 1.
+/// Returns the video section.
+fn check_h264_offer(sdp: &str) -> Result<MediaDescription, OfferError> {
+    let (mut desc, video) = parse_with_video(sdp).map_err(OfferError::Malformed)?;
+    let video = desc.media_descriptions.swap_remove(video.ok_or(OfferError::NoVideo)?);
+    let codecs = rtpmap(&video);
     let h264_pts: Vec<&str> = codecs.iter().filter(|(_, name)| name.eq_ignore_ascii_case("h264")).map(|(pt, _)| *pt).collect();
     let mode1 = video
         .attributes
@@ -65,10 +86,15 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
         offered.dedup();
         return Err(OfferError::NoH264(codec_list(&offered)));
     }
-    match not_receiving(video) {
-        Some(dir) => Err(OfferError::NotReceiving(dir.into())),
-        None => Ok(()),
-    }
+    Ok(video)
+}
+
+/// Whether our answer to a publisher accepts its video: a video section not rejected (port 0)
+/// that receives.
+pub fn answer_receives_video(sdp: &str) -> bool {
+    let Ok((desc, Some(video))) = parse_with_video(sdp) else { return false };
+    let video = &desc.media_descriptions[video];
+    video.media_name.port.value != 0 && video.attributes.iter().any(|a| a.key == "recvonly" || a.key == "sendrecv")
 }
 
 /// Whether an offer's video takes H.264 (packetization-mode 1) whose profile-level-id starts
@@ -338,6 +364,16 @@ mod tests {
         assert_eq!(check_offer(&audio), Err(OfferError::NoVideo));
         let sendonly = CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly");
         assert_eq!(check_offer(&sendonly), Err(OfferError::NotReceiving("sendonly".into())));
+    }
+
+    #[test]
+    fn publisher_offers_send_h264() {
+        let sendonly = CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly");
+        assert_eq!(check_publisher_offer(&sendonly), Ok(()));
+        assert_eq!(check_publisher_offer(&sendonly.replace("a=sendonly", "a=sendrecv")), Ok(()));
+        assert_eq!(check_publisher_offer(CHROME_LIKE_OFFER), Err(OfferError::NotSending("recvonly".into())));
+        assert_eq!(check_publisher_offer(&sendonly.replace("H264/", "VP9/")), Err(OfferError::NoH264("VP8, VP9".into())));
+        assert!(matches!(check_publisher_offer("v=0\r\n"), Err(OfferError::Malformed(_) | OfferError::NoVideo)));
     }
 
     #[test]
