@@ -74,7 +74,7 @@ fn config_errors_name_the_key_and_exit_with_status_2() {
     }
     let out = scopecast().args(["--stream", "no-equals-sign", "--check-config"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=URL"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SOURCE"));
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../scopecast.example.toml");
     let out = scopecast().args(["--config", example, "--check-config"]).output().expect("run");
