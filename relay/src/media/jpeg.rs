@@ -46,15 +46,37 @@ pub struct JpegInfo {
 
 impl JpegDecoder {
     pub fn new() -> Result<Self, JpegError> {
+        Ok(Self { tj: Self::handle()?, scratch: Vec::new() })
+    }
+
+    fn handle() -> Result<Decompressor, JpegError> {
         let mut tj = Decompressor::new()?;
         // Each progressive scan is a pass over the whole picture; a JPEG that repeats one
         // scan thousands of times would hold the encoder thread for seconds. Real encoders
         // write about ten.
         tj.set_scan_limit(MAX_SCANS)?;
-        Ok(Self { tj, scratch: Vec::new() })
+        Ok(tj)
+    }
+
+    /// After a libjpeg error the handle is left mid-header (TurboJPEG 3.1 returns from its
+    /// error jump without aborting the decompression), and every later frame fails with the
+    /// same error: one garbage frame from a camera would end its stream. A fresh handle
+    /// costs microseconds, and errors are rare.
+    fn recover<T>(&mut self, result: Result<T, JpegError>) -> Result<T, JpegError> {
+        if matches!(result, Err(JpegError::Decode(_))) {
+            if let Ok(tj) = Self::handle() {
+                self.tj = tj;
+            }
+        }
+        result
     }
 
     pub fn info(&mut self, jpeg: &[u8]) -> Result<JpegInfo, JpegError> {
+        let result = self.read_info(jpeg);
+        self.recover(result)
+    }
+
+    fn read_info(&mut self, jpeg: &[u8]) -> Result<JpegInfo, JpegError> {
         let h = self.tj.read_header(jpeg)?;
         if !(2..=8192).contains(&h.width) || !(2..=8192).contains(&h.height) {
             return Err(JpegError::BadSize(h.width, h.height));
@@ -66,7 +88,12 @@ impl JpegDecoder {
     /// (`denom` of 1, 2, 4 or 8), which is far cheaper than decoding and then scaling.
     /// Odd sizes lose their last column or row so the encoder gets even dimensions.
     pub fn decode(&mut self, jpeg: &[u8], denom: usize, out: &mut I420) -> Result<(), JpegError> {
-        let info = self.info(jpeg)?;
+        let result = self.decode_into(jpeg, denom, out);
+        self.recover(result)
+    }
+
+    fn decode_into(&mut self, jpeg: &[u8], denom: usize, out: &mut I420) -> Result<(), JpegError> {
+        let info = self.read_info(jpeg)?;
         let factor = ScalingFactor::new(1, denom.clamp(1, 8));
         self.tj.set_scaling_factor(factor)?;
         let (w, h) = (factor.scale(info.width), factor.scale(info.height));
@@ -161,6 +188,29 @@ mod tests {
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/../tests/fixtures/mjpeg/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A camera that sends one frame of garbage must not break the decoder for the good
+    /// frames after it (the handle's state after an error).
+    #[test]
+    fn a_good_frame_decodes_after_garbage() {
+        let mut pic = I420::new(320, 240);
+        crate::media::testpattern::TestPattern::new("jpeg", 320, 240).render(1_795_000_000_000, &mut pic);
+        let good = encode_i420(&pic, 80).expect("jpeg");
+        let mut noise = vec![0xff, 0xd8];
+        noise.extend((0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let mut truncated = good[..good.len() / 2].to_vec();
+        truncated.extend_from_slice(&[0xff, 0xd9]);
+        let mut d = JpegDecoder::new().expect("turbojpeg handle");
+        let mut out = I420::new(2, 2);
+        for (i, bad) in [&noise, &truncated, &noise, &noise].into_iter().enumerate() {
+            let info = d.info(bad).map(|i| (i.width, i.height));
+            let decoded = d.decode(bad, 1, &mut out);
+            assert!(info.is_err() || decoded.is_err(), "round {i}: garbage rejected ({info:?})");
+            d.info(&good).unwrap_or_else(|e| panic!("round {i}: the good frame's header after garbage: {e}"));
+            d.decode(&good, 1, &mut out).unwrap_or_else(|e| panic!("round {i}: the good frame after garbage: {e}"));
+            assert_eq!((out.width, out.height), (320, 240));
+        }
     }
 
     #[test]
