@@ -51,10 +51,13 @@ fn memchr_count(b: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gstreamer_camera_is_passed_through_over_tcp_and_udp_and_gives_pictures_too() {
     let _serial = one_at_a_time().await;
-    let camera = RtspCamera::gstreamer(free_port(), &["--gop", "50"]);
+    // One camera per transport: GStreamer's server can abort (an assertion in
+    // create_and_plug_queue_to_linked_stream_probe_cb) when a TCP and a UDP client set up one
+    // shared media at the same moment. Real cameras do not share our fixture's code.
+    let (tcp_camera, udp_camera) = (RtspCamera::gstreamer(free_port(), &["--gop", "50"]), RtspCamera::gstreamer(free_port(), &["--gop", "50"]));
     let relay = start_relay(vec![
-        rtsp_stream("tcp", &camera.url(), RtspTransport::Auto, VideoMode::Auto),
-        rtsp_stream("udp", &camera.url(), RtspTransport::Udp, VideoMode::Auto),
+        rtsp_stream("tcp", &tcp_camera.url(), RtspTransport::Auto, VideoMode::Auto),
+        rtsp_stream("udp", &udp_camera.url(), RtspTransport::Udp, VideoMode::Auto),
     ])
     .await;
     let base = base_url(&relay);

@@ -184,9 +184,8 @@ async fn publishing_needs_the_publisher_token_a_whip_stream_and_a_sending_offer(
     };
     // Trickle: a candidate for the publisher's ICE session.
     let fragment = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n";
-    let patch = |content_type: &str| {
-        http.patch(format!("{base}{location}")).bearer_auth(PUBLISHER_TOKEN).header("content-type", content_type).body(fragment).send()
-    };
+    let patch =
+        |content_type: &str| http.patch(format!("{base}{location}")).bearer_auth(PUBLISHER_TOKEN).header("content-type", content_type).body(fragment).send();
     assert_eq!(patch("application/trickle-ice-sdpfrag").await.expect("answers").status(), 204);
     assert_eq!(patch("application/sdp").await.expect("answers").status(), 415);
     assert_eq!(delete(None).await.expect("answers").status(), 401, "deleting needs the token too");
