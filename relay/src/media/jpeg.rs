@@ -204,7 +204,7 @@ mod tests {
         let mut d = JpegDecoder::new().expect("turbojpeg handle");
         let mut out = I420::new(2, 2);
         for (i, bad) in [&noise, &truncated, &noise, &noise].into_iter().enumerate() {
-            let info = d.info(bad).map(|i| (i.width, i.height));
+            let info = d.info(bad).map(|h| (h.width, h.height));
             let decoded = d.decode(bad, 1, &mut out);
             assert!(info.is_err() || decoded.is_err(), "round {i}: garbage rejected ({info:?})");
             d.info(&good).unwrap_or_else(|e| panic!("round {i}: the good frame's header after garbage: {e}"));
