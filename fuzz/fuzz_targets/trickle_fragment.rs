@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(frag) = scopecast::webrtc::sdp::parse_fragment(text) {
+        if let Ok(frag) = scopecast_shared::sdp::parse_fragment(text) {
             for c in &frag.candidates {
                 assert!(c.starts_with("candidate:"));
             }

@@ -5,7 +5,8 @@
 pub mod ingest;
 pub mod publish;
 pub mod pull;
-pub mod sdp;
+/// The SDP checks live in `scopecast_shared::sdp` (pure, fuzzed without building the relay).
+pub use scopecast_shared::sdp;
 mod udp_mux;
 
 use crate::config::IceConfig;

@@ -1,8 +1,8 @@
 //! Pure checks of SDP from peers: a player's offer, a publish target's answer, trickle-ICE
 //! fragments. No sockets, no peer connection, so the WHEP error table is testable without WebRTC.
 
-use webrtc::sdp::description::media::MediaDescription;
-use webrtc::sdp::description::session::SessionDescription;
+use sdp::description::media::MediaDescription;
+use sdp::description::session::SessionDescription;
 
 /// Parses SDP (the error as text) and returns it with the index of its first video section.
 fn parse_with_video(sdp: &str) -> Result<(SessionDescription, Option<usize>), String> {
