@@ -67,6 +67,8 @@ pub struct WhepViewer {
     /// When the offer was sent, and when the answer arrived.
     pub posted_at: Instant,
     pub answered_at: Instant,
+    /// When ICE first reached `connected` (DTLS starts then).
+    pub ice_connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
     /// When the peer connection first reached `connected` (ICE and DTLS done).
     pub connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
     pub frames: mpsc::UnboundedReceiver<DecodedFrame>,
@@ -202,6 +204,16 @@ impl WhepViewer {
             }
             Box::pin(async {})
         }));
+        let ice_connected_at = Arc::new(std::sync::Mutex::new(None));
+        let mark = Arc::clone(&ice_connected_at);
+        pc.on_ice_connection_state_change(Box::new(move |state| {
+            if state == webrtc::ice_transport::ice_connection_state::RTCIceConnectionState::Connected {
+                if let Ok(mut at) = mark.lock() {
+                    at.get_or_insert_with(Instant::now);
+                }
+            }
+            Box::pin(async {})
+        }));
         let response = reqwest::Client::new().post(whep_url).header("content-type", "application/sdp").body(offer).send().await?;
         anyhow::ensure!(response.status() == 201, "POST answered {}: {}", response.status(), response.text().await.unwrap_or_default());
         let answered_at = Instant::now();
@@ -213,7 +225,7 @@ impl WhepViewer {
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone())?).await?;
         let base = url_base(whep_url);
         let session_url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-        Ok(Self { pc, session_url, etag, posted_at, answered_at, connected_at, frames, answer, links, rtp })
+        Ok(Self { pc, session_url, etag, posted_at, answered_at, ice_connected_at, connected_at, frames, answer, links, rtp })
     }
 
     /// Asserts that `frame`, the first decoded, came at once: within 1 s of the answer. One

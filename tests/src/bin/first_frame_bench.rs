@@ -24,24 +24,26 @@ async fn main() -> anyhow::Result<()> {
     let relay = RelayProcess::start("[streams.fast]\nsource = \"test:1280x720@25\"\n\n[streams.slow]\nsource = \"test:1280x720@0.2\"\n").await?;
 
     let mut md = format!("{trials} viewers per stream, one at a time, each joining at a random moment; milliseconds.\n\n");
-    md.push_str("| stream | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median | frames of the configured size |\n| --- | --- | --- | --- |\n");
+    md.push_str("| stream | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median | answer -> connected (ICE, DTLS): median | frames of the configured size |\n| --- | --- | --- | --- | --- |\n");
     for (name, label) in [("fast", "1280x720 at 25 fps"), ("slow", "1280x720 at 0.2 fps")] {
-        let (mut first, mut answer, mut sized) = (Vec::new(), Vec::new(), 0);
+        let (mut first, mut answer, mut handshake, mut sized) = (Vec::new(), Vec::new(), Vec::new(), 0);
         for _ in 0..trials {
-            let (to_frame, to_answer, size) = join(&relay, name, 2000).await?;
-            first.push(to_frame);
-            answer.push(to_answer);
-            sized += usize::from(size == (1280, 720));
+            let j = join(&relay, name, 2000).await?;
+            first.push(j.to_frame);
+            answer.push(j.to_answer);
+            handshake.push(j.handshake);
+            sized += usize::from(j.size == (1280, 720));
         }
         let (lo, hi) = min_max(&first);
         eprintln!("{label}: first frame median {:.0} ms", median(&first));
         md.push_str(&format!(
-            "| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {sized}/{trials} |\n",
+            "| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {} | {sized}/{trials} |\n",
             median(&first),
             percentile(&first, 95.0),
             lo,
             hi,
-            median(&answer)
+            median(&answer),
+            handshake_cell(&handshake)
         ));
     }
     md.push_str(&rtsp_gop(trials).await?);
@@ -60,34 +62,77 @@ async fn rtsp_gop(trials: usize) -> anyhow::Result<String> {
     let mut md = String::from(
         "\nAn RTSP camera passed through (GStreamer RTSP server, x264 Constrained Baseline, 1280x720 zone plate at 2.5 Mbit/s, \
          one IDR every 4 s), viewers joining at random moments of the GOP; milliseconds.\n\n\
-         | joiner | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median |\n| --- | --- | --- |\n",
+         | joiner | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median | answer -> connected (ICE, DTLS): median |\n| --- | --- | --- | --- |\n",
     );
     for (name, label) in [("gop", "served the kept GOP (Scopecast)"), ("idr", "waits for the next IDR (gop_cache = false; as MediaMTX, go2rtc)")] {
-        let (mut first, mut answer) = (Vec::new(), Vec::new());
+        let (mut first, mut answer, mut handshake) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..trials {
-            let (to_frame, to_answer, _) = join(&relay, name, 4000).await?;
-            first.push(to_frame);
-            answer.push(to_answer);
+            let j = join(&relay, name, 4000).await?;
+            first.push(j.to_frame);
+            answer.push(j.to_answer);
+            handshake.push(j.handshake);
         }
         let (lo, hi) = min_max(&first);
         eprintln!("RTSP, {label}: first frame median {:.0} ms", median(&first));
-        md.push_str(&format!("| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} |\n", median(&first), percentile(&first, 95.0), lo, hi, median(&answer)));
+        md.push_str(&format!(
+            "| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {} |\n",
+            median(&first),
+            percentile(&first, 95.0),
+            lo,
+            hi,
+            median(&answer),
+            handshake_cell(&handshake)
+        ));
     }
     drop(relay);
     camera.stop();
     Ok(md)
 }
 
+/// One join's timeline, in milliseconds.
+struct Join {
+    /// POST to the first decoded frame.
+    to_frame: f64,
+    /// POST to the answer.
+    to_answer: f64,
+    /// Answer to the peer connection's `connected` (ICE, then DTLS).
+    handshake: f64,
+    size: (usize, usize),
+}
+
+/// A handshake this slow waited a second somewhere. Seen so far (the per-join lines on stderr):
+/// always ICE, about one join in 20-30 with the webrtc crate's viewer, never DTLS or the relay.
+const RETRANSMITTED_MS: f64 = 900.0;
+
+/// The handshake column: median, and how many waited for a retransmission.
+fn handshake_cell(handshakes: &[f64]) -> String {
+    let slow = handshakes.iter().filter(|&&h| h >= RETRANSMITTED_MS).count();
+    format!("{:.0} ({slow} of {} over 1 s)", median(handshakes), handshakes.len())
+}
+
 /// One viewer joining `name` after a random wait of up to `max_wait_ms` (anywhere in the
 /// stream's cycle): milliseconds from the POST to its first decoded frame and to the answer,
 /// and the frame's size.
-async fn join(relay: &RelayProcess, name: &str, max_wait_ms: u64) -> anyhow::Result<(f64, f64, (usize, usize))> {
+async fn join(relay: &RelayProcess, name: &str, max_wait_ms: u64) -> anyhow::Result<Join> {
     tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..max_wait_ms))).await;
     let mut viewer = WhepViewer::connect(&format!("{}/{name}/whep", relay.http)).await?;
     let frames = viewer.collect(1, Duration::from_secs(10)).await;
     let frame = frames.first().ok_or_else(|| anyhow::anyhow!("{name}: no frame within 10 s"))?;
-    let result =
-        ((frame.at - viewer.posted_at).as_secs_f64() * 1000.0, (viewer.answered_at - viewer.posted_at).as_secs_f64() * 1000.0, (frame.width, frame.height));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let connected = viewer.connected_at.lock().ok().and_then(|c| *c).unwrap_or(frame.at);
+    let ice = viewer.ice_connected_at.lock().ok().and_then(|c| *c).unwrap_or(connected);
+    eprintln!(
+        "{name}: answer -> ICE {:.0} ms, ICE -> DTLS {:.0} ms, then first frame {:.0} ms",
+        ms(ice.saturating_duration_since(viewer.answered_at)),
+        ms(connected.saturating_duration_since(ice)),
+        ms(frame.at.saturating_duration_since(connected))
+    );
+    let result = Join {
+        to_frame: ms(frame.at - viewer.posted_at),
+        to_answer: ms(viewer.answered_at - viewer.posted_at),
+        handshake: ms(connected.saturating_duration_since(viewer.answered_at)),
+        size: (frame.width, frame.height),
+    };
     let _ = viewer.delete().await;
     viewer.close().await;
     Ok(result)
