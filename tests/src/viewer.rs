@@ -198,9 +198,7 @@ impl WhepViewer {
         let mark = Arc::clone(&connected_at);
         pc.on_peer_connection_state_change(Box::new(move |state| {
             if state == webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected {
-                if let Ok(mut at) = mark.lock() {
-                    at.get_or_insert_with(Instant::now);
-                }
+                mark_first(&mark);
             }
             Box::pin(async {})
         }));
@@ -208,9 +206,7 @@ impl WhepViewer {
         let mark = Arc::clone(&ice_connected_at);
         pc.on_ice_connection_state_change(Box::new(move |state| {
             if state == webrtc::ice_transport::ice_connection_state::RTCIceConnectionState::Connected {
-                if let Ok(mut at) = mark.lock() {
-                    at.get_or_insert_with(Instant::now);
-                }
+                mark_first(&mark);
             }
             Box::pin(async {})
         }));
@@ -441,4 +437,11 @@ pub fn assert_increasing(frames: &[DecodedFrame]) -> usize {
         assert!(step > 0 && step < 1000, "frame numbers must increase: {numbers:?}");
     }
     numbers.len()
+}
+
+/// Records now in `slot` unless a time is already there: the first time a state was reached.
+fn mark_first(slot: &std::sync::Mutex<Option<Instant>>) {
+    if let Ok(mut at) = slot.lock() {
+        at.get_or_insert_with(Instant::now);
+    }
 }

@@ -26,25 +26,9 @@ async fn main() -> anyhow::Result<()> {
     let mut md = format!("{trials} viewers per stream, one at a time, each joining at a random moment; milliseconds.\n\n");
     md.push_str("| stream | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median | answer -> connected (ICE, DTLS): median | frames of the configured size |\n| --- | --- | --- | --- | --- |\n");
     for (name, label) in [("fast", "1280x720 at 25 fps"), ("slow", "1280x720 at 0.2 fps")] {
-        let (mut first, mut answer, mut handshake, mut sized) = (Vec::new(), Vec::new(), Vec::new(), 0);
-        for _ in 0..trials {
-            let j = join(&relay, name, 2000).await?;
-            first.push(j.to_frame);
-            answer.push(j.to_answer);
-            handshake.push(j.handshake);
-            sized += usize::from(j.size == (1280, 720));
-        }
-        let (lo, hi) = min_max(&first);
-        eprintln!("{label}: first frame median {:.0} ms", median(&first));
-        md.push_str(&format!(
-            "| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {} | {sized}/{trials} |\n",
-            median(&first),
-            percentile(&first, 95.0),
-            lo,
-            hi,
-            median(&answer),
-            handshake_cell(&handshake)
-        ));
+        let joins = joins(&relay, name, 2000, trials).await?;
+        let sized = joins.iter().filter(|j| j.size == (1280, 720)).count();
+        md.push_str(&format!("| {label} | {} | {sized}/{trials} |\n", timing_cells(label, &joins)));
     }
     md.push_str(&rtsp_gop(trials).await?);
     bench::report("first-frame", &md);
@@ -65,24 +49,8 @@ async fn rtsp_gop(trials: usize) -> anyhow::Result<String> {
          | joiner | POST -> first decoded frame: median (p95, range) | POST -> answer (baseline): median | answer -> connected (ICE, DTLS): median |\n| --- | --- | --- | --- |\n",
     );
     for (name, label) in [("gop", "served the kept GOP (Scopecast)"), ("idr", "waits for the next IDR (gop_cache = false; as MediaMTX, go2rtc)")] {
-        let (mut first, mut answer, mut handshake) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..trials {
-            let j = join(&relay, name, 4000).await?;
-            first.push(j.to_frame);
-            answer.push(j.to_answer);
-            handshake.push(j.handshake);
-        }
-        let (lo, hi) = min_max(&first);
-        eprintln!("RTSP, {label}: first frame median {:.0} ms", median(&first));
-        md.push_str(&format!(
-            "| {label} | {:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {} |\n",
-            median(&first),
-            percentile(&first, 95.0),
-            lo,
-            hi,
-            median(&answer),
-            handshake_cell(&handshake)
-        ));
+        let joins = joins(&relay, name, 4000, trials).await?;
+        md.push_str(&format!("| {label} | {} |\n", timing_cells(&format!("RTSP, {label}"), &joins)));
     }
     drop(relay);
     camera.stop();
@@ -104,10 +72,34 @@ struct Join {
 /// always ICE, about one join in 20-30 with the webrtc crate's viewer, never DTLS or the relay.
 const RETRANSMITTED_MS: f64 = 900.0;
 
-/// The handshake column: median, and how many waited for a retransmission.
-fn handshake_cell(handshakes: &[f64]) -> String {
-    let slow = handshakes.iter().filter(|&&h| h >= RETRANSMITTED_MS).count();
-    format!("{:.0} ({slow} of {} over 1 s)", median(handshakes), handshakes.len())
+/// `trials` viewers joining `name` one after another (see `join`).
+async fn joins(relay: &RelayProcess, name: &str, max_wait_ms: u64, trials: usize) -> anyhow::Result<Vec<Join>> {
+    let mut joins = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        joins.push(join(relay, name, max_wait_ms).await?);
+    }
+    Ok(joins)
+}
+
+/// The table cells both tables share: first frame (median, p95, range), answer (median), and
+/// handshake (median, and how many waited a second). Logs the first-frame median as `what`.
+fn timing_cells(what: &str, joins: &[Join]) -> String {
+    let first: Vec<f64> = joins.iter().map(|j| j.to_frame).collect();
+    let answer: Vec<f64> = joins.iter().map(|j| j.to_answer).collect();
+    let handshake: Vec<f64> = joins.iter().map(|j| j.handshake).collect();
+    let (lo, hi) = min_max(&first);
+    let slow = handshake.iter().filter(|&&h| h >= RETRANSMITTED_MS).count();
+    eprintln!("{what}: first frame median {:.0} ms", median(&first));
+    format!(
+        "{:.0} ({:.0}, {:.0}-{:.0}) | {:.0} | {:.0} ({slow} of {} over 1 s)",
+        median(&first),
+        percentile(&first, 95.0),
+        lo,
+        hi,
+        median(&answer),
+        median(&handshake),
+        joins.len()
+    )
 }
 
 /// One viewer joining `name` after a random wait of up to `max_wait_ms` (anywhere in the
