@@ -127,10 +127,12 @@ pub fn spawn(stream: Arc<Stream>, endpoint: Arc<Endpoint>, video: VideoMode) -> 
         let wanted = Arc::clone(&wanted);
         stream.track.set_producer(Box::new(move |_| wanted.notify_one()));
     }
+    // Said before the task runs, so the API never shows a WHIP stream as "connecting" to a
+    // source that only comes when a publisher does.
+    stream.report(SourceEvent::Failed(format!("waiting for a WHIP publisher at /{}/whip", stream.name())));
     tokio::spawn(async move {
         let mut source = Source { endpoint, encoded: EncodedIngest::new(video), wanted, last_pli: None };
         let mut arrivals = source.endpoint.current.subscribe();
-        stream.report(SourceEvent::Failed(format!("waiting for a WHIP publisher at /{}/whip", stream.name())));
         loop {
             let publisher = tokio::select! {
                 r = arrivals.wait_for(Option::is_some) => match r {
