@@ -95,7 +95,7 @@ pub async fn page_status(client: &Client) -> serde_json::Value {
             state: root.dataset.status || "none", transport: root.dataset.transport || "none", source: root.dataset.source || "unknown",
             status_text: text(".scopecast-status"), source_text: text(".scopecast-source"),
             mjpeg: Number(root.dataset.mjpegFrames || 0), canvas_width: c ? c.width : 0, canvas_visible: !!c && !c.classList.contains("scopecast-hidden"),
-            frames: 0, plis: 0, firs: 0, freezes: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, pc: "none",
+            frames: 0, plis: 0, firs: 0, freezes: 0, nacks: 0, lost: 0, received: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, pc: "none",
             session: root.scopecast && root.scopecast.sessionUrl, secure: root.dataset.secure === "true",
         };
         const pc = root.scopecast && root.scopecast.pc;
@@ -103,7 +103,8 @@ pub async fn page_status(client: &Client) -> serde_json::Value {
         pc.getStats().then((all) => {
             let rx = {};
             all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") rx = s; });
-            done({ ...base, frames: rx.framesDecoded || 0, plis: rx.pliCount || 0, firs: rx.firCount || 0, freezes: rx.freezeCount || 0, pc: pc.connectionState });
+            done({ ...base, frames: rx.framesDecoded || 0, plis: rx.pliCount || 0, firs: rx.firCount || 0, freezes: rx.freezeCount || 0,
+                nacks: rx.nackCount || 0, lost: rx.packetsLost || 0, received: rx.packetsReceived || 0, pc: pc.connectionState });
         }, () => done(base));
     "#;
     client.execute_async(probe, vec![]).await.unwrap_or(serde_json::Value::Null)

@@ -32,8 +32,22 @@ pub struct Downstream {
     pub packets: u64,
     pub upstream_packets: u64,
     pub rtp_packets: u64,
+    /// RTP packets whose sequence number had already gone by: retransmissions (one session, and
+    /// a test shorter than the 65,536 packets after which the numbers wrap).
+    pub resent: u64,
+    seen: SeenSequence,
     /// Per one-byte header extension id: packets carrying it and the last value seen.
     pub extensions: BTreeMap<u8, (u64, Vec<u8>)>,
+}
+
+/// Which RTP sequence numbers went by, a bit each (not printed: 8 KiB of bits).
+#[derive(Default)]
+struct SeenSequence(Vec<u64>);
+
+impl std::fmt::Debug for SeenSequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 pub struct UdpProxy {
@@ -109,7 +123,14 @@ impl UdpProxy {
     /// RTP seen on its way to the browser so far.
     pub fn downstream(&self) -> Downstream {
         let d = self.downstream.lock().expect("lock");
-        Downstream { packets: d.packets, upstream_packets: d.upstream_packets, rtp_packets: d.rtp_packets, extensions: d.extensions.clone() }
+        Downstream {
+            packets: d.packets,
+            upstream_packets: d.upstream_packets,
+            rtp_packets: d.rtp_packets,
+            resent: d.resent,
+            seen: SeenSequence::default(),
+            extensions: d.extensions.clone(),
+        }
     }
 }
 
@@ -147,6 +168,15 @@ fn inspect(p: &[u8], downstream: &Mutex<Downstream>) {
     }
     let mut d = downstream.lock().expect("lock");
     d.rtp_packets += 1;
+    let seq = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if d.seen.0.is_empty() {
+        d.seen.0 = vec![0; 65_536 / 64];
+    }
+    let (word, bit) = (seq / 64, 1u64 << (seq % 64));
+    if d.seen.0[word] & bit != 0 {
+        d.resent += 1;
+    }
+    d.seen.0[word] |= bit;
     if p[0] & 0x10 == 0 {
         return;
     }

@@ -189,6 +189,43 @@ async fn chromium_negotiates_playout_delay_and_every_video_packet_carries_zero_z
     relay.shutdown().await;
 }
 
+/// Loss recovery: at 5 % random loss each way, Chromium NACKs what it misses and the relay
+/// resends it from its NACK responder's buffer. The proxy sees sequence numbers go by twice, and
+/// Chromium counts almost none of the dropped packets as lost (without resending, about 5 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_nacks_lost_packets_and_the_relay_resends_them() {
+    use scopecast_tests::proxy::{Mode, Proxy};
+    use scopecast_tests::udp_proxy::{Impairment, UdpProxy};
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 1280, 720, 25.0)]).await;
+    let media = UdpProxy::start(format!("127.0.0.1:{}", relay.udp_port()).parse().expect("relay UDP address")).await;
+    let proxy = Proxy::start(&base_url(&relay), Mode::Pass).await;
+    proxy.route_media_through(media.addr);
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
+    let before = wait_for_page(c, "video through the UDP proxy", 20, |v| count(v, "frames") >= 50).await;
+    let sent_before = media.downstream();
+
+    media.set_impairment(Impairment { loss: 0.05, ..Impairment::default() });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    media.set_impairment(Impairment::default());
+    tokio::time::sleep(Duration::from_secs(1)).await; // the last retransmissions arrive
+    let after = page_status(c).await;
+    let sent = media.downstream();
+
+    let delta = |key: &str| count(&after, key).saturating_sub(count(&before, key));
+    let (rtp, resent) = (sent.rtp_packets - sent_before.rtp_packets, sent.resent - sent_before.resent);
+    assert!(rtp >= 500, "enough packets to lose some: {rtp}");
+    eprintln!("at 5 % loss: {rtp} RTP packets, {resent} resent, {} NACKs, {} lost for good", delta("nacks"), count(&after, "lost"));
+    assert!(delta("nacks") >= 10, "Chromium asked for what it missed: {before} -> {after}");
+    assert!(resent >= 10, "the relay resent packets: {resent} of {rtp}");
+    let lost = count(&after, "lost").saturating_sub(count(&before, "lost"));
+    assert!(lost * 100 <= rtp, "{lost} of {rtp} packets lost for good at 5 % loss ({resent} resent): {after}");
+    assert!(delta("frames") >= 200, "the picture kept moving: {before} -> {after}");
+    browser.close().await;
+    relay.shutdown().await;
+}
+
 /// Relay chaining: an edge relay pulls the origin's stream over WHEP (`whep://`) and passes its
 /// H.264 through to Chromium, with no encoder of its own. The origin restarts: the edge says
 /// `offline`, pulls again with backoff, and Chromium's session on the edge carries on into the
