@@ -545,7 +545,7 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, source: Arc<Track>, mut clo
         if !cursor.admit(frame) {
             continue;
         }
-        if !send_frame(&track, &mut cursor, frame).await {
+        if !udp_mux::held_sends(send_frame(&track, &mut cursor, frame)).await {
             return;
         }
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -572,7 +572,8 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, source: Arc<Track>, mut clo
             stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        if !send_frame(&track, &mut cursor, &frame).await {
+        // A frame's packets leave together, as GSO batches.
+        if !udp_mux::held_sends(send_frame(&track, &mut cursor, &frame)).await {
             return;
         }
         if let Some(t) = &frame.timing {

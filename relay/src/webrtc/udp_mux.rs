@@ -12,11 +12,21 @@
 //! (the username is authoritative, so an address changing hands during an ICE restart is
 //! followed at once); everything else (DTLS, SRTP, STUN responses) goes to the connection that
 //! last sent to that address.
+//!
+//! Sending: inside [`held_sends`], a task's datagrams are held and then sent together, those
+//! of one address as UDP GSO batches (one `sendmsg` for up to 64 of them). A viewer's task
+//! holds one frame's packets this way: the kernel walks its send path once per batch instead
+//! of once per packet.
 
 use async_trait::async_trait;
+use quinn_udp::{Transmit, UdpSocketState};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use webrtc::ice::udp_mux::{UDPMux, UDPMuxConn, UDPMuxConnParams, UDPMuxWriter};
 use webrtc::stun::attributes::ATTR_USERNAME;
@@ -26,8 +36,19 @@ use webrtc::util::{Conn, Error};
 /// Large enough for any datagram a browser sends (webrtc-ice uses the same).
 const RECEIVE_MTU: usize = 8192;
 
+/// The most one GSO batch carries, whatever the kernel allows: a UDP datagram's 64 KiB.
+const MAX_BATCH_BYTES: usize = 65_000;
+
+tokio::task_local! {
+    /// The datagrams a task running [`held_sends`] has sent so far.
+    static HELD: RefCell<Held>;
+}
+
 pub struct SessionMux {
-    socket: Arc<dyn Conn + Send + Sync>,
+    socket: Arc<UdpSocket>,
+    /// GSO for [`held_sends`]; None where the kernel has none, or with
+    /// `SCOPECAST_UDP_GSO=0` (to compare, or to rule it out).
+    gso: Option<Arc<UdpSocketState>>,
     local_addr: SocketAddr,
     /// Connections by local ufrag: one per ICE session (a restart makes a new one).
     by_ufrag: Mutex<HashMap<String, UDPMuxConn>>,
@@ -37,11 +58,20 @@ pub struct SessionMux {
 }
 
 impl SessionMux {
-    pub fn new(socket: tokio::net::UdpSocket) -> std::io::Result<Arc<Self>> {
+    pub fn new(socket: UdpSocket) -> std::io::Result<Arc<Self>> {
         let local_addr = socket.local_addr()?;
-        let mux =
-            Arc::new(Self { socket: Arc::new(socket), local_addr, by_ufrag: Mutex::default(), by_address: Mutex::default(), closed: watch::channel(false).0 });
-        tokio::spawn(receive_loop(Arc::downgrade(&mux), Arc::clone(&mux.socket), mux.closed.subscribe()));
+        let gso = if std::env::var("SCOPECAST_UDP_GSO").is_ok_and(|v| v == "0") { None } else { gso_state(local_addr) };
+        tracing::debug!("UDP GSO batches of up to {} datagrams", gso.as_ref().map_or(1, |g| g.max_gso_segments()));
+        let mux = Arc::new(Self {
+            socket: Arc::new(socket),
+            gso,
+            local_addr,
+            by_ufrag: Mutex::default(),
+            by_address: Mutex::default(),
+            closed: watch::channel(false).0,
+        });
+        let socket: Arc<dyn Conn + Send + Sync> = Arc::clone(&mux.socket) as _;
+        tokio::spawn(receive_loop(Arc::downgrade(&mux), socket, mux.closed.subscribe()));
         Ok(mux)
     }
 
@@ -60,6 +90,65 @@ impl SessionMux {
             }
         }
         self.by_address.lock().expect("mux lock").get(&from).cloned()
+    }
+}
+
+/// quinn-udp's sender state, made on a socket of its own: on ours, making it would also switch
+/// on GRO, which merges received datagrams for a reader that does not ask where they split.
+/// Only its GSO probe (what the kernel supports) is wanted; `send` works on any UDP socket.
+fn gso_state(local: SocketAddr) -> Option<Arc<UdpSocketState>> {
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0)).ok()?;
+    let state = UdpSocketState::new((&probe).into()).ok()?;
+    (state.max_gso_segments() > 1).then(|| Arc::new(state))
+}
+
+/// Runs `f` with the current task's datagrams held, then sends them: each address's run of
+/// equal-sized datagrams (the last may be shorter) as one GSO batch. Order per address is kept.
+pub async fn held_sends<F: Future>(f: F) -> F::Output {
+    let (out, held) = HELD
+        .scope(RefCell::default(), async {
+            let out = f.await;
+            (out, HELD.with(|h| h.take()))
+        })
+        .await;
+    held.send().await;
+    out
+}
+
+#[derive(Default)]
+struct Held {
+    via: Option<(Arc<UdpSocket>, Arc<UdpSocketState>)>,
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Held {
+    async fn send(self) {
+        let Some((socket, state)) = self.via else { return };
+        let max = state.max_gso_segments().max(1);
+        let mut rest = &self.datagrams[..];
+        let mut contents = Vec::new();
+        while let Some((to, first)) = rest.first() {
+            let size = first.len();
+            let mut n = 1;
+            let mut bytes = size;
+            while n < rest.len().min(max)
+                && rest[n].0 == *to
+                && rest[n - 1].1.len() == size
+                && rest[n].1.len() <= size
+                && bytes + rest[n].1.len() <= MAX_BATCH_BYTES
+            {
+                bytes += rest[n].1.len();
+                n += 1;
+            }
+            contents.clear();
+            rest[..n].iter().for_each(|(_, d)| contents.extend_from_slice(d));
+            let transmit = Transmit { destination: *to, ecn: None, contents: &contents, segment_size: (n > 1).then_some(size), src_ip: None };
+            // `send` logs (rate-limited) and drops what the kernel refuses, as UDP would.
+            if let Err(e) = socket.async_io(Interest::WRITABLE, || state.send((&*socket).into(), &transmit)).await {
+                tracing::debug!(%to, "UDP batch of {n} not sent: {e}");
+            }
+            rest = &rest[n..];
+        }
     }
 }
 
@@ -158,7 +247,17 @@ impl UDPMuxWriter for SessionMux {
     }
 
     async fn send_to(&self, buf: &[u8], target: &SocketAddr) -> Result<usize, Error> {
-        self.socket.send_to(buf, *target).await
+        if let Some(gso) = &self.gso {
+            let held = HELD.try_with(|h| {
+                let mut h = h.borrow_mut();
+                h.via.get_or_insert_with(|| (Arc::clone(&self.socket), Arc::clone(gso)));
+                h.datagrams.push((*target, buf.to_vec()));
+            });
+            if held.is_ok() {
+                return Ok(buf.len());
+            }
+        }
+        Conn::send_to(&*self.socket, buf, *target).await
     }
 }
 
@@ -187,6 +286,41 @@ mod tests {
         let addr = mux.local_addr;
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
         (mux, peer, addr)
+    }
+
+    /// Held datagrams go out as batches yet arrive as they were sent: each one whole, in order
+    /// per address, a shorter one closing a run, another address in between.
+    #[tokio::test]
+    async fn held_sends_arrive_one_by_one_and_in_order() {
+        let (mux, a, _) = setup().await;
+        let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("test setup");
+        let (to_a, to_b) = (a.local_addr().expect("test setup"), b.local_addr().expect("test setup"));
+        let sizes_a = [1200, 1200, 1200, 700, 1200, 90];
+        held_sends(async {
+            for (i, &size) in sizes_a.iter().enumerate() {
+                UDPMuxWriter::send_to(&*mux, &vec![i as u8; size], &to_a).await.expect("held");
+                if i == 1 {
+                    UDPMuxWriter::send_to(&*mux, &[9u8; 1200], &to_b).await.expect("held");
+                }
+            }
+        })
+        .await;
+        for (i, &size) in sizes_a.iter().enumerate() {
+            let got = receive_from(&a).await.expect("a datagram for a");
+            assert_eq!((got.len(), got[0], got[size - 1]), (size, i as u8, i as u8), "datagram {i}");
+        }
+        assert_eq!(receive_from(&b).await.map(|d| d.len()), Some(1200));
+        assert!(receive_from(&a).await.is_none(), "nothing more");
+        // Outside held_sends, a datagram goes at once.
+        UDPMuxWriter::send_to(&*mux, b"now", &to_b).await.expect("sent");
+        assert_eq!(receive_from(&b).await.as_deref(), Some(&b"now"[..]));
+    }
+
+    async fn receive_from(socket: &tokio::net::UdpSocket) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 65_536];
+        let n = tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf)).await.ok()?.ok()?;
+        buf.truncate(n);
+        Some(buf)
     }
 
     /// An ICE restart from an unchanged address: the old session's connection closes, and the
