@@ -1,6 +1,9 @@
 //! Headless Chromium through chromedriver, with the flags WebRTC over loopback needs.
 
+use crate::proxy::{Mode, Proxy};
+use crate::udp_proxy::UdpProxy;
 use fantoccini::{Client, ClientBuilder};
+use scopecast::config::StreamConfig;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -141,4 +144,60 @@ pub async fn save_screenshot(client: &Client, name: &str) {
 /// Opens the player's details overlay (the "i" button).
 pub async fn show_overlay(client: &Client) {
     client.execute(r#"document.querySelector(".scopecast .scopecast-toggle").click()"#, vec![]).await.expect("toggle overlay");
+}
+
+/// Chromium playing `streams`' first stream, "telescope", with its media through a UDP proxy,
+/// which the test can impair, cut or rebind (a lossy link, a NAT rebinding, a viewer roaming
+/// to another network), and read (the RTP headers that went by).
+pub struct ProxiedPlayer {
+    pub relay: scopecast::relay::Relay,
+    pub proxy: Proxy,
+    pub media: UdpProxy,
+    pub browser: Browser,
+}
+
+impl ProxiedPlayer {
+    pub async fn start(streams: Vec<StreamConfig>) -> Self {
+        let relay = crate::start_relay(streams).await;
+        let media = UdpProxy::start(format!("127.0.0.1:{}", relay.udp_port()).parse().expect("relay UDP address")).await;
+        let proxy = Proxy::start(&crate::base_url(&relay), Mode::Pass).await;
+        proxy.route_media_through(media.addr);
+        let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+        browser.client.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
+        wait_for_page(&browser.client, "WebRTC through the UDP proxy", 20, |v| v["transport"] == "webrtc" && count(v, "frames") >= 50).await;
+        Self { relay, proxy, media, browser }
+    }
+
+    /// Watches frames decoded from `since` until 25 new ones came after a gap: how long the
+    /// picture stood still, and when (after `since`) frames came again.
+    pub async fn recovery(&self, since: tokio::time::Instant) -> (Duration, Duration) {
+        let c = &self.browser.client;
+        let mut last = count(&page_status(c).await, "frames");
+        let (mut last_change, mut longest, mut back_at, mut after_gap) = (since, Duration::ZERO, None, 0);
+        let deadline = since + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let now = tokio::time::Instant::now();
+            let frames = count(&page_status(c).await, "frames");
+            if frames != last {
+                let gap = now - last_change;
+                if gap >= Duration::from_millis(500) {
+                    longest = longest.max(gap);
+                    back_at = Some(now - since);
+                    after_gap = 0;
+                }
+                after_gap += frames.saturating_sub(last);
+                (last, last_change) = (frames, now);
+                if back_at.is_some() && after_gap >= 25 {
+                    return (longest, back_at.unwrap_or_default());
+                }
+            }
+        }
+        panic!("frames did not come back steadily: {} (longest gap {longest:?})", page_status(c).await);
+    }
+
+    pub async fn stop(self) {
+        self.browser.close().await;
+        self.relay.shutdown().await;
+    }
 }

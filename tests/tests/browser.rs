@@ -2,7 +2,7 @@
 
 use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast_shared::timecode;
-use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser};
+use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser, ProxiedPlayer};
 use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::{base_url, eventually, mjpeg_stream, start_relay, start_relay_with};
 use std::sync::atomic::Ordering;
@@ -149,23 +149,8 @@ async fn chromium_keeps_playing_through_a_camera_outage_and_says_so() {
 /// in the media path reads the RTP headers, which SRTP leaves in the clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_negotiates_playout_delay_and_every_video_packet_carries_zero_zero() {
-    use scopecast_tests::proxy::{Mode, Proxy};
-    use scopecast_tests::udp_proxy::UdpProxy;
-    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]).await;
-    let media = UdpProxy::start(format!("127.0.0.1:{}", relay.udp_port()).parse().expect("relay UDP address")).await;
-    let proxy = Proxy::start(&base_url(&relay), Mode::Pass).await;
-    proxy.route_media_through(media.addr);
-    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
-    let c = &browser.client;
-    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&page_status(c).await, "frames") < 50 {
-        if tokio::time::Instant::now() > deadline {
-            panic!("no video through the UDP proxy: {} / {:?}", page_status(c).await, media.downstream());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
+    let p = ProxiedPlayer::start(vec![StreamConfig::test_pattern("telescope", 640, 360, 25.0)]).await;
+    let (c, media) = (&p.browser.client, &p.media);
     let negotiated = c
         .execute(
             r#"const pc = document.querySelector(".scopecast").scopecast.pc;
@@ -185,8 +170,7 @@ async fn chromium_negotiates_playout_delay_and_every_video_packet_carries_zero_z
     let (carrying, value) = seen.extensions.get(&(id as u8)).cloned().unwrap_or_default();
     assert!(carrying * 100 >= seen.rtp_packets * 99, "{carrying} of {} RTP packets carry extension {id}", seen.rtp_packets);
     assert_eq!(value, vec![0, 0, 0], "minimum and maximum delay both 0");
-    browser.close().await;
-    relay.shutdown().await;
+    p.stop().await;
 }
 
 /// Loss recovery: at 5 % random loss each way, Chromium NACKs what it misses and the relay
@@ -194,16 +178,10 @@ async fn chromium_negotiates_playout_delay_and_every_video_packet_carries_zero_z
 /// Chromium counts almost none of the dropped packets as lost (without resending, about 5 %).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_nacks_lost_packets_and_the_relay_resends_them() {
-    use scopecast_tests::proxy::{Mode, Proxy};
-    use scopecast_tests::udp_proxy::{Impairment, UdpProxy};
-    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 1280, 720, 25.0)]).await;
-    let media = UdpProxy::start(format!("127.0.0.1:{}", relay.udp_port()).parse().expect("relay UDP address")).await;
-    let proxy = Proxy::start(&base_url(&relay), Mode::Pass).await;
-    proxy.route_media_through(media.addr);
-    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
-    let c = &browser.client;
-    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
-    let before = wait_for_page(c, "video through the UDP proxy", 20, |v| count(v, "frames") >= 50).await;
+    use scopecast_tests::udp_proxy::Impairment;
+    let p = ProxiedPlayer::start(vec![StreamConfig::test_pattern("telescope", 1280, 720, 25.0)]).await;
+    let (c, media) = (&p.browser.client, &p.media);
+    let before = page_status(c).await;
     let sent_before = media.downstream();
 
     media.set_impairment(Impairment { loss: 0.05, ..Impairment::default() });
@@ -215,15 +193,14 @@ async fn chromium_nacks_lost_packets_and_the_relay_resends_them() {
 
     let delta = |key: &str| count(&after, key).saturating_sub(count(&before, key));
     let (rtp, resent) = (sent.rtp_packets - sent_before.rtp_packets, sent.resent - sent_before.resent);
+    let lost = delta("lost");
     assert!(rtp >= 500, "enough packets to lose some: {rtp}");
-    eprintln!("at 5 % loss: {rtp} RTP packets, {resent} resent, {} NACKs, {} lost for good", delta("nacks"), count(&after, "lost"));
+    eprintln!("at 5 % loss: {rtp} RTP packets, {resent} resent, {} NACKs, {lost} lost for good", delta("nacks"));
     assert!(delta("nacks") >= 10, "Chromium asked for what it missed: {before} -> {after}");
     assert!(resent >= 10, "the relay resent packets: {resent} of {rtp}");
-    let lost = count(&after, "lost").saturating_sub(count(&before, "lost"));
     assert!(lost * 100 <= rtp, "{lost} of {rtp} packets lost for good at 5 % loss ({resent} resent): {after}");
     assert!(delta("frames") >= 200, "the picture kept moving: {before} -> {after}");
-    browser.close().await;
-    relay.shutdown().await;
+    p.stop().await;
 }
 
 /// Relay chaining: an edge relay pulls the origin's stream over WHEP (`whep://`) and passes its

@@ -2,7 +2,7 @@
 //! that can make WebRTC impossible, and the embeddable element.
 
 use scopecast::config::StreamConfig;
-use scopecast_tests::browser::{count, save_screenshot, wait_for_page, Browser};
+use scopecast_tests::browser::{count, save_screenshot, wait_for_page, Browser, ProxiedPlayer};
 use scopecast_tests::proxy::{Mode, Proxy};
 use scopecast_tests::{base_url, eventually, start_relay};
 use std::time::Duration;
@@ -145,68 +145,13 @@ async fn the_player_is_served_gzipped_and_mjpeg_is_not() {
     relay.shutdown().await;
 }
 
-/// Chromium playing the pattern with its media through a UDP proxy, which the test can cut or
-/// rebind (a NAT rebinding, a viewer roaming to another network).
-struct ProxiedPlayer {
-    relay: scopecast::relay::Relay,
-    proxy: Proxy,
-    media: scopecast_tests::udp_proxy::UdpProxy,
-    browser: Browser,
-}
-
-impl ProxiedPlayer {
-    async fn start() -> Self {
-        let relay = start_relay(pattern()).await;
-        let media = scopecast_tests::udp_proxy::UdpProxy::start(format!("127.0.0.1:{}", relay.udp_port()).parse().expect("relay UDP address")).await;
-        let proxy = Proxy::start(&base_url(&relay), Mode::Pass).await;
-        proxy.route_media_through(media.addr);
-        let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
-        browser.client.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
-        wait_for_page(&browser.client, "WebRTC through the UDP proxy", 20, |v| v["transport"] == "webrtc" && count(v, "frames") >= 50).await;
-        Self { relay, proxy, media, browser }
-    }
-
-    /// Watches frames decoded from `since` until 25 new ones came after a gap: how long the
-    /// picture stood still, and when (after `since`) frames came again.
-    async fn recovery(&self, since: tokio::time::Instant) -> (Duration, Duration) {
-        let c = &self.browser.client;
-        let mut last = count(&scopecast_tests::browser::page_status(c).await, "frames");
-        let (mut last_change, mut longest, mut back_at, mut after_gap) = (since, Duration::ZERO, None, 0);
-        let deadline = since + Duration::from_secs(10);
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            let now = tokio::time::Instant::now();
-            let frames = count(&scopecast_tests::browser::page_status(c).await, "frames");
-            if frames != last {
-                let gap = now - last_change;
-                if gap >= Duration::from_millis(500) {
-                    longest = longest.max(gap);
-                    back_at = Some(now - since);
-                    after_gap = 0;
-                }
-                after_gap += frames.saturating_sub(last);
-                (last, last_change) = (frames, now);
-                if back_at.is_some() && after_gap >= 25 {
-                    return (longest, back_at.unwrap_or_default());
-                }
-            }
-        }
-        panic!("frames did not come back steadily: {} (longest gap {longest:?})", scopecast_tests::browser::page_status(c).await);
-    }
-
-    async fn stop(self) {
-        self.browser.close().await;
-        self.relay.shutdown().await;
-    }
-}
-
 /// The path under a playing session changes (the viewer's NAT rebinds: its packets reach the
 /// relay from a new port, and what the relay sends to the old one is lost). ICE notices
 /// nothing by itself; the player sees the relay's RTP stop, restarts ICE on the same session
 /// (WHEP PATCH), and has frames again within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_change_under_the_session_is_healed_by_an_ice_restart_within_2_s() {
-    let mut p = ProxiedPlayer::start().await;
+    let mut p = ProxiedPlayer::start(pattern()).await;
     let changed = tokio::time::Instant::now();
     p.media.rebind().await;
     let (gap, back) = p.recovery(changed).await;
@@ -223,7 +168,7 @@ async fn a_path_change_under_the_session_is_healed_by_an_ice_restart_within_2_s(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ice_restart_from_the_same_address_connects() {
     use scopecast_tests::udp_proxy::Impairment;
-    let p = ProxiedPlayer::start().await;
+    let p = ProxiedPlayer::start(pattern()).await;
     let cut = tokio::time::Instant::now();
     p.media.set_impairment(Impairment { loss: 1.0, ..Impairment::default() });
     eventually(5, "the player restarts ICE", || p.proxy.restarts() == 1).await;
@@ -241,7 +186,7 @@ async fn an_ice_restart_from_the_same_address_connects() {
 /// which meets the same 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_change_with_restarts_refused_is_healed_by_a_fresh_session_within_2_s() {
-    let mut p = ProxiedPlayer::start().await;
+    let mut p = ProxiedPlayer::start(pattern()).await;
     p.proxy.refuse_restarts();
     let changed = tokio::time::Instant::now();
     p.media.rebind().await;
