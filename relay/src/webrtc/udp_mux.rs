@@ -115,39 +115,41 @@ pub async fn held_sends<F: Future>(f: F) -> F::Output {
     out
 }
 
+/// A task's held datagrams: their bytes back to back, so a run of them is already the batch.
 #[derive(Default)]
 struct Held {
     via: Option<(Arc<UdpSocket>, Arc<UdpSocketState>)>,
-    datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    bytes: Vec<u8>,
+    /// Each datagram's address and end in `bytes` (it starts where the one before ends).
+    datagrams: Vec<(SocketAddr, usize)>,
 }
 
 impl Held {
+    fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.bytes.extend_from_slice(datagram);
+        self.datagrams.push((to, self.bytes.len()));
+    }
+
     async fn send(self) {
         let Some((socket, state)) = self.via else { return };
         let max = state.max_gso_segments().max(1);
-        let mut rest = &self.datagrams[..];
-        let mut contents = Vec::new();
-        while let Some((to, first)) = rest.first() {
-            let size = first.len();
-            let mut n = 1;
-            let mut bytes = size;
-            while n < rest.len().min(max)
-                && rest[n].0 == *to
-                && rest[n - 1].1.len() == size
-                && rest[n].1.len() <= size
-                && bytes + rest[n].1.len() <= MAX_BATCH_BYTES
-            {
-                bytes += rest[n].1.len();
-                n += 1;
+        let (mut start, mut i) = (0, 0);
+        while let Some(&(to, first_end)) = self.datagrams.get(i) {
+            let size = first_end - start;
+            let (mut n, mut end) = (1, first_end);
+            // Same address; every datagram but the last of the batch `size` long.
+            while let Some(&(next_to, next_end)) = self.datagrams.get(i + n) {
+                if size == 0 || n == max || next_to != to || end - start != n * size || next_end - end > size || next_end - start > MAX_BATCH_BYTES {
+                    break;
+                }
+                (n, end) = (n + 1, next_end);
             }
-            contents.clear();
-            rest[..n].iter().for_each(|(_, d)| contents.extend_from_slice(d));
-            let transmit = Transmit { destination: *to, ecn: None, contents: &contents, segment_size: (n > 1).then_some(size), src_ip: None };
+            let transmit = Transmit { destination: to, ecn: None, contents: &self.bytes[start..end], segment_size: (n > 1).then_some(size), src_ip: None };
             // `send` logs (rate-limited) and drops what the kernel refuses, as UDP would.
             if let Err(e) = socket.async_io(Interest::WRITABLE, || state.send((&*socket).into(), &transmit)).await {
                 tracing::debug!(%to, "UDP batch of {n} not sent: {e}");
             }
-            rest = &rest[n..];
+            (start, i) = (end, i + n);
         }
     }
 }
@@ -251,7 +253,7 @@ impl UDPMuxWriter for SessionMux {
             let held = HELD.try_with(|h| {
                 let mut h = h.borrow_mut();
                 h.via.get_or_insert_with(|| (Arc::clone(&self.socket), Arc::clone(gso)));
-                h.datagrams.push((*target, buf.to_vec()));
+                h.push(*target, buf);
             });
             if held.is_ok() {
                 return Ok(buf.len());
