@@ -1,6 +1,7 @@
 //! Scopecast relay: cameras (MJPEG, RTSP, other WHEP servers) or a test pattern in, one H.264
 //! encode per stream or the camera's own H.264 passed through, WebRTC (WHEP) out to every viewer. See ARCHITECTURE.md for the map.
 
+pub mod adapt;
 pub mod config;
 pub mod decode;
 pub mod http;

@@ -1,0 +1,285 @@
+//! Which rendition one viewer gets, from what its receiver says: RTCP receiver reports
+//! (fraction lost), NACKs and REMB bandwidth estimates. Pure: events and time in, a rendition
+//! index and a reason out, so the policy is tested without a network or a clock.
+//!
+//! The policy (after Neko's and LiveKit's): down at once on sustained loss, or on an estimate
+//! below what is being sent; up one step at a time after a stable period. A step up that loses
+//! is undone, and the next try waits twice as long. An estimate never gates a step up: a
+//! receiver's estimate only grows to about 1.5 times what it receives, so at 150 kbit/s it
+//! never shows room for 600 (the step up is the probe).
+
+use std::time::{Duration, Instant};
+
+/// Loss in one receiver report that is a congested link, not noise.
+const LOSS_HIGH: f64 = 0.10;
+/// Smoothed loss that is a congested link.
+const LOSS_SUSTAINED: f64 = 0.04;
+/// Loss that still counts as stable.
+const LOSS_STABLE: f64 = 0.02;
+/// After a step down, wait this long before another (its effect shows in the next reports).
+const DOWN_HOLD: Duration = Duration::from_secs(2);
+/// Stable this long before a step up.
+const UP_AFTER: Duration = Duration::from_secs(8);
+/// Longest wait before a step up, after steps up that failed.
+const UP_AFTER_MAX: Duration = Duration::from_secs(64);
+/// A step up that loses within this time failed.
+const TRIAL: Duration = Duration::from_secs(6);
+/// Headroom: a step is taken only where the estimate exceeds its bitrate by this factor.
+const HEADROOM: f64 = 1.15;
+
+/// Why the viewer is on its rendition (for the API and the log).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why {
+    Start,
+    Pinned,
+    Loss { percent: f64 },
+    Estimate { bps: u64 },
+    Stable { secs: u64 },
+    OnlyOne,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Start => write!(f, "start at the top"),
+            Why::Pinned => write!(f, "pinned by the viewer"),
+            Why::Loss { percent } => write!(f, "down: {percent:.1} % loss"),
+            Why::Estimate { bps } => write!(f, "down: the browser estimates {} kbit/s", bps / 1000),
+            Why::Stable { secs } => write!(f, "up: stable for {secs} s"),
+            Why::OnlyOne => write!(f, "the only rendition"),
+        }
+    }
+}
+
+/// One viewer's rendition choice. Renditions are indexed from the top (0, the largest) down.
+#[derive(Debug)]
+pub struct Chooser {
+    /// Each rendition's bitrate, top first.
+    bitrates: Vec<u64>,
+    current: usize,
+    why: Why,
+    pinned: Option<usize>,
+    /// Smoothed fraction lost.
+    loss: f64,
+    estimate: Option<u64>,
+    /// Since when the link has been stable on the current rendition.
+    stable_since: Instant,
+    last_down: Option<Instant>,
+    /// A step up being tried: when it started.
+    trial: Option<Instant>,
+    up_after: Duration,
+}
+
+impl Chooser {
+    pub fn new(bitrates: Vec<u64>, pinned: Option<usize>, now: Instant) -> Self {
+        let why = match (pinned, bitrates.len()) {
+            (Some(_), _) => Why::Pinned,
+            (None, n) if n <= 1 => Why::OnlyOne,
+            _ => Why::Start,
+        };
+        let current = pinned.unwrap_or(0).min(bitrates.len().saturating_sub(1));
+        Self { bitrates, current, why, pinned, loss: 0.0, estimate: None, stable_since: now, last_down: None, trial: None, up_after: UP_AFTER }
+    }
+
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    pub fn why(&self) -> &Why {
+        &self.why
+    }
+
+    pub fn pinned(&self) -> Option<usize> {
+        self.pinned
+    }
+
+    /// The smoothed loss, 0 to 1.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    /// The browser's last estimate of its link (REMB), bits per second.
+    pub fn estimate(&self) -> Option<u64> {
+        self.estimate
+    }
+
+    /// The viewer pins a rendition, or (`None`) lets the relay choose again.
+    pub fn pin(&mut self, pinned: Option<usize>, now: Instant) {
+        self.pinned = pinned.map(|p| p.min(self.bitrates.len().saturating_sub(1)));
+        if let Some(p) = self.pinned {
+            self.current = p;
+            self.why = Why::Pinned;
+        }
+        self.stable_since = now;
+        self.trial = None;
+    }
+
+    /// A receiver report's fraction lost (0-255, as RTCP carries it).
+    pub fn receiver_report(&mut self, fraction_lost: u8, now: Instant) {
+        let lost = f64::from(fraction_lost) / 256.0;
+        self.loss = 0.6 * self.loss + 0.4 * lost;
+        if lost > LOSS_STABLE {
+            self.stable_since = now;
+        }
+        if lost >= LOSS_HIGH || self.loss >= LOSS_SUSTAINED {
+            let percent = (lost.max(self.loss) * 1000.0).round() / 10.0;
+            self.down(self.current + 1, Why::Loss { percent }, now);
+        }
+    }
+
+    /// A REMB estimate of the viewer's link, bits per second, while `sending_bps` go to it.
+    /// Only an estimate below what is sent means congestion: a still sky encodes far below
+    /// its rendition's bitrate, and so does the estimate of a link that carries it easily.
+    pub fn estimate_bps(&mut self, bps: u64, sending_bps: u64, now: Instant) {
+        self.estimate = Some(bps);
+        if (bps as f64) < sending_bps as f64 * 0.85 {
+            // The highest rendition the estimate carries, at least one step down.
+            let fits = self.bitrates.iter().position(|&b| (b as f64) * HEADROOM <= bps as f64).unwrap_or(self.bitrates.len() - 1);
+            self.down(fits.max(self.current + 1), Why::Estimate { bps }, now);
+        }
+    }
+
+    /// Time passes: a step up when the link has been stable long enough.
+    pub fn tick(&mut self, now: Instant) {
+        if self.pinned.is_some() || self.current == 0 {
+            self.trial = None;
+            return;
+        }
+        if let Some(started) = self.trial {
+            if now.saturating_duration_since(started) >= TRIAL {
+                // The step up held: the next one waits the usual time again.
+                self.trial = None;
+                self.up_after = UP_AFTER;
+            }
+        }
+        let stable = now.saturating_duration_since(self.stable_since);
+        if stable < self.up_after || self.trial.is_some() {
+            return;
+        }
+        self.current -= 1;
+        self.why = Why::Stable { secs: stable.as_secs() };
+        self.stable_since = now;
+        self.trial = Some(now);
+    }
+
+    fn down(&mut self, to: usize, why: Why, now: Instant) {
+        let lowest = self.bitrates.len().saturating_sub(1);
+        if self.pinned.is_some() || self.current >= lowest || self.last_down.is_some_and(|t| now.saturating_duration_since(t) < DOWN_HOLD) {
+            return;
+        }
+        if self.trial.take().is_some() {
+            // The step up did not hold: wait longer before the next.
+            self.up_after = (self.up_after * 2).min(UP_AFTER_MAX);
+        }
+        self.current = to.min(lowest);
+        self.why = why;
+        self.last_down = Some(now);
+        self.stable_since = now;
+        // What was lost on the old rendition says nothing about the new one.
+        self.loss = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LADDER: [u64; 3] = [2_000_000, 600_000, 150_000];
+
+    fn secs(t0: Instant, s: f64) -> Instant {
+        t0 + Duration::from_secs_f64(s)
+    }
+
+    /// Reports once a second with `lost` (0-255) from `from` to `to` seconds, ticking each.
+    fn run(c: &mut Chooser, t0: Instant, from: u64, to: u64, lost: u8) {
+        for s in from..to {
+            c.receiver_report(lost, secs(t0, s as f64));
+            c.tick(secs(t0, s as f64 + 0.5));
+        }
+    }
+
+    #[test]
+    fn heavy_loss_steps_down_at_once_and_again_after_the_hold() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        assert_eq!((c.current(), c.why()), (0, &Why::Start));
+        c.receiver_report(80, secs(t0, 1.0)); // 31 %
+        assert_eq!(c.current(), 1);
+        assert!(matches!(c.why(), Why::Loss { percent } if *percent > 30.0));
+        c.receiver_report(80, secs(t0, 2.0));
+        assert_eq!(c.current(), 1, "held: the step down has not shown yet");
+        c.receiver_report(80, secs(t0, 3.5));
+        assert_eq!(c.current(), 2);
+        c.receiver_report(255, secs(t0, 6.0));
+        assert_eq!(c.current(), 2, "nothing below the lowest");
+    }
+
+    #[test]
+    fn light_loss_is_noise_and_sustained_loss_is_not() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        run(&mut c, t0, 1, 30, 3); // about 1 %
+        assert_eq!(c.current(), 0);
+        run(&mut c, t0, 30, 34, 15); // about 6 %, every report
+        assert_eq!(c.current(), 1);
+    }
+
+    #[test]
+    fn steps_up_after_a_stable_period_and_backs_off_when_the_step_fails() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        c.receiver_report(100, secs(t0, 0.0));
+        c.receiver_report(100, secs(t0, 2.0));
+        assert_eq!(c.current(), 2);
+        run(&mut c, t0, 3, 10, 0);
+        assert_eq!(c.current(), 2, "not stable long enough");
+        run(&mut c, t0, 10, 12, 0);
+        assert_eq!(c.current(), 1);
+        assert!(matches!(c.why(), Why::Stable { secs } if *secs >= 8));
+        // The step up loses at once: back down, and the next try waits 16 s.
+        c.receiver_report(60, secs(t0, 12.0));
+        assert_eq!(c.current(), 2);
+        run(&mut c, t0, 13, 27, 0);
+        assert_eq!(c.current(), 2, "backed off");
+        run(&mut c, t0, 27, 30, 0);
+        assert_eq!(c.current(), 1);
+        // This one holds; the next step waits the usual 8 s again.
+        run(&mut c, t0, 30, 40, 0);
+        assert_eq!(c.current(), 0);
+    }
+
+    #[test]
+    fn an_estimate_below_what_is_sent_moves_down_to_what_fits() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        c.estimate_bps(300_000, 250_000, secs(t0, 1.0));
+        assert_eq!(c.current(), 0, "a still picture sends little: an estimate above it is no congestion");
+        c.estimate_bps(500_000, 1_800_000, secs(t0, 2.0));
+        assert_eq!(c.current(), 2, "600 kbit/s does not fit in 500 with headroom");
+        assert_eq!(c.why(), &Why::Estimate { bps: 500_000 });
+        assert_eq!(c.estimate(), Some(500_000));
+    }
+
+    #[test]
+    fn a_pinned_viewer_stays_put_until_it_unpins() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), Some(0), t0);
+        run(&mut c, t0, 1, 10, 200);
+        assert_eq!((c.current(), c.why()), (0, &Why::Pinned));
+        c.pin(Some(2), secs(t0, 10.0));
+        run(&mut c, t0, 11, 40, 0);
+        assert_eq!(c.current(), 2);
+        c.pin(None, secs(t0, 40.0));
+        run(&mut c, t0, 41, 50, 0);
+        assert_eq!(c.current(), 1, "free again: steps up");
+    }
+
+    #[test]
+    fn a_single_rendition_never_moves() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(vec![2_000_000], None, t0);
+        run(&mut c, t0, 1, 10, 200);
+        c.estimate_bps(100_000, 2_000_000, secs(t0, 10.0));
+        assert_eq!((c.current(), c.why()), (0, &Why::OnlyOne));
+    }
+}
