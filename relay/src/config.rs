@@ -242,6 +242,19 @@ struct StreamFile {
     publisher_token: Option<String>,
     #[serde(default)]
     publish: Vec<PublishFile>,
+    /// Smaller encodings for viewers on slow links, besides the stream's own ("full").
+    #[serde(default)]
+    renditions: Vec<RenditionFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenditionFile {
+    name: String,
+    width: u32,
+    height: u32,
+    bitrate_kbps: u32,
+    fps: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -377,7 +390,22 @@ pub struct StreamConfig {
     /// them to each joiner, who then shows a picture at once instead of waiting for the next
     /// keyframe (up to a whole GOP). Off only to compare, or to save the memory.
     pub gop_cache: bool,
+    /// Smaller encodings for viewers on slow links, top (largest) first; the stream's own
+    /// encoding ("full": `size`, `bitrate_bps`) is above them all.
+    pub renditions: Vec<Rendition>,
 }
+
+/// One encoding of a stream's pictures besides its own, made only while someone watches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendition {
+    pub name: String,
+    pub size: (usize, usize),
+    pub bitrate_bps: u32,
+    pub max_fps: Option<f64>,
+}
+
+/// The name of a stream's own encoding among its renditions.
+pub const FULL_RENDITION: &str = "full";
 
 /// A WHIP endpoint a stream is published to (RFC 9725).
 #[derive(Clone, PartialEq)]
@@ -591,6 +619,7 @@ impl Config {
                     *field = Duration::from_secs_f64(v);
                 }
             }
+            stream.renditions = renditions(&key, s.renditions, &stream)?;
             for (i, p) in s.publish.into_iter().enumerate() {
                 let target = publish_target(&format!("{key}.publish[{i}]"), p)?;
                 if stream.publish.iter().any(|t| t.name == target.name) {
@@ -710,6 +739,36 @@ impl SecurityConfig {
     }
 }
 
+/// Checks a stream's renditions and orders them top first: names unique (not "full" or
+/// "auto"), even sizes the encoder takes, bitrates below the stream's own.
+fn renditions(key: &str, files: Vec<RenditionFile>, stream: &StreamConfig) -> Result<Vec<Rendition>, ConfigError> {
+    if !files.is_empty() && matches!(stream.source, SourceConfig::Whep { .. }) {
+        return Err(invalid(format!("{key}.renditions"), "a whep:// stream is passed through as it comes; renditions need pictures to encode"));
+    }
+    let mut out: Vec<Rendition> = Vec::new();
+    for (i, r) in files.into_iter().enumerate() {
+        let at = |field: &str| format!("{key}.renditions[{i}].{field}");
+        if !valid_stream_name(&r.name) || r.name == FULL_RENDITION || r.name == "auto" {
+            return Err(invalid(at("name"), "1-64 characters of a-z, A-Z, 0-9, '-' and '_', not 'full' or 'auto'"));
+        }
+        if out.iter().any(|o| o.name == r.name) {
+            return Err(invalid(at("name"), format!("two renditions named '{}'", r.name)));
+        }
+        if !(16..=3840).contains(&r.width) || !(16..=2160).contains(&r.height) || r.width % 2 == 1 || r.height % 2 == 1 {
+            return Err(invalid(at("width"), "even sizes from 16x16 to 3840x2160"));
+        }
+        if !(50..=50_000).contains(&r.bitrate_kbps) || r.bitrate_kbps * 1000 >= stream.bitrate_bps {
+            return Err(invalid(at("bitrate_kbps"), format!("50 kbit/s up to less than the stream's own {} kbit/s", stream.bitrate_bps / 1000)));
+        }
+        if r.fps.is_some_and(|f| !(0.01..=120.0).contains(&f)) {
+            return Err(invalid(at("fps"), "from 0.01 to 120"));
+        }
+        out.push(Rendition { name: r.name, size: (r.width as usize, r.height as usize), bitrate_bps: r.bitrate_kbps * 1000, max_fps: r.fps });
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.bitrate_bps));
+    Ok(out)
+}
+
 fn valid_stream_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -739,6 +798,7 @@ impl StreamConfig {
             stall_timeout: Duration::from_secs(10),
             publish: Vec::new(),
             gop_cache: true,
+            renditions: Vec::new(),
         }
     }
 
@@ -893,11 +953,40 @@ mod tests {
                 "streams.a.publish[1].name",
             ),
             ("[streams.a]\nsource = \"test:\"\n[[streams.a.publish]]\nurl = \"http://x/\"\ntokn = \"t\"\n", "tokn"),
+            (
+                "[streams.a]\nsource = \"test:\"\n[[streams.a.renditions]]\nname = \"full\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600\n",
+                "streams.a.renditions[0].name",
+            ),
+            (
+                "[streams.a]\nsource = \"test:\"\n[[streams.a.renditions]]\nname = \"s\"\nwidth = 641\nheight = 360\nbitrate_kbps = 600\n",
+                "streams.a.renditions[0].width",
+            ),
+            (
+                "[streams.a]\nsource = \"test:\"\n[[streams.a.renditions]]\nname = \"s\"\nwidth = 640\nheight = 360\nbitrate_kbps = 2000\n",
+                "streams.a.renditions[0].bitrate_kbps",
+            ),
+            (
+                "[streams.a]\nsource = \"whep://x/s\"\n[[streams.a.renditions]]\nname = \"s\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600\n",
+                "streams.a.renditions",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();
             assert!(err.contains(key), "{text:?} -> {err}");
         }
+    }
+
+    #[test]
+    fn renditions_are_ordered_top_first() {
+        let text = "[streams.a]\nsource = \"test:\"\n\
+            [[streams.a.renditions]]\nname = \"tiny\"\nwidth = 320\nheight = 180\nbitrate_kbps = 150\nfps = 10\n\
+            [[streams.a.renditions]]\nname = \"small\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600\n";
+        let c = Config::from_toml(text).expect("valid");
+        let r = &c.streams[0].renditions;
+        assert_eq!(
+            r.iter().map(|r| (r.name.as_str(), r.size, r.bitrate_bps, r.max_fps)).collect::<Vec<_>>(),
+            [("small", (640, 360), 600_000, None), ("tiny", (320, 180), 150_000, Some(10.0))]
+        );
     }
 
     #[test]

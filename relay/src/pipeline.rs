@@ -76,6 +76,34 @@ pub struct PipelineSettings {
     pub encoder: EncoderSettings,
     /// Minimum spacing of viewer-requested (PLI/FIR) keyframes.
     pub keyframe_min_interval: Duration,
+    /// The stream's RTP clock, shared by its renditions so a viewer moved between them sees
+    /// one timeline.
+    pub clock: RtpClock,
+}
+
+/// Capture time to 90 kHz RTP time: one per stream, whatever rendition encodes the picture.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpClock {
+    epoch: Instant,
+    offset: u32,
+}
+
+impl RtpClock {
+    /// A clock from now, at a random offset (RFC 3550).
+    pub fn new() -> Self {
+        Self { epoch: Instant::now(), offset: rand::random() }
+    }
+
+    pub fn timestamp(&self, captured: Instant) -> u32 {
+        let ticks = captured.saturating_duration_since(self.epoch).as_micros() as u64 * RTP_CLOCK_HZ / 1_000_000;
+        self.offset.wrapping_add(ticks as u32)
+    }
+}
+
+impl Default for RtpClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Counters an operator can read.
@@ -131,6 +159,8 @@ struct Slot {
     keyframe_wanted: bool,
     /// Drop the last picture (the source went idle; a joiner must wait for a fresh one).
     forget: bool,
+    /// A follower has a joiner and no picture: hand it the current one.
+    feed: bool,
     shutdown: bool,
 }
 
@@ -144,12 +174,17 @@ pub struct Pipeline {
     /// The last frames' stage times.
     pub timings: TimingLog,
     stopped: AtomicBool,
+    /// The stream's smaller renditions: this pipeline decodes each source frame once and hands
+    /// the picture to those being watched, which scale and encode it on their own threads.
+    followers: Vec<Arc<Pipeline>>,
+    /// A follower's lead, asked for a picture when a joiner finds none.
+    lead: Mutex<std::sync::Weak<Pipeline>>,
 }
 
 impl Pipeline {
     /// Creates the pipeline, which encodes into `track` (and makes its keyframes), and starts
-    /// its encoder thread.
-    pub fn start(name: &str, settings: PipelineSettings, track: Arc<Track>) -> std::io::Result<Arc<Self>> {
+    /// its encoder thread. `followers` (the stream's smaller renditions) get its pictures.
+    pub fn start(name: &str, settings: PipelineSettings, track: Arc<Track>, followers: Vec<Arc<Pipeline>>) -> std::io::Result<Arc<Self>> {
         let pipeline = Arc::new(Self {
             name: name.to_owned(),
             settings,
@@ -159,7 +194,12 @@ impl Pipeline {
             stats: PipelineStats::default(),
             timings: TimingLog::default(),
             stopped: AtomicBool::new(false),
+            followers,
+            lead: Mutex::new(std::sync::Weak::new()),
         });
+        for follower in &pipeline.followers {
+            *lock(&follower.lead) = Arc::downgrade(&pipeline);
+        }
         let weak = Arc::downgrade(&pipeline);
         track.set_producer(Box::new(move |_reason| {
             if let Some(p) = weak.upgrade() {
@@ -197,6 +237,17 @@ impl Pipeline {
         self.track.readers() > 0
     }
 
+    /// Someone reads this track or a follower's: decode.
+    fn needs_pictures(&self) -> bool {
+        self.is_watched() || self.followers.iter().any(|f| f.is_watched())
+    }
+
+    /// A follower wants the current picture (its joiner found none).
+    fn feed_followers(&self) {
+        lock(&self.slot).feed = true;
+        self.wake.notify_one();
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }
@@ -208,13 +259,15 @@ impl Pipeline {
         slot.forget = true;
         drop(slot);
         self.wake.notify_one();
+        self.followers.iter().for_each(|f| f.forget_picture());
     }
 
-    /// Stops the encoder thread.
+    /// Stops the encoder thread, and its followers'.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         lock(&self.slot).shutdown = true;
         self.wake.notify_all();
+        self.followers.iter().for_each(|f| f.stop());
     }
 
     fn run_encoder(self: Arc<Self>) {
@@ -235,8 +288,13 @@ impl Pipeline {
                     if std::mem::take(&mut slot.forget) {
                         worker.picture = None;
                     }
+                    if std::mem::take(&mut slot.feed) {
+                        if let Some(picture) = &worker.picture {
+                            self.hand_to_followers(picture, worker.picture_captured.unwrap_or_else(Instant::now));
+                        }
+                    }
                     let watched = self.is_watched();
-                    if watched && (slot.frame.is_some() || (slot.keyframe_wanted && worker.has_picture())) {
+                    if (slot.frame.is_some() && self.needs_pictures()) || (watched && slot.keyframe_wanted && worker.has_picture()) {
                         break (slot.frame.take(), std::mem::take(&mut slot.keyframe_wanted), false);
                     }
                     let now = Instant::now();
@@ -260,6 +318,7 @@ impl Pipeline {
                     continue;
                 }
                 let started_ms = timing::now_ms();
+                let captured = frame.captured;
                 if let Err(e) = worker.load(frame, started_ms) {
                     self.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     if let Some(count) = worker.decode_errors.hit(Instant::now()) {
@@ -269,6 +328,11 @@ impl Pipeline {
                         continue;
                     }
                     // A joiner still gets the previous picture as an IDR, below.
+                } else if let Some(picture) = &worker.picture {
+                    self.hand_to_followers(picture, captured);
+                }
+                if !self.is_watched() {
+                    continue; // decoded for the followers only
                 }
             }
             match worker.encode(keyframe, repeat) {
@@ -296,27 +360,60 @@ impl Pipeline {
     }
 
     /// A keyframe was asked for but nothing could be encoded because there is no picture yet
-    /// (the joiner's first frame was undecodable): the request waits for the next good frame,
-    /// instead of being lost and leaving the joiner without an IDR.
+    /// (the joiner's first frame was undecodable, or a follower has had none): the request
+    /// waits for the next good frame, instead of being lost and leaving the joiner without an
+    /// IDR. A follower asks its lead for the current picture meanwhile.
     fn keep_keyframe_request(&self, keyframe: bool, worker: &EncoderWorker) {
         if keyframe && !worker.has_picture() {
             lock(&self.slot).keyframe_wanted = true;
+            if let Some(lead) = lock(&self.lead).upgrade() {
+                lead.feed_followers();
+            }
+        }
+    }
+
+    /// The decoded picture, shared (one copy for all) with the followers someone watches.
+    fn hand_to_followers(&self, picture: &I420, captured: Instant) {
+        let watched: Vec<&Arc<Pipeline>> = self.followers.iter().filter(|f| f.is_watched()).collect();
+        if watched.is_empty() {
+            return;
+        }
+        let shared = Arc::new(picture.clone());
+        let now = Instant::now();
+        for follower in watched {
+            let data = SourceFrame::Raw(Arc::clone(&shared));
+            follower.push_frame(CapturedFrame { data, captured, captured_ms: timing::wall_ms(captured), arrived: now });
         }
     }
 }
 
-/// One viewer's place in the stream: its own RTP sequence numbers, and whether it has to wait
-/// for a keyframe (it just joined, or fell behind and skipped frames). Pure, so the skip rule
-/// is tested without a network.
+/// One viewer's place in the stream: its own RTP sequence numbers, its timestamps (continuous
+/// across renditions), and whether it has to wait for a keyframe (it just joined, or fell
+/// behind and skipped frames). Pure, so the rules are tested without a network.
 #[derive(Debug)]
 pub struct ViewerCursor {
     sequence: u16,
     waiting_for_keyframe: bool,
+    /// Added to every timestamp: a rendition's first frame never goes back in time.
+    timestamp_offset: u32,
+    last_timestamp: Option<u32>,
 }
 
 impl ViewerCursor {
     pub fn new(first_sequence: u16) -> Self {
-        Self { sequence: first_sequence, waiting_for_keyframe: true }
+        Self { sequence: first_sequence, waiting_for_keyframe: true, timestamp_offset: 0, last_timestamp: None }
+    }
+
+    /// The viewer moves to another rendition at `keyframe`. Renditions share the stream's RTP
+    /// clock, but the new one's first frame may be a picture the viewer already got (each
+    /// encoder re-encodes its last picture for a joiner): it is moved just past the last
+    /// timestamp sent, and what follows by as much, so time never runs backwards or repeats.
+    pub fn switched(&mut self, keyframe: &RtpFrame) {
+        let (Some(last), Some(first)) = (self.last_timestamp, keyframe.packets.first()) else { return };
+        let next = first.header.timestamp.wrapping_add(self.timestamp_offset);
+        if (next.wrapping_sub(last) as i32) <= 0 {
+            self.timestamp_offset = self.timestamp_offset.wrapping_add(last.wrapping_sub(next).wrapping_add(1));
+        }
     }
 
     /// The viewer missed frames: what follows cannot be decoded until the next keyframe.
@@ -338,7 +435,9 @@ impl ViewerCursor {
     pub fn stamp(&mut self, packet: &Packet) -> Packet {
         let mut packet = packet.clone();
         packet.header.sequence_number = self.sequence;
+        packet.header.timestamp = packet.header.timestamp.wrapping_add(self.timestamp_offset);
         self.sequence = self.sequence.wrapping_add(1);
+        self.last_timestamp = Some(packet.header.timestamp);
         packet
     }
 }
@@ -353,10 +452,11 @@ struct EncoderWorker {
     /// The last picture, at output size; re-encoded as an IDR for viewers who join between frames.
     picture: Option<I420>,
     size: Option<(usize, usize)>,
-    /// Capture time of the last accepted frame (frame-rate cap) and the RTP clock's origin.
+    /// Capture time of the last accepted frame (frame-rate cap).
     last_accepted: Option<Instant>,
-    epoch: Instant,
-    rtp_offset: u32,
+    /// Capture time of `picture`.
+    picture_captured: Option<Instant>,
+    clock: RtpClock,
     last_rtp: Option<u32>,
     /// The capture time of the picture to encode next, if it is a new one.
     pending_capture: Option<Instant>,
@@ -390,8 +490,8 @@ impl EncoderWorker {
             picture: None,
             size: settings.size,
             last_accepted: None,
-            epoch: Instant::now(),
-            rtp_offset: rand::random(),
+            picture_captured: None,
+            clock: settings.clock,
             last_rtp: None,
             pending_capture: None,
             pending_timing: None,
@@ -456,6 +556,7 @@ impl EncoderWorker {
             });
         }
         self.pending_capture = Some(frame.captured);
+        self.picture_captured = Some(frame.captured);
         self.pending_timing = Some(FrameTiming {
             rtp_timestamp: 0,
             keyframe: false,
@@ -486,8 +587,7 @@ impl EncoderWorker {
         self.cadence.output(Instant::now());
         let Some(encoded) = self.encoder.encode(picture)? else { return Ok(None) };
         // RTP time follows capture time, so a camera's jitter and pauses show up as they were.
-        let ticks = captured.saturating_duration_since(self.epoch).as_micros() as u64 * RTP_CLOCK_HZ / 1_000_000;
-        let mut timestamp = self.rtp_offset.wrapping_add(ticks as u32);
+        let mut timestamp = self.clock.timestamp(captured);
         if let Some(last) = self.last_rtp {
             // Never go backwards or repeat (a re-encoded picture shares no time with the last).
             if (timestamp.wrapping_sub(last) as i32) <= 0 {
@@ -594,6 +694,30 @@ mod tests {
     }
 
     #[test]
+    fn a_move_to_another_rendition_never_sends_time_backwards() {
+        let at = |keyframe: bool, ts: u32| {
+            let mut f = rtp_frame(keyframe, 1);
+            f.packets[0].header.timestamp = ts;
+            f
+        };
+        let mut cursor = ViewerCursor::new(0);
+        let send = |cursor: &mut ViewerCursor, f: &RtpFrame| cursor.stamp(&f.packets[0]).header.timestamp;
+        assert!(cursor.admit(&at(true, u32::MAX - 10)));
+        assert_eq!(send(&mut cursor, &at(true, u32::MAX - 10)), u32::MAX - 10);
+        // The new rendition's keyframe re-encodes a picture already sent (an earlier time).
+        let first = at(true, u32::MAX - 3000);
+        cursor.switched(&first);
+        let t1 = send(&mut cursor, &first);
+        assert_eq!(t1, u32::MAX - 9, "just after the last");
+        assert_eq!(send(&mut cursor, &at(false, 600)).wrapping_sub(t1), 600u32.wrapping_sub(u32::MAX - 3000), "the gaps after it kept");
+        // A move to a rendition ahead in time changes nothing.
+        let mut ahead = ViewerCursor::new(0);
+        assert_eq!(send(&mut ahead, &at(true, 100)), 100);
+        ahead.switched(&at(true, 4000));
+        assert_eq!(send(&mut ahead, &at(true, 4000)), 4000);
+    }
+
+    #[test]
     fn a_viewer_that_never_reads_holds_up_neither_the_encoder_nor_other_viewers() {
         let (p, track) = started("fan", settings(None));
         let (_slow_guard, mut slow) = attach(&track);
@@ -665,12 +789,13 @@ mod tests {
             max_fps: None,
             encoder: EncoderSettings { bitrate_bps: 1_000_000, fps: 25.0, idr_interval_frames: 0 },
             keyframe_min_interval: Duration::from_millis(500),
+            clock: RtpClock::new(),
         }
     }
 
     fn started(name: &str, settings: PipelineSettings) -> (Arc<Pipeline>, Arc<Track>) {
         let track = Track::new(name, false, settings.keyframe_min_interval);
-        (Pipeline::start(name, settings, Arc::clone(&track)).expect("start"), track)
+        (Pipeline::start(name, settings, Arc::clone(&track), Vec::new()).expect("start"), track)
     }
 
     fn attach(track: &Arc<Track>) -> (crate::track::ReaderGuard, broadcast::Receiver<Arc<RtpFrame>>) {
@@ -687,6 +812,35 @@ mod tests {
                 Err(e) => panic!("no frame: {e:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_follower_encodes_the_leads_pictures_at_its_size_on_the_same_clock() {
+        let lead_settings = settings(Some((640, 480)));
+        let small = PipelineSettings { size: Some((160, 120)), clock: lead_settings.clock, ..settings(None) };
+        let small_track = Track::new("small", false, small.keyframe_min_interval);
+        let follower = Pipeline::start("small", small, Arc::clone(&small_track), Vec::new()).expect("start");
+        let track = Track::new("t", false, lead_settings.keyframe_min_interval);
+        let lead = Pipeline::start("t", lead_settings, Arc::clone(&track), vec![Arc::clone(&follower)]).expect("start");
+        let frame = || CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(640, 480))));
+        lead.push_frame(frame());
+        std::thread::sleep(Duration::from_millis(100));
+        // A joiner of the follower alone: the lead hands over the picture it has, and encodes
+        // nothing itself.
+        let (small_guard, mut small_rx) = attach(&small_track);
+        let first = recv(&mut small_rx);
+        assert!(first.keyframe && (first.width, first.height) == (160, 120), "{first:?}");
+        assert_eq!(lead.stats.frames_encoded.load(Ordering::Relaxed), 0, "the lead only decodes for its followers");
+        let (guard, mut rx) = attach(&track);
+        let big = recv(&mut rx);
+        assert_eq!((big.width, big.height), (640, 480));
+        lead.push_frame(frame());
+        let (a, b) = (recv(&mut small_rx), recv(&mut rx));
+        assert_eq!(a.packets[0].header.timestamp, b.packets[0].header.timestamp, "one capture, one RTP time in every rendition");
+        drop((small_guard, guard));
+        lead.stop();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(follower.is_stopped(), "stopping the lead stops its followers");
     }
 
     #[test]

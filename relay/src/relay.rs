@@ -63,6 +63,7 @@ impl Relay {
                     idr_interval_frames: (stream.keyframe_interval_s * fps).round() as u32,
                 },
                 keyframe_min_interval: Duration::from_millis(500),
+                clock: crate::pipeline::RtpClock::new(),
             };
             // A picture source's track is made by its encoder, which makes keyframes on request;
             // a passed-through source's keeps its GOP for joiners.
@@ -70,8 +71,24 @@ impl Relay {
             // transcoded.)
             let passthrough_only = matches!(stream.source, SourceConfig::Whep { .. });
             let track = Track::new(&stream.name, passthrough_only, settings.keyframe_min_interval);
-            let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track))?) };
-            let hub = Stream::new(stream.clone(), track, encoder);
+            // Smaller renditions follow the stream's own encoder: it decodes, they scale and
+            // encode, each only while someone watches it.
+            let mut renditions = Vec::new();
+            for r in &stream.renditions {
+                let settings = PipelineSettings {
+                    size: Some(r.size),
+                    max_fps: r.max_fps,
+                    encoder: EncoderSettings { bitrate_bps: r.bitrate_bps, fps: r.max_fps.unwrap_or(fps).min(fps) as f32, ..settings.encoder },
+                    ..settings.clone()
+                };
+                let name = format!("{}.{}", stream.name, r.name);
+                let track = Track::new(&name, false, settings.keyframe_min_interval);
+                let encoder = Pipeline::start(&name, settings, Arc::clone(&track), Vec::new())?;
+                renditions.push(crate::stream::RenditionTrack { config: r.clone(), track, encoder });
+            }
+            let followers = renditions.iter().map(|r| Arc::clone(&r.encoder)).collect();
+            let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track), followers)?) };
+            let hub = Stream::new(stream.clone(), track, encoder, renditions);
             if matches!(stream.source, SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } | SourceConfig::Whip { .. }) {
                 // Pictures for MJPEG clients and snapshots of a passed-through stream.
                 tokio::spawn(crate::decode::run_stills(Arc::clone(&hub)));

@@ -14,7 +14,7 @@ use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
 use crate::timing::unix_ms;
 use crate::track::Track;
 use bytes::Bytes;
-use scopecast_shared::api::VideoPath;
+use scopecast_shared::api::{RenditionInfo, VideoPath};
 use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,10 +192,27 @@ pub struct Stream {
     shutdown: watch::Sender<bool>,
     /// The WHIP publish targets sending this stream, in the order they were added.
     pub publish: Mutex<Vec<Arc<crate::publish::TargetStatus>>>,
+    /// Smaller encodings for viewers on slow links, top first (below `track`, "full").
+    pub renditions: Vec<RenditionTrack>,
+}
+
+/// A smaller rendition: its encoder follows the stream's own (which decodes for it).
+pub struct RenditionTrack {
+    pub config: crate::config::Rendition,
+    pub track: Arc<Track>,
+    pub encoder: Arc<Pipeline>,
+}
+
+/// One rung of the ladder a viewer is moved on.
+#[derive(Clone)]
+pub struct Step {
+    pub name: String,
+    pub track: Arc<Track>,
+    pub bitrate_bps: u64,
 }
 
 impl Stream {
-    pub fn new(config: StreamConfig, track: Arc<Track>, encoder: Option<Arc<Pipeline>>) -> Arc<Self> {
+    pub fn new(config: StreamConfig, track: Arc<Track>, encoder: Option<Arc<Pipeline>>, renditions: Vec<RenditionTrack>) -> Arc<Self> {
         let initial = if config.on_demand { SourceState::Idle } else { SourceState::Connecting };
         let video = match (&config.source, &encoder) {
             (SourceConfig::Whep { .. }, _) | (_, None) => VideoChoice::new(VideoPath::Passthrough),
@@ -224,11 +241,28 @@ impl Stream {
             }),
             shutdown: watch::channel(false).0,
             publish: Mutex::default(),
+            renditions,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The renditions a viewer may be moved between, top ("full") first. A passed-through
+    /// stream has only its own: the smaller ones are encoded from pictures, which a
+    /// passed-through source does not decode for them.
+    pub fn ladder(&self) -> Vec<Step> {
+        let full = Step { name: crate::config::FULL_RENDITION.to_owned(), track: Arc::clone(&self.track), bitrate_bps: u64::from(self.config.bitrate_bps) };
+        let mut steps = vec![full];
+        if self.video().path != VideoPath::Passthrough {
+            steps.extend(self.renditions.iter().map(|r| Step {
+                name: r.config.name.clone(),
+                track: Arc::clone(&r.track),
+                bitrate_bps: u64::from(r.config.bitrate_bps),
+            }));
+        }
+        steps
     }
 
     /// A new frame from the source, to the encoder and as the latest still: `captured`
@@ -369,7 +403,7 @@ impl Stream {
     /// Whether frames are wanted at full rate: a WebRTC viewer is attached or an MJPEG client
     /// reads (the test pattern slows down otherwise).
     pub fn is_watched(&self) -> bool {
-        self.track.readers() > 0 || self.demand.now().mjpeg > 0
+        self.track.readers() > 0 || self.renditions.iter().any(|r| r.track.readers() > 0) || self.demand.now().mjpeg > 0
     }
 
     /// Stops the source and the encoder.
@@ -406,6 +440,29 @@ impl Stream {
         m.fps_in.sample(now, frames_in);
         m.fps_out.sample(now, self.track.frames());
         m.bytes_out.sample(now, self.track.bytes());
+    }
+
+    fn rendition_info(&self, width: Option<u32>, height: Option<u32>, frames_encoded: &AtomicU64) -> Vec<RenditionInfo> {
+        let full = RenditionInfo {
+            name: crate::config::FULL_RENDITION.to_owned(),
+            width,
+            height,
+            bitrate_bps: u64::from(self.config.bitrate_bps),
+            max_fps: self.config.max_fps,
+            readers: self.track.readers() as u32,
+            frames_encoded: frames_encoded.load(Ordering::Relaxed),
+        };
+        let ladder = self.ladder();
+        let smaller = self.renditions.iter().filter(|r| ladder.iter().any(|s| s.name == r.config.name)).map(|r| RenditionInfo {
+            name: r.config.name.clone(),
+            width: Some(r.config.size.0 as u32),
+            height: Some(r.config.size.1 as u32),
+            bitrate_bps: u64::from(r.config.bitrate_bps),
+            max_fps: r.config.max_fps,
+            readers: r.track.readers() as u32,
+            frames_encoded: r.encoder.stats.frames_encoded.load(Ordering::Relaxed),
+        });
+        std::iter::once(full).chain(smaller).collect()
     }
 
     /// What the API shows.
@@ -472,6 +529,8 @@ impl Stream {
             latency: self.encoder.as_ref().and_then(|e| e.timings.latency()),
             publish: crate::lock(&self.publish).iter().map(|t| t.info()).collect(),
             timings_url: format!("/api/v1/streams/{name}/timings"),
+            renditions: self.rendition_info(width, height, &stats.frames_encoded),
+            sessions: Vec::new(),
         }
     }
 }

@@ -182,6 +182,50 @@ pub struct StreamInfo {
     /// Per-frame times behind `latency` ([`FrameTimings`]).
     #[serde(default)]
     pub timings_url: String,
+    /// The encodings viewers are moved between, top ("full", the stream's own) first.
+    #[serde(default)]
+    pub renditions: Vec<RenditionInfo>,
+    /// Each WHEP viewer's rendition, and why.
+    #[serde(default)]
+    pub sessions: Vec<ViewerRendition>,
+}
+
+/// One rendition of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionInfo {
+    pub name: String,
+    /// Its configured size; `None` for "full" without one (the source's own).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Configured bitrate, bits per second.
+    pub bitrate_bps: u64,
+    pub max_fps: Option<f64>,
+    /// Viewers (and publish targets) reading it now; it is encoded only while there are any.
+    pub readers: u32,
+    pub frames_encoded: u64,
+}
+
+/// Name of the choice that lets the relay move a viewer between renditions.
+pub const RENDITION_AUTO: &str = "auto";
+
+/// A viewer's rendition: `GET /{stream}/whep/{session}/rendition`, and in the stream's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewerRendition {
+    /// The session's id (the last segment of its URL); in the stream's status, its first 8
+    /// characters.
+    pub session: String,
+    /// The rendition the viewer gets now.
+    pub rendition: String,
+    /// Why, in words ("down: 12.5 % loss", "pinned by the viewer").
+    pub reason: String,
+    /// The viewer chose it (`PUT .../rendition`); `false` while the relay chooses.
+    pub pinned: bool,
+    /// Loss its receiver reports (smoothed), percent.
+    pub loss_percent: f64,
+    /// The browser's estimate of its link (REMB), where it sends one, bits per second.
+    pub estimate_bps: Option<u64>,
+    /// Every rendition it may be moved to, top first.
+    pub renditions: Vec<String>,
 }
 
 /// Medians over the last frames sent, milliseconds. Each stage ends where the next starts, so

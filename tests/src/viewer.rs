@@ -155,6 +155,13 @@ impl WhepViewer {
         Ok((Self::connect_full_on(whep_url, Wants::Video, |o| o, true, Some(socket)).await?, dead))
     }
 
+    /// A decoding viewer whose downlink loses the returned share of RTP, per mille (0 at first).
+    pub async fn connect_lossy(whep_url: &str) -> anyhow::Result<(Self, Arc<std::sync::atomic::AtomicU32>)> {
+        let (socket, _dead) = crate::deadnet::KillableSocket::bind().await?;
+        let loss = socket.rtp_loss();
+        Ok((Self::connect_full_on(whep_url, Wants::Video, |o| o, true, Some(socket)).await?, loss))
+    }
+
     async fn connect_full(whep_url: &str, wants: Wants, edit: impl FnOnce(String) -> String, decode: bool) -> anyhow::Result<Self> {
         Self::connect_full_on(whep_url, wants, edit, decode, None).await
     }

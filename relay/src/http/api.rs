@@ -28,11 +28,17 @@ pub async fn list_streams(State(state): State<Arc<AppState>>) -> Json<StreamList
         cpu_percent: state.process.cpu_percent(),
         resident_bytes: state.process.last().map(|(_, rss)| rss),
     };
-    Json(StreamList { streams: state.streams.values().map(|s| s.info()).collect(), relay })
+    Json(StreamList { streams: state.streams.values().map(|s| info(&state, s)).collect(), relay })
 }
 
 pub async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<StreamInfo>, ApiError> {
-    Ok(Json(state.stream(&name)?.info()))
+    let stream = state.stream(&name)?;
+    Ok(Json(info(&state, &stream)))
+}
+
+/// A stream's status with its viewers' renditions.
+fn info(state: &AppState, stream: &Stream) -> StreamInfo {
+    StreamInfo { sessions: state.viewer_renditions(stream.name()), ..stream.info() }
 }
 
 /// The last frames' stage times through the relay, oldest first (what `latency` summarizes).

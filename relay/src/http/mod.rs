@@ -126,6 +126,17 @@ impl AppState {
         lock(&self.sessions).get(id).filter(|s| s.stream == stream).cloned().ok_or_else(ApiError::unknown_session)
     }
 
+    /// Each WHEP viewer of `stream`: its rendition and why (ids shortened to 8 characters).
+    pub fn viewer_renditions(&self, stream: &str) -> Vec<scopecast_shared::api::ViewerRendition> {
+        let mut all: Vec<_> = lock(&self.sessions)
+            .iter()
+            .filter(|(_, s)| s.stream == stream)
+            .filter_map(|(id, s)| Some(s.session.ladder.as_ref()?.info(&id[..id.len().min(8)])))
+            .collect();
+        all.sort_by(|a, b| a.session.cmp(&b.session));
+        all
+    }
+
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
     }
@@ -219,6 +230,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{stream}/whep/{id}", get(whep::session_info).patch(whep::patch_session).delete(whep::delete_session))
         .route("/{stream}/whip", get(whip::endpoint_info).head(whip::endpoint_info).post(whip::post_offer))
         .route("/{stream}/whip/{id}", axum::routing::patch(whip::patch_session).delete(whip::delete_session))
+        .route("/{stream}/whep/{id}/rendition", get(whep::get_rendition).put(whep::put_rendition))
         .route("/{stream}/whep/{id}/sse", post(whep_sse::create))
         .route("/{stream}/whep/{id}/sse/{sid}", get(whep_sse::read).delete(whep_sse::delete))
         .fallback(|| async { ApiError::not_found() })

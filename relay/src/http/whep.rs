@@ -4,12 +4,15 @@
 //! `GET|HEAD /{stream}/whep` -> 204 (discovery);  `OPTIONS` -> 204 + Accept-Post
 //! `PATCH /{stream}/whep/{id}` (application/trickle-ice-sdpfrag) -> 204; restart -> 422
 //! `DELETE /{stream}/whep/{id}` -> 200; unknown -> 404
+//! `GET|PUT /{stream}/whep/{id}/rendition` -> the viewer's rendition (JSON); PUT pins one by
+//! name, or `auto`; an unknown name -> 422 (so does `POST ...?rendition=NAME`)
 //! URLs match MediaMTX's, so existing players only change the host.
 
 use super::error::ApiError;
 use super::AppState;
 use crate::lock;
 use crate::stream::ViewerKind;
+use crate::webrtc::ladder::ViewerLadder;
 use crate::webrtc::sdp::{parse_fragment, FragmentError, OfferError};
 use crate::webrtc::{TrickleError, WebRtcError};
 use axum::body::{to_bytes, Body};
@@ -61,6 +64,9 @@ pub(crate) async fn read_body(req: Request, expected: &str) -> Result<String, Ap
 
 pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
+    // `?rendition=NAME` pins one from the start; without it (or "auto") the relay chooses.
+    let pinned = req.uri().query().and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "rendition").map(|(_, v)| v.into_owned()));
+    let ladder = ViewerLadder::new(stream.ladder(), pinned.as_deref()).map_err(unknown_rendition)?;
     // Each offer costs an ICE agent and a DTLS handshake for up to 30 s: limit how fast one
     // client may make them, and how many there are.
     if let Some(ConnectInfo(client)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
@@ -101,7 +107,7 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
         })
     };
     let ice_servers = state.engine.ice_servers_for_session();
-    let session = state.engine.create_session(&offer, &ice_servers, Arc::clone(&stream.track), on_end).await.map_err(offer_refused)?;
+    let session = state.engine.create_session(&offer, &ice_servers, ladder, on_end).await.map_err(offer_refused)?;
     let answer = session.answer.clone();
     let etag = format!("\"{}\"", super::random_token());
     state.insert_session(&id, &name, etag.clone(), session, demand);
@@ -226,6 +232,36 @@ pub async fn options_headers(State(state): State<Arc<AppState>>, req: Request<Bo
 pub async fn session_info(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
     state.session(&stream, &id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /{stream}/whep/{id}/rendition`: the viewer's rendition, why, and the others.
+pub async fn get_rendition(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let ladder = viewer_ladder(&state, &stream, &id)?;
+    Ok(axum::Json(ladder.info(&id)).into_response())
+}
+
+/// `PUT /{stream}/whep/{id}/rendition` with a rendition's name, or `auto`, as the body: pins
+/// the viewer to it (it moves at that rendition's next keyframe, asked for at once), or lets
+/// the relay choose again.
+pub async fn put_rendition(
+    State(state): State<Arc<AppState>>,
+    Path((stream, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let ladder = viewer_ladder(&state, &stream, &id)?;
+    let name = std::str::from_utf8(&body).map(str::trim).unwrap_or_default();
+    ladder.pin(name).map_err(unknown_rendition)?;
+    tracing::info!(stream, session = %&id[..id.len().min(8)], rendition = name, "viewer chose a rendition");
+    Ok(axum::Json(ladder.info(&id)).into_response())
+}
+
+fn viewer_ladder(state: &AppState, stream: &str, id: &str) -> Result<Arc<ViewerLadder>, ApiError> {
+    state.session(stream, id)?.session.ladder.clone().ok_or_else(ApiError::unknown_session)
+}
+
+/// 422, not 400: some players take a 400 to a WHEP POST for "switch to server offers".
+fn unknown_rendition(e: crate::webrtc::ladder::UnknownRendition) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-rendition", "Unknown rendition", e.to_string())
 }
 
 pub async fn delete_session(State(state): State<Arc<AppState>>, Path((stream, id)): Path<(String, String)>) -> Result<Response, ApiError> {

@@ -109,6 +109,7 @@ impl WebRtcEngine {
             extra_hosts,
             closed: watch::channel(false).0,
             stats: Arc::new(ViewerStats::default()),
+            ladder: None,
         };
         Ok(IngestSession { session, frames: Mutex::new(Some(rx)), ssrc, ended })
     }

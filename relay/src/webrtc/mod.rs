@@ -3,6 +3,7 @@
 //! stays local.
 
 pub mod ingest;
+pub mod ladder;
 pub mod publish;
 pub mod pull;
 /// The SDP checks live in `scopecast_shared::sdp` (pure, fuzzed without building the relay).
@@ -11,7 +12,8 @@ mod udp_mux;
 
 use crate::config::IceConfig;
 use crate::pipeline::ViewerCursor;
-use crate::track::{KeyframeReason, Track};
+use crate::track::KeyframeReason;
+use ladder::ViewerLadder;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -163,20 +165,21 @@ impl WebRtcEngine {
         crate::turn::servers_for_session(&self.stun_servers, &self.turn_servers, crate::timing::unix_ms() / 1000)
     }
 
-    /// Answers an offer with a session that sends `track`'s video once connected, gathering
-    /// relay candidates through the TURN servers in `servers` (UDP to the TURN server; a
-    /// viewer may reach the same server over TCP). `on_end` runs once when the session ends.
+    /// Answers an offer with a session that sends the video of `ladder`'s chosen rendition
+    /// once connected, gathering relay candidates through the TURN servers in `servers` (UDP
+    /// to the TURN server; a viewer may reach the same server over TCP). `on_end` runs once
+    /// when the session ends.
     pub async fn create_session(
         &self,
         offer: &str,
         servers: &[crate::turn::IceServer],
-        track: Arc<Track>,
+        ladder: Arc<ViewerLadder>,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Result<Session, WebRtcError> {
         sdp::check_offer(offer)?;
         let config = RTCConfiguration { ice_servers: servers.iter().filter_map(rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.api.new_peer_connection(config).await?);
-        match self.negotiate(&pc, offer, track, on_end).await {
+        match self.negotiate(&pc, offer, ladder, on_end).await {
             Ok(session) => Ok(session),
             Err(e) => {
                 let _ = pc.close().await;
@@ -185,9 +188,18 @@ impl WebRtcEngine {
         }
     }
 
-    async fn negotiate(&self, pc: &Arc<RTCPeerConnection>, offer: &str, track: Arc<Track>, on_end: Box<dyn FnOnce() + Send>) -> Result<Session, WebRtcError> {
-        let fmtp = viewer_fmtp(track.profile(), offer);
-        let local_track = Arc::new(TrackLocalStaticRTP::new(h264_capability_with(fmtp), "video".into(), format!("scopecast-{}", track.name)));
+    async fn negotiate(
+        &self,
+        pc: &Arc<RTCPeerConnection>,
+        offer: &str,
+        ladder: Arc<ViewerLadder>,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Result<Session, WebRtcError> {
+        // Every rendition but a passed-through camera's (which is alone on its ladder) is the
+        // encoder's Constrained Baseline.
+        let top = Arc::clone(&ladder.step(0).track);
+        let fmtp = viewer_fmtp(top.profile(), offer);
+        let local_track = Arc::new(TrackLocalStaticRTP::new(viewer_capability(fmtp), "video".into(), format!("scopecast-{}", top.name)));
         // The track must be added before the remote description, or the answer is not
         // sendonly and nothing is ever sent.
         let sender = pc.add_track(Arc::clone(&local_track) as Arc<dyn TrackLocal + Send + Sync>).await?;
@@ -196,7 +208,7 @@ impl WebRtcEngine {
         // payload type 0 then takes the viewer's own number for it.
         if let Some(transceiver) = pc.get_transceivers().await.first() {
             transceiver
-                .set_codec_preferences(vec![RTCRtpCodecParameters { capability: h264_capability_with(fmtp), payload_type: 0, ..Default::default() }])
+                .set_codec_preferences(vec![RTCRtpCodecParameters { capability: viewer_capability(fmtp), payload_type: 0, ..Default::default() }])
                 .await?;
         }
         let answer = pc.create_answer(None).await?;
@@ -211,22 +223,31 @@ impl WebRtcEngine {
         let answer = sdp::add_host_candidates(&local.sdp, &extra_hosts);
 
         let stats = Arc::new(ViewerStats::default());
-        let closed = attach_media(pc, sender, local_track, track, on_end, Arc::clone(&stats), "WHEP session");
+        let closed = attach_media(pc, sender, local_track, Arc::clone(&ladder), on_end, Arc::clone(&stats), "WHEP session");
         let ufrag = offer.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:").map(str::to_owned));
-        Ok(Session { pc: Arc::clone(pc), answer, remote: tokio::sync::Mutex::new(Remote { offer: offer.to_owned(), ufrag }), extra_hosts, closed, stats })
+        Ok(Session {
+            pc: Arc::clone(pc),
+            answer,
+            remote: tokio::sync::Mutex::new(Remote { offer: offer.to_owned(), ufrag }),
+            extra_hosts,
+            closed,
+            stats,
+            ladder: Some(ladder),
+        })
     }
 }
 
-/// Wires a connection that sends `source`'s video on `track` (a viewer's or a publish
-/// target's): media once connected, a keyframe after every reconnection, an RTCP loop (the NACK
-/// responder and reports run inside it; PLI and FIR become throttled keyframe requests), and an
-/// end (`on_end`, once) on failure, close, or no connection within [`CONNECT_DEADLINE`].
+/// Wires a connection that sends the video of `ladder`'s rendition on `track` (a viewer's or
+/// a publish target's): media once connected, a keyframe after every reconnection, an RTCP
+/// loop (the NACK responder and reports run inside it; PLI and FIR become throttled keyframe
+/// requests; receiver reports and REMB move the viewer between renditions), and an end
+/// (`on_end`, once) on failure, close, or no connection within [`CONNECT_DEADLINE`].
 /// Counts into `stats`; returns the switch that stops the media.
 fn attach_media(
     pc: &Arc<RTCPeerConnection>,
     sender: Arc<RTCRtpSender>,
     track: Arc<TrackLocalStaticRTP>,
-    source: Arc<Track>,
+    ladder: Arc<ViewerLadder>,
     on_end: Box<dyn FnOnce() + Send>,
     stats: Arc<ViewerStats>,
     what: &'static str,
@@ -234,13 +255,15 @@ fn attach_media(
     let (closed_tx, closed_rx) = watch::channel(false);
     // RTCP: the NACK responder and receiver reports run inside read_rtcp, and PLI/FIR arrive there.
     {
-        let source = Arc::clone(&source);
+        let ladder = Arc::clone(&ladder);
         let stats = Arc::clone(&stats);
         tokio::spawn(async move {
             while let Ok((packets, _)) = sender.read_rtcp().await {
+                ladder.on_rtcp(&packets);
                 for p in packets {
                     let any = p.as_any();
                     if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                        let source = ladder.current_track();
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         source.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         source.request_keyframe(KeyframeReason::ViewerRequest);
@@ -258,7 +281,7 @@ fn attach_media(
     });
     {
         let track = Arc::clone(&track);
-        let source = Arc::clone(&source);
+        let ladder = Arc::clone(&ladder);
         let closed_rx = closed_rx.clone();
         let stats = Arc::clone(&stats);
         let end = Arc::clone(&end);
@@ -266,12 +289,12 @@ fn attach_media(
         pc.on_peer_connection_state_change(Box::new(move |state| {
             match state {
                 RTCPeerConnectionState::Connected if !started.swap(true, Ordering::Relaxed) => {
-                    tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&source), closed_rx.clone(), Arc::clone(&stats)));
+                    tokio::spawn(send_media(Arc::clone(&track), Arc::clone(&ladder), closed_rx.clone(), Arc::clone(&stats)));
                 }
                 // Back after an ICE restart or a path change: what was sent meanwhile is
                 // lost, so the picture needs a keyframe (throttled for the other viewers).
                 RTCPeerConnectionState::Connected => {
-                    source.request_keyframe(KeyframeReason::ViewerRequest);
+                    ladder.current_track().request_keyframe(KeyframeReason::ViewerRequest);
                 }
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => end(),
                 _ => {}
@@ -402,6 +425,15 @@ fn h264_capability() -> RTCRtpCodecCapability {
     h264_capability_with(H264_FMTP)
 }
 
+/// What a viewer's answer names: also goog-remb, so a browser that does not get
+/// transport-wide sequence numbers sends its receive-side estimate of the link (REMB), which
+/// moves the viewer between renditions.
+fn viewer_capability(fmtp: &str) -> RTCRtpCodecCapability {
+    let mut capability = h264_capability_with(fmtp);
+    capability.rtcp_feedback.push(RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() });
+    capability
+}
+
 fn h264_capability_with(fmtp: &str) -> RTCRtpCodecCapability {
     RTCRtpCodecCapability {
         mime_type: MIME_TYPE_H264.to_owned(),
@@ -449,6 +481,8 @@ pub struct Session {
     extra_hosts: Vec<IpAddr>,
     closed: watch::Sender<bool>,
     pub stats: Arc<ViewerStats>,
+    /// A viewer's renditions and which it gets (`None` for a WHIP publisher's session).
+    pub ladder: Option<Arc<ViewerLadder>>,
 }
 
 struct Remote {
@@ -530,13 +564,19 @@ impl Session {
     }
 }
 
-/// Sends the track's frames to one viewer until the session closes. Each viewer has its own
-/// cursor into the track's bounded ring: one that falls behind skips to the next keyframe
-/// and never holds up the producer or the other viewers. A joiner of a passed-through track
-/// first gets the frames since its last keyframe, paced, then the live ones after them.
-async fn send_media(track: Arc<TrackLocalStaticRTP>, source: Arc<Track>, mut closed: watch::Receiver<bool>, stats: Arc<ViewerStats>) {
-    let reader = source.attach();
-    let (_guard, mut frames) = (reader.guard, reader.live);
+/// Sends the chosen rendition's frames to one viewer until the session closes. Each viewer has
+/// its own cursor into a track's bounded ring: one that falls behind skips to the next
+/// keyframe and never holds up the producer or the other viewers. A joiner of a
+/// passed-through track first gets the frames since its last keyframe, paced, then the live
+/// ones after them. When the ladder chooses another rendition, the viewer keeps getting the
+/// old one until the new one's keyframe (asked for at once), then only the new one: same
+/// SSRC, sequence numbers and timestamps running on, nothing renegotiated.
+async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, mut closed: watch::Receiver<bool>, stats: Arc<ViewerStats>) {
+    let mut target = ladder.subscribe();
+    let mut current = *target.borrow_and_update();
+    let reader = ladder.step(current).track.attach();
+    ladder.switched(current);
+    let (mut _guard, mut frames) = (reader.guard, reader.live);
     let mut cursor = ViewerCursor::new(rand::random());
     for frame in &reader.backlog {
         if *closed.borrow() {
@@ -548,22 +588,61 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, source: Arc<Track>, mut clo
         if !udp_mux::held_sends(send_frame(&track, &mut cursor, frame)).await {
             return;
         }
+        ladder.bytes_sent.fetch_add(frame.bytes as u64, Ordering::Relaxed);
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
         // Paced at about 20 Mbit/s: at once on a LAN, without a burst that a slow link drops.
         tokio::time::sleep(Duration::from_micros(frame.bytes as u64 * 8 / 20)).await;
     }
+    let mut after = reader.after;
+    // The rendition being moved to, read until its first keyframe.
+    let mut pending: Option<(usize, crate::track::Reader)> = None;
     loop {
+        let next_pending = async {
+            match pending.as_mut() {
+                Some((_, r)) => r.live.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let frame = tokio::select! {
             r = frames.recv() => r,
+            r = next_pending => {
+                match r {
+                    Ok(f) if f.keyframe => {
+                        let Some((index, reader)) = pending.take() else { continue };
+                        (current, _guard, frames, after) = (index, reader.guard, reader.live, None);
+                        ladder.switched(current);
+                        cursor.switched(&f);
+                        Ok(f)
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        pending = None;
+                        continue;
+                    }
+                }
+            }
+            changed = target.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let wanted = *target.borrow_and_update();
+                if wanted == current {
+                    pending = None;
+                } else if pending.as_ref().is_none_or(|(i, _)| *i != wanted) {
+                    // Its encoder makes a keyframe for the joiner at once.
+                    pending = Some((wanted, ladder.step(wanted).track.attach()));
+                }
+                continue;
+            }
             _ = closed.wait_for(|c| *c) => return,
         };
         let frame = match frame {
-            Ok(f) if reader.after.is_some_and(|after| f.index <= after) => continue, // sent from the backlog
+            Ok(f) if after.is_some_and(|after| f.index <= after) => continue, // sent from the backlog
             Ok(f) => f,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 stats.frames_dropped.fetch_add(n, Ordering::Relaxed);
                 cursor.lagged();
-                source.request_keyframe(KeyframeReason::ViewerRequest);
+                ladder.current_track().request_keyframe(KeyframeReason::ViewerRequest);
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -579,6 +658,7 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, source: Arc<Track>, mut clo
         if let Some(t) = &frame.timing {
             t.mark_sent();
         }
+        ladder.bytes_sent.fetch_add(frame.bytes as u64, Ordering::Relaxed);
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
 }

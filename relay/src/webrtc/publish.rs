@@ -59,7 +59,7 @@ impl WebRtcEngine {
         let on_end = Box::new(move || {
             ended_tx.send_replace(true);
         });
-        let closed = attach_media(pc, sender, track, source, on_end, stats, "WHIP publish session");
+        let closed = attach_media(pc, sender, track, super::ladder::ViewerLadder::single(source), on_end, stats, "WHIP publish session");
         Ok(Publisher { pc: Arc::clone(pc), offer, closed, ended })
     }
 }

@@ -1,0 +1,154 @@
+//! One viewer's renditions: the chooser (`adapt.rs`, pure) fed by the viewer's RTCP, and the
+//! choice its media task follows at the next keyframe of the chosen rendition. A publish
+//! target, or a stream without smaller renditions, has a ladder of one step and no chooser.
+
+use crate::adapt::Chooser;
+use crate::lock;
+use crate::stream::Step;
+use crate::track::Track;
+use scopecast_shared::api::ViewerRendition;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use webrtc::rtcp::receiver_report::ReceiverReport;
+
+pub struct ViewerLadder {
+    steps: Vec<Step>,
+    chooser: Option<Mutex<Chooser>>,
+    /// The rendition chosen (the media task moves there at its next keyframe).
+    target: watch::Sender<usize>,
+    /// The rendition being sent now.
+    current: AtomicUsize,
+    /// Bytes sent to this viewer, and the rate they went at (sampled as RTCP comes).
+    pub bytes_sent: AtomicU64,
+    rate: Mutex<RateSample>,
+}
+
+struct RateSample {
+    at: Instant,
+    bytes: u64,
+    bps: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no rendition named '{0}'")]
+pub struct UnknownRendition(pub String);
+
+impl ViewerLadder {
+    /// `pinned`: a rendition's name, or `None` (or "auto") for the relay's choice.
+    pub fn new(steps: Vec<Step>, pinned: Option<&str>) -> Result<Arc<Self>, UnknownRendition> {
+        assert!(!steps.is_empty(), "a ladder has at least the stream's own track");
+        let pinned = index_of(&steps, pinned)?;
+        let chooser = Chooser::new(steps.iter().map(|s| s.bitrate_bps).collect(), pinned, Instant::now());
+        let first = chooser.current();
+        Ok(Arc::new(Self {
+            chooser: (steps.len() > 1).then(|| Mutex::new(chooser)),
+            steps,
+            target: watch::channel(first).0,
+            current: AtomicUsize::new(first),
+            bytes_sent: AtomicU64::new(0),
+            rate: Mutex::new(RateSample { at: Instant::now(), bytes: 0, bps: 0 }),
+        }))
+    }
+
+    /// One track, no choice (a publish target).
+    pub fn single(track: Arc<Track>) -> Arc<Self> {
+        let step = Step { name: crate::config::FULL_RENDITION.to_owned(), track, bitrate_bps: 0 };
+        Self::new(vec![step], None).unwrap_or_else(|_| unreachable!("no pin, nothing to look up"))
+    }
+
+    pub fn step(&self, index: usize) -> &Step {
+        &self.steps[index.min(self.steps.len() - 1)]
+    }
+
+    /// The track being sent now (where the viewer's keyframe requests go).
+    pub fn current_track(&self) -> &Arc<Track> {
+        &self.step(self.current.load(Ordering::Relaxed)).track
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.target.subscribe()
+    }
+
+    /// The media task moved the viewer to `index`.
+    pub fn switched(&self, index: usize) {
+        let from = self.current.swap(index, Ordering::Relaxed);
+        if from != index {
+            let why = self.chooser.as_ref().map(|c| lock(c).why().to_string()).unwrap_or_default();
+            tracing::info!(track = %self.steps[0].track.name, from = %self.steps[from].name, to = %self.steps[index].name, "viewer moved: {why}");
+        }
+    }
+
+    /// The viewer's RTCP: receiver reports and REMB feed the chooser, then time is checked.
+    pub fn on_rtcp(&self, packets: &[Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>]) {
+        let Some(chooser) = &self.chooser else { return };
+        let now = Instant::now();
+        let sending = self.sample_rate(now);
+        let mut chooser = lock(chooser);
+        for p in packets {
+            let any = p.as_any();
+            if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                for report in &rr.reports {
+                    chooser.receiver_report(report.fraction_lost, now);
+                }
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                chooser.estimate_bps(remb.bitrate as u64, sending, now);
+            }
+        }
+        chooser.tick(now);
+        self.target.send_if_modified(|t| std::mem::replace(t, chooser.current()) != chooser.current());
+    }
+
+    /// The viewer pins a rendition by name, or ("auto") lets the relay choose.
+    pub fn pin(&self, name: &str) -> Result<(), UnknownRendition> {
+        let index = index_of(&self.steps, Some(name))?;
+        if let Some(chooser) = &self.chooser {
+            let mut chooser = lock(chooser);
+            chooser.pin(index, Instant::now());
+            self.target.send_if_modified(|t| std::mem::replace(t, chooser.current()) != chooser.current());
+        }
+        Ok(())
+    }
+
+    /// For the API: `session` names the viewer.
+    pub fn info(&self, session: &str) -> ViewerRendition {
+        let current = self.current.load(Ordering::Relaxed);
+        let (reason, pinned, loss, estimate) = match &self.chooser {
+            Some(c) => {
+                let c = lock(c);
+                (c.why().to_string(), c.pinned().is_some(), c.loss(), c.estimate())
+            }
+            None => (crate::adapt::Why::OnlyOne.to_string(), false, 0.0, None),
+        };
+        ViewerRendition {
+            session: session.to_owned(),
+            rendition: self.steps[current].name.clone(),
+            reason,
+            pinned,
+            loss_percent: (loss * 1000.0).round() / 10.0,
+            estimate_bps: estimate,
+            renditions: self.steps.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
+
+    /// Bits per second sent lately, sampled at most every half second.
+    fn sample_rate(&self, now: Instant) -> u64 {
+        let bytes = self.bytes_sent.load(Ordering::Relaxed);
+        let mut r = lock(&self.rate);
+        let elapsed = now.saturating_duration_since(r.at).as_secs_f64();
+        if elapsed >= 0.5 {
+            r.bps = ((bytes - r.bytes) as f64 * 8.0 / elapsed) as u64;
+            (r.at, r.bytes) = (now, bytes);
+        }
+        r.bps
+    }
+}
+
+fn index_of(steps: &[Step], name: Option<&str>) -> Result<Option<usize>, UnknownRendition> {
+    match name {
+        None | Some(scopecast_shared::api::RENDITION_AUTO) => Ok(None),
+        Some(name) => steps.iter().position(|s| s.name == name).map(Some).ok_or_else(|| UnknownRendition(name.to_owned())),
+    }
+}

@@ -1,0 +1,133 @@
+//! Renditions: a stream encoded at several sizes, each only while watched, and every viewer
+//! moved between them inside its one session. Pinned by the viewer (`?rendition=`, `PUT
+//! .../rendition`), or chosen by the relay from the viewer's receiver reports: a viewer whose
+//! downlink loses packets moves down, and back up once the loss is gone, while a clean viewer
+//! of the same stream keeps the full picture.
+
+use scopecast::config::{Rendition, StreamConfig};
+use scopecast_shared::api::{StreamInfo, ViewerRendition};
+use scopecast_tests::viewer::WhepViewer;
+use scopecast_tests::{base_url, eventually_async, one_at_a_time, start_relay};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn laddered_stream() -> StreamConfig {
+    let mut stream = StreamConfig::test_pattern("sky", 1280, 720, 25.0);
+    stream.renditions = vec![
+        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
+        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
+    ];
+    stream
+}
+
+async fn rendition_of(viewer: &WhepViewer) -> ViewerRendition {
+    let res = reqwest::get(format!("{}/rendition", viewer.session_url)).await.expect("GET rendition");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("ViewerRendition")
+}
+
+async fn pin(viewer: &WhepViewer, name: &str) -> reqwest::Response {
+    reqwest::Client::new().put(format!("{}/rendition", viewer.session_url)).body(name.to_owned()).send().await.expect("PUT rendition")
+}
+
+async fn stream_info(base: &str) -> StreamInfo {
+    reqwest::get(format!("{base}/api/v1/streams/sky")).await.expect("status").json().await.expect("StreamInfo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_viewer_gets_its_rendition_and_moves_when_it_pins_another_in_the_same_session() {
+    let _serial = one_at_a_time().await;
+    let relay = start_relay(vec![laddered_stream()]).await;
+    let base = base_url(&relay);
+
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/sky/whep?rendition=huge"))
+        .header("content-type", "application/sdp")
+        .body(scopecast_tests::viewer::make_offer().await.expect("offer").1)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap_or_default().contains("unknown-rendition"));
+
+    let mut viewer = WhepViewer::connect(&format!("{base}/sky/whep?rendition=tiny")).await.expect("WHEP negotiation");
+    let frames = viewer.collect(15, Duration::from_secs(10)).await;
+    assert!(frames.len() >= 15, "decoded only {} frames", frames.len());
+    assert!(frames.iter().all(|f| (f.width, f.height) == (320, 180)), "the tiny rendition's size");
+    // Its 10 fps cap: 15 frames take well over a second (25 fps would take 0.6 s).
+    let span = frames[14].at.duration_since(frames[1].at);
+    assert!(span >= Duration::from_millis(1100), "13 frame intervals in {span:?}: not capped at 10 fps");
+    let info = rendition_of(&viewer).await;
+    assert_eq!((info.rendition.as_str(), info.pinned, info.reason.as_str()), ("tiny", true, "pinned by the viewer"), "{info:?}");
+    assert_eq!(info.renditions, ["full", "small", "tiny"]);
+    let status = stream_info(&base).await;
+    let readers: Vec<(&str, u32)> = status.renditions.iter().map(|r| (r.name.as_str(), r.readers)).collect();
+    assert_eq!(readers, [("full", 0), ("small", 0), ("tiny", 1)], "{status:?}");
+    assert_eq!(status.renditions[0].frames_encoded, 0, "the full rendition is not encoded while no one watches it");
+    assert_eq!(status.sessions.len(), 1);
+    assert_eq!(status.sessions[0].rendition, "tiny");
+
+    let res = pin(&viewer, "small").await;
+    assert_eq!(res.status(), 200);
+    let _ = viewer.take_ready();
+    let frames = viewer.collect(20, Duration::from_secs(5)).await;
+    let first_small = frames.iter().position(|f| (f.width, f.height) == (640, 360)).expect("the small rendition within 20 frames");
+    assert!(frames[first_small..].iter().all(|f| (f.width, f.height) == (640, 360)), "and only it after the move");
+    assert_eq!(rendition_of(&viewer).await.rendition, "small");
+
+    assert_eq!(pin(&viewer, "huge").await.status(), 422);
+    let auto: ViewerRendition = pin(&viewer, "auto").await.json().await.expect("ViewerRendition");
+    assert!(!auto.pinned, "{auto:?}");
+
+    let rtp = viewer.rtp.lock().expect("log").clone();
+    assert_eq!((rtp.tracks, rtp.ssrcs.len(), rtp.sequence_gaps, rtp.timestamp_regressions), (1, 1, 0, 0), "one continuous stream: {rtp:?}");
+    viewer.delete().await.expect("DELETE");
+    viewer.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_viewer_moves_down_and_back_up_while_a_clean_one_keeps_the_full_rendition() {
+    let _serial = one_at_a_time().await;
+    let relay = start_relay(vec![laddered_stream()]).await;
+    let base = base_url(&relay);
+    let whep = format!("{base}/sky/whep");
+    let mut clean = WhepViewer::connect(&whep).await.expect("WHEP negotiation");
+    let (mut lossy, loss) = WhepViewer::connect_lossy(&whep).await.expect("WHEP negotiation");
+    for viewer in [&mut clean, &mut lossy] {
+        let frames = viewer.collect(10, Duration::from_secs(10)).await;
+        assert!(frames.len() >= 10 && frames.iter().all(|f| (f.width, f.height) == (1280, 720)), "both start at the top");
+    }
+
+    // A quarter of the lossy viewer's RTP is lost: it moves down within seconds.
+    loss.store(250, Ordering::Relaxed);
+    let moved_at = tokio::time::Instant::now();
+    eventually_async(10, "the lossy viewer to move down", || async { rendition_of(&lossy).await.rendition != "full" }).await;
+    let down = rendition_of(&lossy).await;
+    eprintln!("moved down after {:?}: {down:?}", moved_at.elapsed());
+    assert!(down.reason.contains("loss"), "{down:?}");
+    assert_eq!(rendition_of(&clean).await.rendition, "full", "the clean viewer keeps the full rendition");
+
+    // The loss ends: back at the top within 30 s, a step at a time.
+    loss.store(0, Ordering::Relaxed);
+    let healed_at = tokio::time::Instant::now();
+    eventually_async(30, "the viewer to be back at full", || async { rendition_of(&lossy).await.rendition == "full" }).await;
+    let up = rendition_of(&lossy).await;
+    eprintln!("back at full after {:?}: {up:?}", healed_at.elapsed());
+    assert!(up.reason.starts_with("up: stable"), "{up:?}");
+    let _ = lossy.take_ready();
+    let frames = lossy.collect(10, Duration::from_secs(5)).await;
+    assert!(frames.len() >= 10 && frames.iter().all(|f| (f.width, f.height) == (1280, 720)), "full-size pictures again");
+
+    assert_eq!(rendition_of(&clean).await.rendition, "full");
+    let _ = clean.take_ready();
+    assert!(clean.collect(10, Duration::from_secs(5)).await.len() >= 10, "the clean viewer played on");
+    // (Its timestamps are not checked: retransmissions arrive late, out of order.)
+    let rtp = lossy.rtp.lock().expect("log").clone();
+    assert_eq!((rtp.tracks, rtp.ssrcs.len()), (1, 1), "one stream through every move: {rtp:?}");
+    for viewer in [clean, lossy] {
+        viewer.delete().await.expect("DELETE");
+        viewer.close().await;
+    }
+    relay.shutdown().await;
+}
