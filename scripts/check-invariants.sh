@@ -20,6 +20,10 @@ fi
 if grep -rlE '(^|[^:[:alnum:]_])webrtc::' relay/src | grep -Ev '^relay/src/(webrtc/|pipeline\.rs)'; then
   fail "webrtc crate used outside relay/src/webrtc and relay/src/pipeline.rs"
 fi
+# The rendition policy is pure: events and time in, a choice out.
+if grep -En '(tokio|webrtc|axum)::' relay/src/adapt.rs; then
+  fail "relay/src/adapt.rs uses tokio, webrtc or axum"
+fi
 # The player's logic (client/src/*.rs) is plain Rust tested natively; only client/src/web/
 # touches the browser.
 if grep -lE '(web_sys|js_sys|wasm_bindgen|leptos)' client/src/*.rs | grep -v '^client/src/lib.rs$'; then

@@ -416,6 +416,11 @@ impl ViewerCursor {
         }
     }
 
+    /// The sequence number of the last packet stamped.
+    pub fn last_sequence(&self) -> u16 {
+        self.sequence.wrapping_sub(1)
+    }
+
     /// The viewer missed frames: what follows cannot be decoded until the next keyframe.
     pub fn lagged(&mut self) {
         self.waiting_for_keyframe = true;

@@ -20,8 +20,13 @@ pub struct KillableSocket {
 impl KillableSocket {
     /// A socket on 127.0.0.1 and the switch that cuts it.
     pub async fn bind() -> std::io::Result<(Self, Arc<AtomicBool>)> {
+        Self::bind_on("127.0.0.1".parse().expect("an address")).await
+    }
+
+    /// A socket on `ip` (an address of a network namespace's link, say).
+    pub async fn bind_on(ip: std::net::IpAddr) -> std::io::Result<(Self, Arc<AtomicBool>)> {
         let dead = Arc::new(AtomicBool::new(false));
-        let inner = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let inner = tokio::net::UdpSocket::bind((ip, 0)).await?;
         Ok((Self { inner, dead: Arc::clone(&dead), rtp_loss: Arc::default() }, dead))
     }
 

@@ -43,10 +43,39 @@ pub struct RtpLog {
     pub sequence_gaps: u64,
     pub timestamp_regressions: u64,
     last: Option<(u16, u32)>,
+    /// Sequence numbers seen (extended past wraps), for what was lost for good.
+    seen: SeenSet,
+    highest: Option<i64>,
+    first: Option<i64>,
+}
+
+/// Printed as its size (a minute of video is thousands of numbers).
+#[derive(Default, Clone)]
+struct SeenSet(std::collections::HashSet<i64>);
+
+impl std::fmt::Debug for SeenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seen", self.0.len())
+    }
 }
 
 impl RtpLog {
+    /// Packets the sender numbered so far and packets of them that never arrived (not even
+    /// retransmitted).
+    pub fn expected_and_lost(&self) -> (u64, u64) {
+        let (Some(first), Some(highest)) = (self.first, self.highest) else { return (0, 0) };
+        let expected = (highest - first + 1) as u64;
+        (expected, expected.saturating_sub(self.seen.0.len() as u64))
+    }
+
     fn packet(&mut self, h: &webrtc::rtp::header::Header, payload: usize) {
+        let ext = match self.highest {
+            None => i64::from(h.sequence_number),
+            Some(top) => top + i64::from(h.sequence_number.wrapping_sub(top as u16) as i16),
+        };
+        self.highest = Some(self.highest.map_or(ext, |top| top.max(ext)));
+        self.first = Some(self.first.map_or(ext, |first| first.min(ext)));
+        self.seen.0.insert(ext);
         self.packets += 1;
         self.bytes += payload as u64;
         self.frames += u64::from(h.marker);
@@ -88,7 +117,9 @@ pub(crate) async fn new_peer_on(socket: Option<crate::deadnet::KillableSocket>) 
     let mut settings = SettingEngine::default();
     settings.set_include_loopback_candidate(true);
     settings.set_network_types(vec![NetworkType::Udp4]);
-    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    // Loopback, or the one address a given socket is bound to.
+    let only = socket.as_ref().and_then(|s| webrtc::util::Conn::local_addr(s).ok()).map(|a| a.ip()).filter(|ip| !ip.is_loopback());
+    settings.set_ip_filter(Box::new(move |ip| only.map_or(ip.is_loopback(), |only| ip == only)));
     if let Some(socket) = socket {
         let mux = webrtc::ice::udp_mux::UDPMuxDefault::new(webrtc::ice::udp_mux::UDPMuxParams::new(socket));
         settings.set_udp_network(webrtc::ice::udp_network::UDPNetwork::Muxed(mux));
@@ -157,7 +188,12 @@ impl WhepViewer {
 
     /// A decoding viewer whose downlink loses the returned share of RTP, per mille (0 at first).
     pub async fn connect_lossy(whep_url: &str) -> anyhow::Result<(Self, Arc<std::sync::atomic::AtomicU32>)> {
-        let (socket, _dead) = crate::deadnet::KillableSocket::bind().await?;
+        Self::connect_lossy_from(whep_url, "127.0.0.1".parse()?).await
+    }
+
+    /// [`WhepViewer::connect_lossy`] from one address of this thread's network namespace.
+    pub async fn connect_lossy_from(whep_url: &str, ip: std::net::IpAddr) -> anyhow::Result<(Self, Arc<std::sync::atomic::AtomicU32>)> {
+        let (socket, _dead) = crate::deadnet::KillableSocket::bind_on(ip).await?;
         let loss = socket.rtp_loss();
         Ok((Self::connect_full_on(whep_url, Wants::Video, |o| o, true, Some(socket)).await?, loss))
     }

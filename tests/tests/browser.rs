@@ -1,6 +1,6 @@
 //! Headless Chromium plays the relay's page over WHEP and decodes H.264.
 
-use scopecast::config::{SecurityConfig, StreamConfig};
+use scopecast::config::{Rendition, SecurityConfig, StreamConfig};
 use scopecast_shared::timecode;
 use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser, ProxiedPlayer};
 use scopecast_tests::camera::{self, Frames, Framing};
@@ -253,4 +253,60 @@ async fn an_edge_relay_passes_an_origins_stream_through_to_chromium_and_rides_ou
     browser.close().await;
     edge.shutdown().await;
     origin.shutdown().await;
+}
+
+/// A stream with renditions: the overlay shows which one plays and why, Chromium sends REMB
+/// (the answer offers goog-remb), and picking one in the overlay moves the picture to it at
+/// once, inside the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_its_rendition_sends_remb_and_the_user_pins_another() {
+    let mut stream = StreamConfig::test_pattern("telescope", 1280, 720, 25.0);
+    stream.renditions = vec![
+        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
+        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
+    ];
+    let relay = start_relay(vec![stream]).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", base_url(&relay))).await.expect("open page");
+    wait_for_page(c, "the full rendition", 20, |v| count(v, "frames") >= 25 && count(v, "width") == 1280).await;
+    show_overlay(c).await;
+    let shown = r#"return [document.querySelector(".scopecast").dataset.rendition,
+        (document.querySelector('.scopecast-overlay dd[data-key="rendition"]') || {}).textContent || "",
+        [...document.querySelectorAll(".scopecast-rendition option")].map((o) => o.value).join(",")]"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let overlay = loop {
+        let v = c.execute(shown, vec![]).await.expect("overlay");
+        if v[0] == "full" || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(overlay[0], "full", "{overlay}");
+    assert!(overlay[1].as_str().is_some_and(|t| t.starts_with("full (")), "the rendition and why: {overlay}");
+    assert_eq!(overlay[2], "auto,full,small,tiny", "{overlay}");
+
+    let api = format!("{}/api/v1/streams/telescope", base_url(&relay));
+    let info = || async { reqwest::get(&api).await.expect("status").json::<scopecast_shared::StreamInfo>().await.expect("StreamInfo") };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while info().await.sessions.first().and_then(|s| s.estimate_bps).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no REMB from Chromium: {:?}", info().await.sessions);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let session = info().await.sessions[0].clone();
+    assert_eq!(session.rendition, "full", "a clean loopback link keeps the top: {session:?}");
+
+    let frames_before = count(&page_status(c).await, "frames");
+    c.execute(r#"const s = document.querySelector(".scopecast-rendition"); s.value = "tiny"; s.dispatchEvent(new Event("change"));"#, vec![])
+        .await
+        .expect("choose tiny");
+    let moved = wait_for_page(c, "the tiny rendition", 10, |v| count(v, "width") == 320).await;
+    assert!(count(&moved, "frames") > frames_before, "{moved}");
+    let session = info().await.sessions[0].clone();
+    assert_eq!((session.rendition.as_str(), session.pinned), ("tiny", true), "{session:?}");
+    assert_eq!(relay.session_count(), 1, "the same session");
+    let later = wait_for_page(c, "frames of the tiny rendition", 10, |v| count(v, "frames") >= count(&moved, "frames") + 10).await;
+    assert_eq!(count(&later, "freezes"), 0, "no freeze through the move: {later}");
+    browser.close().await;
+    relay.shutdown().await;
 }

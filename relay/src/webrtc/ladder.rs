@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use webrtc::rtcp::receiver_report::ReceiverReport;
+use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 pub struct ViewerLadder {
     steps: Vec<Step>,
@@ -21,8 +22,12 @@ pub struct ViewerLadder {
     target: watch::Sender<usize>,
     /// The rendition being sent now.
     current: AtomicUsize,
-    /// Bytes sent to this viewer, and the rate they went at (sampled as RTCP comes).
+    /// Bytes and packets sent to this viewer, and the rate they went at (sampled as RTCP
+    /// comes).
     pub bytes_sent: AtomicU64,
+    pub packets_sent: AtomicU64,
+    /// The sequence number of the last packet sent (NACKs for much older ones are stale).
+    pub last_sequence: std::sync::atomic::AtomicU16,
     rate: Mutex<RateSample>,
 }
 
@@ -30,6 +35,8 @@ struct RateSample {
     at: Instant,
     bytes: u64,
     bps: u64,
+    packets: u64,
+    packets_per_s: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +56,9 @@ impl ViewerLadder {
             target: watch::channel(first).0,
             current: AtomicUsize::new(first),
             bytes_sent: AtomicU64::new(0),
-            rate: Mutex::new(RateSample { at: Instant::now(), bytes: 0, bps: 0 }),
+            packets_sent: AtomicU64::new(0),
+            last_sequence: std::sync::atomic::AtomicU16::new(0),
+            rate: Mutex::new(RateSample { at: Instant::now(), bytes: 0, bps: 0, packets: 0, packets_per_s: 0 }),
         }))
     }
 
@@ -85,7 +94,7 @@ impl ViewerLadder {
     pub fn on_rtcp(&self, packets: &[Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>]) {
         let Some(chooser) = &self.chooser else { return };
         let now = Instant::now();
-        let sending = self.sample_rate(now);
+        self.sample_rate(now);
         let mut chooser = lock(chooser);
         for p in packets {
             let any = p.as_any();
@@ -94,7 +103,15 @@ impl ViewerLadder {
                     chooser.receiver_report(report.fraction_lost, now);
                 }
             } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                chooser.estimate_bps(remb.bitrate as u64, sending, now);
+                chooser.estimate_bps(remb.bitrate as u64);
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                // Only packets of about the last second: a receiver that keeps asking for
+                // packets from long ago (the crate's own NACK generator does, forever) is not
+                // losing what it gets now.
+                let last = self.last_sequence.load(Ordering::Relaxed);
+                let recent = lock(&self.rate).packets_per_s.max(32) as u16;
+                let seqs = nack.nacks.iter().flat_map(|n| n.packet_list()).filter(|seq| last.wrapping_sub(*seq) <= recent);
+                chooser.nacks(seqs, self.packets_sent.load(Ordering::Relaxed), now);
             }
         }
         chooser.tick(now);
@@ -135,12 +152,13 @@ impl ViewerLadder {
 
     /// Bits per second sent lately, sampled at most every half second.
     fn sample_rate(&self, now: Instant) -> u64 {
-        let bytes = self.bytes_sent.load(Ordering::Relaxed);
+        let (bytes, packets) = (self.bytes_sent.load(Ordering::Relaxed), self.packets_sent.load(Ordering::Relaxed));
         let mut r = lock(&self.rate);
         let elapsed = now.saturating_duration_since(r.at).as_secs_f64();
         if elapsed >= 0.5 {
             r.bps = ((bytes - r.bytes) as f64 * 8.0 / elapsed) as u64;
-            (r.at, r.bytes) = (now, bytes);
+            r.packets_per_s = ((packets - r.packets) as f64 / elapsed) as u64;
+            (r.at, r.bytes, r.packets) = (now, bytes, packets);
         }
         r.bps
     }

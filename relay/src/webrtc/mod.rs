@@ -4,6 +4,7 @@
 
 pub mod ingest;
 pub mod ladder;
+pub mod nack;
 pub mod publish;
 pub mod pull;
 /// The SDP checks live in `scopecast_shared::sdp` (pure, fuzzed without building the relay).
@@ -30,7 +31,6 @@ use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_server::RTCIceServer;
-use webrtc::interceptor::nack::responder::Responder;
 use webrtc::interceptor::registry::Registry;
 use webrtc::interceptor::report::sender::SenderReport;
 use webrtc::peer_connection::configuration::RTCConfiguration;
@@ -391,8 +391,8 @@ fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, 
     Ok(APIBuilder::new().with_media_engine(media).with_interceptor_registry(registry).with_setting_engine(settings).build())
 }
 
-/// A sending session's interceptors: the NACK responder (retransmits from its buffer of sent
-/// packets) and sender reports, no more. The crate's defaults add a NACK generator and a TWCC
+/// A sending session's interceptors: the NACK responder (`nack.rs`: resends what a viewer
+/// lost while that can still help, within a budget) and sender reports, no more. The crate's defaults add a NACK generator and a TWCC
 /// receiver, each a 100 ms ticker per session that has nothing to do when no media comes in:
 /// at 10 viewers, 200 of the relay's wake-ups a second.
 fn sending_interceptors(media: &mut MediaEngine) -> Registry {
@@ -400,7 +400,7 @@ fn sending_interceptors(media: &mut MediaEngine) -> Registry {
         media.register_feedback(RTCPFeedback { typ: "nack".to_owned(), parameter: parameter.to_owned() }, RTPCodecType::Video);
     }
     let mut registry = Registry::new();
-    registry.add(Box::new(Responder::builder()));
+    registry.add(Box::new(nack::BoundedResponderBuilder));
     registry.add(Box::new(SenderReport::builder()));
     registry
 }
@@ -659,6 +659,8 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
             t.mark_sent();
         }
         ladder.bytes_sent.fetch_add(frame.bytes as u64, Ordering::Relaxed);
+        ladder.packets_sent.fetch_add(frame.packets.len() as u64, Ordering::Relaxed);
+        ladder.last_sequence.store(cursor.last_sequence(), Ordering::Relaxed);
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
 }
