@@ -24,17 +24,6 @@ pub fn resolve(base: &str, location: &str) -> String {
     format!("{}{dir}{location}", &base[..origin_end])
 }
 
-/// `url` with `key=value` added to its query (before any fragment), the value
-/// percent-encoded.
-pub fn with_query(url: &str, key: &str, value: &str) -> String {
-    let (base, fragment) = url.split_once('#').map_or((url, None), |(b, f)| (b, Some(f)));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let encoded: String =
-        value.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
-    format!("{base}{sep}{key}={encoded}{fragment}")
-}
-
 /// The URLs of one stream on a Scopecast relay (or a MediaMTX-style WHEP server), from its
 /// base address: `http://scope.local:8889/telescope`, with or without a trailing `/` or
 /// `/whep`, or root-relative (`/telescope`).
@@ -112,12 +101,6 @@ mod tests {
         assert_eq!(resolve(base, "//cdn.example/x"), "http://cdn.example/x");
         assert_eq!(resolve("http://h:1", "/x"), "http://h:1/x");
         assert_eq!(resolve("http://h:1/a/b?q=/c", "d"), "http://h:1/a/d");
-    }
-
-    #[test]
-    fn a_query_parameter_is_added_encoded() {
-        assert_eq!(with_query("/sky/whep", "rendition", "small"), "/sky/whep?rendition=small");
-        assert_eq!(with_query("/sky/whep?token=t#x", "rendition", "a b&c"), "/sky/whep?token=t&rendition=a%20b%26c#x");
     }
 
     #[test]

@@ -183,10 +183,14 @@ pub struct StreamInfo {
     #[serde(default)]
     pub timings_url: String,
     /// The encodings viewers are moved between, top ("full", the stream's own) first.
+    /// (The player reads these two with the browser's JSON.parse where it needs them: a serde
+    /// deserializer for them would cost its wasm several KB of its 160 KB budget.)
     #[serde(default)]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub renditions: Vec<RenditionInfo>,
     /// Each WHEP viewer's rendition, and why.
     #[serde(default)]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub sessions: Vec<ViewerRendition>,
 }
 

@@ -255,11 +255,12 @@ async fn an_edge_relay_passes_an_origins_stream_through_to_chromium_and_rides_ou
     origin.shutdown().await;
 }
 
-/// A stream with renditions: the overlay shows which one plays and why, Chromium sends REMB
-/// (the answer offers goog-remb), and picking one in the overlay moves the picture to it at
-/// once, inside the same session.
+/// A stream with renditions, in Chromium: the answer offers goog-remb and Chromium sends REMB
+/// (the API shows it), a clean link keeps the top, and a pin (as an embedding UI would send
+/// it, `PUT {session}/rendition`) moves the picture at once, inside the same session, without
+/// a freeze.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_shows_its_rendition_sends_remb_and_the_user_pins_another() {
+async fn chromium_sends_remb_and_a_pinned_rendition_plays_within_the_session() {
     let mut stream = StreamConfig::test_pattern("telescope", 1280, 720, 25.0);
     stream.renditions = vec![
         Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
@@ -269,22 +270,8 @@ async fn chromium_shows_its_rendition_sends_remb_and_the_user_pins_another() {
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
     c.goto(&format!("{}/telescope/", base_url(&relay))).await.expect("open page");
-    wait_for_page(c, "the full rendition", 20, |v| count(v, "frames") >= 25 && count(v, "width") == 1280).await;
-    show_overlay(c).await;
-    let shown = r#"return [document.querySelector(".scopecast").dataset.rendition,
-        (document.querySelector('.scopecast-overlay dd[data-key="rendition"]') || {}).textContent || "",
-        [...document.querySelectorAll(".scopecast-rendition option")].map((o) => o.value).join(",")]"#;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let overlay = loop {
-        let v = c.execute(shown, vec![]).await.expect("overlay");
-        if v[0] == "full" || tokio::time::Instant::now() > deadline {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(overlay[0], "full", "{overlay}");
-    assert!(overlay[1].as_str().is_some_and(|t| t.starts_with("full (")), "the rendition and why: {overlay}");
-    assert_eq!(overlay[2], "auto,full,small,tiny", "{overlay}");
+    let playing = wait_for_page(c, "the full rendition", 20, |v| count(v, "frames") >= 25 && count(v, "width") == 1280).await;
+    let session = playing["session"].as_str().expect("the page's session URL").to_owned();
 
     let api = format!("{}/api/v1/streams/telescope", base_url(&relay));
     let info = || async { reqwest::get(&api).await.expect("status").json::<scopecast_shared::StreamInfo>().await.expect("StreamInfo") };
@@ -293,17 +280,16 @@ async fn chromium_shows_its_rendition_sends_remb_and_the_user_pins_another() {
         assert!(tokio::time::Instant::now() < deadline, "no REMB from Chromium: {:?}", info().await.sessions);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let session = info().await.sessions[0].clone();
-    assert_eq!(session.rendition, "full", "a clean loopback link keeps the top: {session:?}");
+    let viewer = info().await.sessions[0].clone();
+    assert_eq!(viewer.rendition, "full", "a clean loopback link keeps the top: {viewer:?}");
 
     let frames_before = count(&page_status(c).await, "frames");
-    c.execute(r#"const s = document.querySelector(".scopecast-rendition"); s.value = "tiny"; s.dispatchEvent(new Event("change"));"#, vec![])
-        .await
-        .expect("choose tiny");
+    let res = reqwest::Client::new().put(format!("{session}/rendition")).body("tiny").send().await.expect("PUT rendition");
+    assert_eq!(res.status(), 200);
     let moved = wait_for_page(c, "the tiny rendition", 10, |v| count(v, "width") == 320).await;
     assert!(count(&moved, "frames") > frames_before, "{moved}");
-    let session = info().await.sessions[0].clone();
-    assert_eq!((session.rendition.as_str(), session.pinned), ("tiny", true), "{session:?}");
+    let viewer = info().await.sessions[0].clone();
+    assert_eq!((viewer.rendition.as_str(), viewer.pinned), ("tiny", true), "{viewer:?}");
     assert_eq!(relay.session_count(), 1, "the same session");
     let later = wait_for_page(c, "frames of the tiny rendition", 10, |v| count(v, "frames") >= count(&moved, "frames") + 10).await;
     assert_eq!(count(&later, "freezes"), 0, "no freeze through the move: {later}");

@@ -15,7 +15,6 @@ use gloo_net::http::Method;
 use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Array, Object, Reflect};
 use leptos::prelude::*;
-use scopecast_shared::api::{ViewerRendition, RENDITION_AUTO};
 use scopecast_shared::multipart::{boundary_from_content_type, Event as PartEvent, MultipartParser, DEFAULT_MAX_PART};
 use scopecast_shared::{SourceState, StateEvent, StreamInfo};
 use std::cell::RefCell;
@@ -44,12 +43,6 @@ pub struct Ui {
     pub error: Option<String>,
     pub retry_in_ms: Option<u64>,
     pub stats: Stats,
-    /// The renditions the relay offers, top first (empty or one: nothing to choose).
-    pub renditions: Vec<String>,
-    /// The one this viewer gets, and why (the relay's words), while on WebRTC.
-    pub rendition: Option<(String, String)>,
-    /// The user's choice: a rendition's name, or "auto" (the relay chooses).
-    pub pinned: String,
 }
 
 /// Options of one view (from the element's attributes or `mount`'s options).
@@ -112,10 +105,6 @@ pub struct Player {
     ticker: Option<Interval>,
     ticks: u64,
     stats: Stats,
-    renditions: Vec<String>,
-    rendition: Option<(String, String)>,
-    /// "auto", or the rendition the user pinned: kept for the next session too.
-    pinned: String,
     /// Ends the session when the page goes away (unmount cleanups do not run then).
     on_pagehide: Option<EventListener>,
     me: Weak<RefCell<Player>>,
@@ -155,9 +144,6 @@ impl Player {
                 ticker: None,
                 ticks: 0,
                 stats: Stats::default(),
-                renditions: Vec::new(),
-                rendition: None,
-                pinned: RENDITION_AUTO.to_owned(),
                 on_pagehide: None,
                 me: me.clone(),
             })
@@ -186,31 +172,6 @@ impl Player {
         dispatch(this, Event::Start);
     }
 
-    /// The user pins a rendition ("auto": the relay chooses): the session moves at once
-    /// (`PUT .../rendition`), and later sessions ask for it in their offer's URL.
-    pub fn pin(this: &Shared, name: String) {
-        let (url, token) = {
-            let mut p = this.borrow_mut();
-            p.pinned = name.clone();
-            p.publish();
-            (p.session.as_ref().and_then(|s| s.url.clone()), p.opts.token.clone())
-        };
-        let Some(url) = url else { return };
-        let me = Rc::downgrade(this);
-        spawn_local(async move {
-            let rendition = format!("{url}/rendition");
-            let headers = [("Content-Type", "text/plain")];
-            if let Ok(res) = net::fetch(Req { body: Some(&name), headers: &headers, ..Req::new(Method::PUT, &rendition, token.as_deref()) }).await {
-                let body = net::text(&res).await;
-                if let (Ok(info), Some(p)) = (serde_json::from_str::<ViewerRendition>(&body), me.upgrade()) {
-                    let mut p = p.borrow_mut();
-                    p.rendition = Some((info.rendition, info.reason));
-                    p.publish();
-                }
-            }
-        });
-    }
-
     /// Ends the session on the relay and releases everything. Idempotent.
     pub fn stop(this: &Shared) {
         dispatch(this, Event::Stop);
@@ -230,9 +191,6 @@ impl Player {
             error: self.ladder.last_error().map(str::to_owned),
             retry_in_ms: self.ladder.retry_in_ms(now),
             stats: self.stats.clone(),
-            renditions: self.renditions.clone(),
-            rendition: self.rendition.clone().filter(|_| self.ladder.transport() == Transport::WebRtc),
-            pinned: self.pinned.clone(),
         };
         // Attributes for CSS, tests and host pages; the pc for those who want its stats.
         let root = &self.el.root;
@@ -241,7 +199,6 @@ impl Player {
         let _ = root.set_attribute("data-source", self.source.map_or("unknown", source_str));
         let _ = root.set_attribute("data-mjpeg-frames", &self.mjpeg_frames.to_string());
         let _ = root.set_attribute("data-webrtc-frames", &self.webrtc_clock.frames().to_string());
-        let _ = root.set_attribute("data-rendition", ui.rendition.as_ref().map_or("", |(name, _)| name.as_str()));
         let handle = Object::new();
         let pc = self.session.as_ref().map_or(JsValue::NULL, |s| s.pc.clone().into());
         let url = self.session.as_ref().and_then(|s| s.url.clone()).map_or(JsValue::NULL, |u| JsValue::from_str(&u));
@@ -430,30 +387,9 @@ async fn poll(me: Weak<RefCell<Player>>, overlay: bool) {
         pl.mjpeg_mark = (pl.mjpeg_frames, now);
         pl.stats = st;
         pl.webrtc_stats = sample;
-        // Which rendition the relay sends now, once a second while there is a choice.
-        if transport == Transport::WebRtc && pl.renditions.len() > 1 {
-            if let Some(url) = pl.session.as_ref().and_then(|s| s.url.clone()) {
-                spawn_local(fetch_rendition(Rc::downgrade(&p), url, pl.opts.token.clone(), generation));
-            }
-        }
     }
     for e in events {
         dispatch(&p, e);
-    }
-}
-
-async fn fetch_rendition(me: Weak<RefCell<Player>>, session: String, token: Option<String>, generation: u32) {
-    let url = format!("{session}/rendition");
-    let Ok(res) = net::fetch(Req::new(Method::GET, &url, token.as_deref())).await else { return };
-    if !res.ok() {
-        return;
-    }
-    let body = net::text(&res).await;
-    if let (Ok(info), Some(p)) = (serde_json::from_str::<ViewerRendition>(&body), me.upgrade()) {
-        let mut p = p.borrow_mut();
-        if p.generation == generation {
-            p.rendition = Some((info.rendition, info.reason));
-        }
     }
 }
 
@@ -477,7 +413,6 @@ async fn fetch_info(me: Weak<RefCell<Player>>) {
         p.fps_hint = info.max_fps.or(Some(info.fps_in)).filter(|f| *f > 0.0);
         // Passed-through video (a chained relay) has no once-a-second repeat to rely on.
         p.repeats = info.video == scopecast_shared::api::VideoPath::Encoded;
-        p.renditions = info.renditions.into_iter().map(|r| r.name).collect();
         if p.source.is_none() {
             p.source = Some(info.state);
             p.source_error = info.last_error;
@@ -529,14 +464,7 @@ async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Ev
         let pc = new_peer_connection(&p.ice_servers).map_err(js)?;
         let listeners = peer_listeners(&pc, me.clone(), generation, p.el.video.clone());
         p.session = Some(Session { pc: pc.clone(), url: None, etag: None, late_candidates: Vec::new(), remote_sdp: None, _listeners: listeners });
-        p.rendition = None;
-        // A pinned rendition from the start (a Scopecast extra; other servers never see it).
-        let whep = match p.pinned.as_str() {
-            RENDITION_AUTO => p.urls.whep.clone(),
-            _ if !p.urls.has_extras() => p.urls.whep.clone(),
-            name => headers::with_query(&p.urls.whep, "rendition", name),
-        };
-        (pc, whep, p.opts.token.clone())
+        (pc, p.urls.whep.clone(), p.opts.token.clone())
     };
     let offer = net::wait(pc.create_offer()).await.map_err(js)?;
     let offer_sdp = Reflect::get(&offer, &"sdp".into()).ok().and_then(|v| v.as_string()).unwrap_or_default();

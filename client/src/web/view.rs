@@ -41,13 +41,6 @@ pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(de
             Player::stop(&p);
         }
     });
-    let pin_holder = SendWrapper::new(Rc::clone(&holder));
-    // A Callback is Copy, so the nested views can each hold it.
-    let pin = Callback::new(move |name: String| {
-        if let Some(p) = pin_holder.borrow().as_ref() {
-            Player::pin(p, name);
-        }
-    });
     let play = SendWrapper::new(holder);
     let on_play = move |_| {
         waiting_for_play.set(false);
@@ -74,17 +67,7 @@ pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(de
                 <button class="scopecast-toggle" title="Stream details" on:click=move |_| show_overlay.update(|v| *v = !*v)>"i"</button>
             })}
             <Show when=move || show_overlay.get()>
-                <dl class="scopecast-overlay">
-                    {move || ui.with(overlay_rows)}
-                    <Show when=move || ui.with(|u| u.renditions.len() > 1)>
-                        <dt>"choose"</dt>
-                        <dd data-key="rendition-choice">
-                            <select class="scopecast-rendition" title="Rendition: auto follows your link" on:change=move |ev| pin.run(event_target_value(&ev))>
-                                {move || ui.with(rendition_options)}
-                            </select>
-                        </dd>
-                    </Show>
-                </dl>
+                <dl class="scopecast-overlay">{move || ui.with(overlay_rows)}</dl>
             </Show>
         </div>
     }
@@ -122,24 +105,12 @@ fn overlay_rows(u: &Ui) -> impl IntoView {
         ("packet loss", s.loss_pct.map_or("-".into(), |v| format!("{v:.1} %"))),
         ("last new frame", s.since_frame_ms.map_or("-".into(), |v| format!("{:.1} s ago", v as f64 / 1000.0))),
         ("glass-to-glass", ms(s.latency_ms)),
-        ("rendition", u.rendition.as_ref().map_or("-".into(), |(name, why)| format!("{name} ({why})"))),
         ("page", if net::window().is_secure_context() { "secure context".into() } else { "not a secure context (plain HTTP)".into() }),
     ];
     rows.into_iter()
         .map(|(k, v)| {
             let key = k.replace(' ', "-");
             view! { <dt>{k}</dt><dd data-key=key>{v}</dd> }
-        })
-        .collect_view()
-}
-
-/// "auto" and every rendition, the user's choice selected.
-fn rendition_options(u: &Ui) -> impl IntoView {
-    std::iter::once(scopecast_shared::api::RENDITION_AUTO.to_owned())
-        .chain(u.renditions.iter().cloned())
-        .map(|name| {
-            let selected = name == u.pinned;
-            view! { <option value=name.clone() selected=selected>{name.clone()}</option> }
         })
         .collect_view()
 }

@@ -109,7 +109,7 @@ impl ViewerLadder {
                 // packets from long ago (the crate's own NACK generator does, forever) is not
                 // losing what it gets now.
                 let last = self.last_sequence.load(Ordering::Relaxed);
-                let recent = lock(&self.rate).packets_per_s.max(32) as u16;
+                let recent = lock(&self.rate).packets_per_s.clamp(32, u64::from(u16::MAX / 2)) as u16;
                 let seqs = nack.nacks.iter().flat_map(|n| n.packet_list()).filter(|seq| last.wrapping_sub(*seq) <= recent);
                 chooser.nacks(seqs, self.packets_sent.load(Ordering::Relaxed), now);
             }

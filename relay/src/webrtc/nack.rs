@@ -43,6 +43,11 @@ struct Sent {
 pub struct ResendLog {
     slots: Vec<Option<Sent>>,
     resent: VecDeque<(Instant, usize)>,
+    /// The bytes in `resent`.
+    resent_bytes: usize,
+    /// Bytes sent in the second before an instant, kept for the rest of one NACK's packets
+    /// (a hostile NACK may list thousands: the history is walked once, not for each).
+    window: Option<(Instant, usize)>,
     /// Counters: resent, refused as too old or gone, refused as resent enough, over budget.
     pub stats: ResendStats,
 }
@@ -78,17 +83,29 @@ impl ResendLog {
             return None;
         }
         let bytes = sent.bytes;
-        while self.resent.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > Duration::from_secs(1)) {
+        while let Some(&(at, old)) = self.resent.front() {
+            if now.saturating_duration_since(at) <= Duration::from_secs(1) {
+                break;
+            }
             self.resent.pop_front();
+            self.resent_bytes -= old;
         }
-        let resent: usize = self.resent.iter().map(|(_, b)| b).sum();
-        let window_sent: usize = self.slots.iter().flatten().filter(|s| now.saturating_duration_since(s.at) <= Duration::from_secs(1)).map(|s| s.bytes).sum();
+        let resent = self.resent_bytes;
+        let window_sent = match self.window {
+            Some((at, bytes)) if at == now => bytes,
+            _ => {
+                let bytes = self.slots.iter().flatten().filter(|s| now.saturating_duration_since(s.at) <= Duration::from_secs(1)).map(|s| s.bytes).sum();
+                self.window = Some((now, bytes));
+                bytes
+            }
+        };
         let budget = ((window_sent as f64 * BUDGET_SHARE) as usize).max(BUDGET_FLOOR);
         if resent + bytes > budget {
             self.stats.over_budget += 1;
             return None;
         }
         self.resent.push_back((now, bytes));
+        self.resent_bytes += bytes;
         self.stats.resent += 1;
         let sent = self.slots[usize::from(seq) % HISTORY].as_mut()?;
         sent.resends += 1;
