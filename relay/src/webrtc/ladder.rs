@@ -22,9 +22,7 @@ pub struct ViewerLadder {
     target: watch::Sender<usize>,
     /// The rendition being sent now.
     current: AtomicUsize,
-    /// Bytes and packets sent to this viewer, and the rate they went at (sampled as RTCP
-    /// comes).
-    pub bytes_sent: AtomicU64,
+    /// Packets sent to this viewer, and the rate they went at (sampled as RTCP comes).
     pub packets_sent: AtomicU64,
     /// The sequence number of the last packet sent (NACKs for much older ones are stale).
     pub last_sequence: std::sync::atomic::AtomicU16,
@@ -33,8 +31,6 @@ pub struct ViewerLadder {
 
 struct RateSample {
     at: Instant,
-    bytes: u64,
-    bps: u64,
     packets: u64,
     packets_per_s: u64,
 }
@@ -55,10 +51,9 @@ impl ViewerLadder {
             steps,
             target: watch::channel(first).0,
             current: AtomicUsize::new(first),
-            bytes_sent: AtomicU64::new(0),
             packets_sent: AtomicU64::new(0),
             last_sequence: std::sync::atomic::AtomicU16::new(0),
-            rate: Mutex::new(RateSample { at: Instant::now(), bytes: 0, bps: 0, packets: 0, packets_per_s: 0 }),
+            rate: Mutex::new(RateSample { at: Instant::now(), packets: 0, packets_per_s: 0 }),
         }))
     }
 
@@ -94,7 +89,7 @@ impl ViewerLadder {
     pub fn on_rtcp(&self, packets: &[Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>]) {
         let Some(chooser) = &self.chooser else { return };
         let now = Instant::now();
-        self.sample_rate(now);
+        self.sample_packet_rate(now);
         let mut chooser = lock(chooser);
         for p in packets {
             let any = p.as_any();
@@ -150,17 +145,16 @@ impl ViewerLadder {
         }
     }
 
-    /// Bits per second sent lately, sampled at most every half second.
-    fn sample_rate(&self, now: Instant) -> u64 {
-        let (bytes, packets) = (self.bytes_sent.load(Ordering::Relaxed), self.packets_sent.load(Ordering::Relaxed));
+    /// Packets per second sent lately (how far back a NACK is still fresh), sampled at most
+    /// every half second.
+    fn sample_packet_rate(&self, now: Instant) {
+        let packets = self.packets_sent.load(Ordering::Relaxed);
         let mut r = lock(&self.rate);
         let elapsed = now.saturating_duration_since(r.at).as_secs_f64();
         if elapsed >= 0.5 {
-            r.bps = ((bytes - r.bytes) as f64 * 8.0 / elapsed) as u64;
             r.packets_per_s = ((packets - r.packets) as f64 / elapsed) as u64;
-            (r.at, r.bytes, r.packets) = (now, bytes, packets);
+            (r.at, r.packets) = (now, packets);
         }
-        r.bps
     }
 }
 

@@ -588,7 +588,6 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
         if !udp_mux::held_sends(send_frame(&track, &mut cursor, frame)).await {
             return;
         }
-        ladder.bytes_sent.fetch_add(frame.bytes as u64, Ordering::Relaxed);
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
         // Paced at about 20 Mbit/s: at once on a LAN, without a burst that a slow link drops.
         tokio::time::sleep(Duration::from_micros(frame.bytes as u64 * 8 / 20)).await;
@@ -658,7 +657,6 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
         if let Some(t) = &frame.timing {
             t.mark_sent();
         }
-        ladder.bytes_sent.fetch_add(frame.bytes as u64, Ordering::Relaxed);
         ladder.packets_sent.fetch_add(frame.packets.len() as u64, Ordering::Relaxed);
         ladder.last_sequence.store(cursor.last_sequence(), Ordering::Relaxed);
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
