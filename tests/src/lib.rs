@@ -20,6 +20,16 @@ pub mod whip_sink;
 use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};
 use scopecast::Relay;
 
+/// The rendition ladder the tests use below a stream's own: "small" (640x360, 600 kbit/s) and
+/// "tiny" (320x180, 150 kbit/s, 10 fps).
+pub fn small_and_tiny() -> Vec<scopecast::config::Rendition> {
+    use scopecast::config::Rendition;
+    vec![
+        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
+        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
+    ]
+}
+
 /// A stream pulling MJPEG from `url`, scaled to `size` when given.
 pub fn mjpeg_stream(name: &str, url: &str, size: Option<(usize, usize)>) -> StreamConfig {
     let mut stream = StreamConfig::test_pattern(name, 1280, 720, 25.0);

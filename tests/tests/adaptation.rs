@@ -14,7 +14,7 @@
 //! Needs root (network namespaces), as CI has. The stream is the noisy deep-sky scene, which
 //! fills its 2 Mbit/s (a bare pattern would fit under the cap and prove nothing).
 
-use scopecast::config::{Config, IceConfig, Rendition, SecurityConfig, StreamConfig};
+use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};
 use scopecast::media::scene::Scene;
 use scopecast_shared::api::ViewerRendition;
 use scopecast_tests::browser::{count, page_status, Browser};
@@ -108,10 +108,7 @@ async fn a_capped_viewer_settles_on_a_rendition_that_fits_while_an_uncapped_one_
     let cap = ["tc", "qdisc", "replace", "dev", capped_if.as_str(), "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "200ms"];
 
     let mut stream = StreamConfig::test_scene("sky", Scene::DeepSky, 1280, 720, 25.0);
-    stream.renditions = vec![
-        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
-        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
-    ];
+    stream.renditions = scopecast_tests::small_and_tiny();
     let config = Config {
         http: format!("{RELAY_IP}:0").parse().expect("address"),
         tls: None,

@@ -1,6 +1,6 @@
 //! Headless Chromium plays the relay's page over WHEP and decodes H.264.
 
-use scopecast::config::{Rendition, SecurityConfig, StreamConfig};
+use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast_shared::timecode;
 use scopecast_tests::browser::{count, page_status, save_screenshot, show_overlay, wait_for_page, Browser, ProxiedPlayer};
 use scopecast_tests::camera::{self, Frames, Framing};
@@ -262,10 +262,7 @@ async fn an_edge_relay_passes_an_origins_stream_through_to_chromium_and_rides_ou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_sends_remb_and_a_pinned_rendition_plays_within_the_session() {
     let mut stream = StreamConfig::test_pattern("telescope", 1280, 720, 25.0);
-    stream.renditions = vec![
-        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
-        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
-    ];
+    stream.renditions = scopecast_tests::small_and_tiny();
     let relay = start_relay(vec![stream]).await;
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;

@@ -4,7 +4,7 @@
 //! downlink loses packets moves down, and back up once the loss is gone, while a clean viewer
 //! of the same stream keeps the full picture.
 
-use scopecast::config::{Rendition, StreamConfig};
+use scopecast::config::StreamConfig;
 use scopecast_shared::api::{StreamInfo, ViewerRendition};
 use scopecast_tests::viewer::WhepViewer;
 use scopecast_tests::{base_url, eventually_async, one_at_a_time, start_relay};
@@ -13,10 +13,7 @@ use std::time::Duration;
 
 fn laddered_stream() -> StreamConfig {
     let mut stream = StreamConfig::test_pattern("sky", 1280, 720, 25.0);
-    stream.renditions = vec![
-        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
-        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
-    ];
+    stream.renditions = scopecast_tests::small_and_tiny();
     stream
 }
 
