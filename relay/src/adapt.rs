@@ -1,5 +1,5 @@
 //! Which rendition one viewer gets, from what its receiver says: RTCP receiver reports
-//! (fraction lost, about once a second), NACKs (within a round trip of a loss: the quick
+//! (loss over windows of at least a second, from their cumulative counters), NACKs (within a round trip of a loss: the quick
 //! signal that a step up does not fit) and REMB bandwidth estimates. Pure: events and time in, a rendition
 //! index and a reason out, so the policy is tested without a network or a clock.
 //!
@@ -30,14 +30,25 @@ const UP_AFTER_MAX: Duration = Duration::from_secs(120);
 const TRIAL: Duration = Duration::from_secs(6);
 /// NACKs are counted over at least this long before they are judged.
 const NACK_WINDOW: Duration = Duration::from_millis(300);
+/// Receiver reports' loss is judged over at least this long.
+const REPORT_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why the viewer is on its rendition (for the API and the log).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Why {
     Start,
     Pinned,
-    Loss { percent: f64 },
-    Stable { secs: u64 },
+    /// The receiver reports lost packets.
+    Loss {
+        percent: f64,
+    },
+    /// The viewer NACKed a large share of what was sent lately.
+    Nacked {
+        percent: f64,
+    },
+    Stable {
+        secs: u64,
+    },
     OnlyOne,
 }
 
@@ -47,9 +58,28 @@ impl std::fmt::Display for Why {
             Why::Start => write!(f, "start at the top"),
             Why::Pinned => write!(f, "pinned by the viewer"),
             Why::Loss { percent } => write!(f, "down: {percent:.1} % loss"),
+            Why::Nacked { percent } => write!(f, "down: {percent:.1} % of packets NACKed"),
             Why::Stable { secs } => write!(f, "up: stable for {secs} s"),
             Why::OnlyOne => write!(f, "the only rendition"),
         }
+    }
+}
+
+/// A receiver report's cumulative counters, and when it came.
+#[derive(Debug, Clone, Copy)]
+struct ReportCounters {
+    lost: i64,
+    highest: u32,
+    at: Instant,
+}
+
+/// RTCP's cumulative number of packets lost is a 24-bit signed count.
+fn sign_extend_24(v: u32) -> i64 {
+    let v = i64::from(v & 0x00ff_ffff);
+    if v & 0x0080_0000 != 0 {
+        v - 0x0100_0000
+    } else {
+        v
     }
 }
 
@@ -63,6 +93,8 @@ pub struct Chooser {
     pinned: Option<usize>,
     /// Smoothed fraction lost.
     loss: f64,
+    /// The counters of the receiver report that opened the current loss window.
+    window: Option<ReportCounters>,
     /// Packets NACKed since `nack_since` (each once: receivers repeat their NACKs).
     nacked: std::collections::HashSet<u16>,
     sent_at_window: Option<u64>,
@@ -90,6 +122,7 @@ impl Chooser {
             why,
             pinned,
             loss: 0.0,
+            window: None,
             nacked: Default::default(),
             sent_at_window: None,
             nack_since: now,
@@ -134,7 +167,37 @@ impl Chooser {
         self.trial = None;
     }
 
-    /// A receiver report's fraction lost (0-255, as RTCP carries it).
+    /// A receiver report's cumulative counters: packets lost (RTCP's 24-bit signed count) and
+    /// the extended highest sequence number received. Loss is judged over windows of at least
+    /// [`REPORT_WINDOW`], not by each report's own fraction: a browser sends a report with
+    /// every NACK, over the few packets since its last one, so 2 % random loss shows up as
+    /// reports of 10-15 %. The cumulative count also goes down again as resent packets arrive,
+    /// so what NACKs repaired within the window is not loss.
+    pub fn cumulative_report(&mut self, total_lost: u32, highest_sequence: u32, now: Instant) {
+        let counters = ReportCounters { lost: sign_extend_24(total_lost), highest: highest_sequence, at: now };
+        if self.last_down.is_some_and(|t| now.saturating_duration_since(t) < DOWN_HOLD) {
+            // Right after a step down, reports still count what the old rendition lost in the
+            // queue it filled: the new one is judged from the end of the hold.
+            self.window = Some(counters);
+            return;
+        }
+        let Some(start) = self.window else {
+            self.window = Some(counters);
+            return;
+        };
+        if now.saturating_duration_since(start.at) < REPORT_WINDOW {
+            return;
+        }
+        let expected = i64::from(counters.highest.wrapping_sub(start.highest) as i32);
+        if expected <= 0 {
+            return;
+        }
+        self.window = Some(counters);
+        let lost = (counters.lost - start.lost).clamp(0, expected);
+        self.receiver_report((lost * 256 / expected).min(255) as u8, now);
+    }
+
+    /// Loss over one window, as a fraction of 256 (as RTCP's fraction lost carries it).
     pub fn receiver_report(&mut self, fraction_lost: u8, now: Instant) {
         let lost = f64::from(fraction_lost) / 256.0;
         self.loss = 0.6 * self.loss + 0.4 * lost;
@@ -165,7 +228,7 @@ impl Chooser {
             self.stable_since = now;
         }
         if share >= LOSS_HIGH && window_sent >= 20 {
-            self.down(self.current + 1, Why::Loss { percent: (share.min(1.0) * 1000.0).round() / 10.0 }, now);
+            self.down(self.current + 1, Why::Nacked { percent: (share.min(1.0) * 1000.0).round() / 10.0 }, now);
         }
     }
 
@@ -177,7 +240,7 @@ impl Chooser {
 
     /// Time passes: a step up when the link has been stable long enough.
     pub fn tick(&mut self, now: Instant) {
-        if self.pinned.is_some() || self.current == 0 {
+        if self.pinned.is_some() {
             self.trial = None;
             return;
         }
@@ -187,6 +250,10 @@ impl Chooser {
                 self.trial = None;
                 self.up_after = UP_AFTER;
             }
+        }
+        // At the top nothing is left to try, but a step up to it is still on trial.
+        if self.current == 0 {
+            return;
         }
         let stable = now.saturating_duration_since(self.stable_since);
         if stable < self.up_after || self.trial.is_some() {
@@ -285,6 +352,65 @@ mod tests {
     }
 
     #[test]
+    fn loss_is_judged_over_a_second_of_reports_and_repaired_packets_are_not_lost() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        // A browser's reports ride on its NACKs: every 100 ms here, each over 20 packets, one
+        // of them missing when the report is written and resent 50 ms later (2 % loss, all
+        // repaired). Each report's own fraction would say 5 %; the window says none.
+        let (mut lost, mut highest) = (0u32, 1000u32);
+        c.cumulative_report(lost, highest, t0);
+        for i in 1..=100 {
+            highest += 20;
+            c.cumulative_report(lost + 1, highest, secs(t0, i as f64 * 0.1));
+            c.tick(secs(t0, i as f64 * 0.1 + 0.05));
+        }
+        assert_eq!(c.current(), 0, "{:?}", c.why());
+        assert!(c.loss() < 0.01, "{}", c.loss());
+        // Congestion: a quarter of the packets lost for good, in every window.
+        for i in 101..=104 {
+            highest += 200;
+            lost += 50;
+            c.cumulative_report(lost, highest, secs(t0, i as f64));
+        }
+        assert_eq!(c.current(), 2, "down twice: {:?}", c.why());
+        assert!(matches!(c.why(), Why::Loss { percent } if (24.0..=26.0).contains(percent)), "{:?}", c.why());
+    }
+
+    #[test]
+    fn a_step_up_undone_by_nacks_backs_off_too() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        c.receiver_report(100, t0);
+        assert_eq!(c.current(), 1);
+        let mut sent = 0;
+        let mut up_at = Vec::new();
+        for tenth in 1..600 {
+            let now = secs(t0, f64::from(tenth) / 10.0);
+            sent += 10;
+            if c.current() == 0 {
+                // The top does not fit: a third of what is sent is NACKed.
+                c.nacks((sent as u16 - 3)..(sent as u16), sent, now);
+            } else {
+                c.nacks(std::iter::empty(), sent, now);
+            }
+            let before = c.current();
+            c.tick(now);
+            if before == 1 && c.current() == 0 {
+                up_at.push(tenth / 10);
+            }
+        }
+        assert_eq!(up_at, [10, 30], "tries at 10 s, then 20 s after the failure (and 40 s after the next)");
+    }
+
+    #[test]
+    fn the_cumulative_count_is_24_bit_signed() {
+        assert_eq!(sign_extend_24(5), 5);
+        assert_eq!(sign_extend_24(0x00ff_ffff), -1, "more duplicates than losses");
+        assert_eq!(sign_extend_24(0x0080_0000), -0x0080_0000);
+    }
+
+    #[test]
     fn an_estimate_is_kept_and_moves_nothing() {
         let t0 = Instant::now();
         let mut c = Chooser::new(LADDER.to_vec(), None, t0);
@@ -303,7 +429,7 @@ mod tests {
         c.nacks(200..230, 300, secs(t0, 0.5));
         c.nacks(200..230, 300, secs(t0, 0.8));
         assert_eq!(c.current(), 1, "30 of 100 (NACKed twice, counted once)");
-        assert!(matches!(c.why(), Why::Loss { percent } if (29.0..=31.0).contains(percent)), "{:?}", c.why());
+        assert!(matches!(c.why(), Why::Nacked { percent } if (29.0..=31.0).contains(percent)), "{:?}", c.why());
         c.nacks(300..305, 302, secs(t0, 1.2));
         assert_eq!(c.current(), 1, "too few packets to judge");
     }

@@ -89,11 +89,12 @@ impl UdpProxy {
             let (front, back, impairment, dropped, browser, downstream, relay) =
                 (self.front.clone(), back.clone(), self.impairment.clone(), self.dropped.clone(), self.browser.clone(), self.downstream.clone(), self.relay);
             tokio::spawn(async move {
+                let line = DelayLine::new(Arc::clone(&back));
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
                     *browser.lock().expect("lock") = Some(from);
                     downstream.lock().expect("lock").upstream_packets += 1;
-                    forward(&back, buf[..n].to_vec(), relay, *impairment.lock().expect("lock"), &dropped);
+                    forward(&line, buf[..n].to_vec(), relay, *impairment.lock().expect("lock"), &dropped);
                 }
             })
         };
@@ -101,13 +102,14 @@ impl UdpProxy {
             let (front, back, impairment, dropped, downstream, browser) =
                 (self.front.clone(), back.clone(), self.impairment.clone(), self.dropped.clone(), self.downstream.clone(), self.browser.clone());
             tokio::spawn(async move {
+                let line = DelayLine::new(Arc::clone(&front));
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, _)) = back.recv_from(&mut buf).await {
                     let packet = buf[..n].to_vec();
                     inspect(&packet, &downstream);
                     let to = *browser.lock().expect("lock");
                     if let Some(to) = to {
-                        forward(&front, packet, to, *impairment.lock().expect("lock"), &dropped);
+                        forward(&line, packet, to, *impairment.lock().expect("lock"), &dropped);
                     }
                 }
             })
@@ -140,19 +142,52 @@ impl Drop for UdpProxy {
     }
 }
 
-fn forward(socket: &Arc<UdpSocket>, packet: Vec<u8>, to: SocketAddr, imp: Impairment, dropped: &AtomicU64) {
+/// One direction's packets, each sent at its time, in the order they came: a fixed delay never
+/// reorders (a timer task per packet would, on a multi-threaded runtime, and a receiver would
+/// NACK packets that were only late).
+struct DelayLine {
+    socket: Arc<UdpSocket>,
+    queue: tokio::sync::mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>, SocketAddr)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayLine {
+    fn new(socket: Arc<UdpSocket>) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, SocketAddr)>();
+        let sender = Arc::clone(&socket);
+        let task = tokio::spawn(async move {
+            while let Some((at, packet, to)) = rx.recv().await {
+                tokio::time::sleep_until(at).await;
+                let _ = sender.send_to(&packet, to).await;
+            }
+        });
+        Self { socket, queue, task }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn forward(line: &DelayLine, packet: Vec<u8>, to: SocketAddr, imp: Impairment, dropped: &AtomicU64) {
     let mut rng = rand::rng();
     if imp.loss > 0.0 && rng.random_bool(imp.loss.clamp(0.0, 1.0)) {
         dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let extra = if imp.jitter.is_zero() { Duration::ZERO } else { imp.jitter.mul_f64(rng.random::<f64>()) };
-    let wait = imp.delay + extra;
-    if wait.is_zero() {
-        let _ = socket.try_send_to(&packet, to);
+    if imp.delay.is_zero() && imp.jitter.is_zero() {
+        let _ = line.socket.try_send_to(&packet, to);
         return;
     }
-    let socket = Arc::clone(socket);
+    if imp.jitter.is_zero() {
+        let _ = line.queue.send((tokio::time::Instant::now() + imp.delay, packet, to));
+        return;
+    }
+    // Jitter reorders, as it does on a real path.
+    let wait = imp.delay + imp.jitter.mul_f64(rng.random::<f64>());
+    let socket = Arc::clone(&line.socket);
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
         let _ = socket.send_to(&packet, to).await;

@@ -203,6 +203,57 @@ async fn chromium_nacks_lost_packets_and_the_relay_resends_them() {
     p.stop().await;
 }
 
+/// A lossy, distant link: 2 % random loss each way and 25 ms each way (50 ms RTT) on the media,
+/// for a minute, with the noisy deep-sky scene at 2 Mbit/s (and its renditions, as a viewer on
+/// such a link would have). NACKs and keyframe requests must keep the picture going: at most
+/// one freeze of 500 ms or more (no new decoded frame, sampled every 50 ms) in that minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_at_two_percent_loss_and_50_ms_rtt_freezes_at_most_once_a_minute() {
+    use scopecast::media::scene::Scene;
+    use scopecast_tests::udp_proxy::Impairment;
+    let logs = scopecast_tests::logs::capture();
+    let mut sky = StreamConfig::test_scene("telescope", Scene::DeepSky, 1280, 720, 25.0);
+    sky.renditions = scopecast_tests::small_and_tiny();
+    let p = ProxiedPlayer::start(vec![sky]).await;
+    let (c, media) = (&p.browser.client, &p.media);
+    media.set_impairment(Impairment { loss: 0.02, delay: Duration::from_millis(25), ..Impairment::default() });
+    let before = page_status(c).await;
+    let start = tokio::time::Instant::now();
+    let (mut freezes, mut longest) = (Vec::new(), Duration::ZERO);
+    let (mut last_frames, mut last_change) = (count(&before, "frames"), start);
+    while start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let frames = count(&page_status(c).await, "frames");
+        let now = tokio::time::Instant::now();
+        if frames != last_frames {
+            let gap = now - last_change;
+            longest = longest.max(gap);
+            if gap >= Duration::from_millis(500) {
+                freezes.push((last_change - start, gap));
+            }
+            (last_frames, last_change) = (frames, now);
+        }
+    }
+    media.set_impairment(Impairment::default());
+    let after = page_status(c).await;
+    let delta = |key: &str| count(&after, key).saturating_sub(count(&before, key));
+    let fps = delta("frames") as f64 / 60.0;
+    let status: scopecast_shared::StreamInfo =
+        reqwest::get(format!("{}/api/v1/streams/telescope", base_url(&p.relay))).await.expect("status").json().await.expect("StreamInfo");
+    eprintln!("the viewer's rendition: {:?}; moves: {:?}", status.sessions, logs.lines_with(&["viewer moved", "telescope"]));
+    eprintln!(
+        "2 % loss, 50 ms RTT, 60 s: {fps:.1} fps, freezes of 500 ms or more at {freezes:?}, longest gap {longest:?}; {} NACKs, {} lost for good of {}, {} PLIs; width {}",
+        delta("nacks"),
+        delta("lost"),
+        delta("received"),
+        delta("plis"),
+        count(&after, "width")
+    );
+    assert!(freezes.len() <= 1, "freezes of 500 ms or more at 2 % loss and 50 ms RTT: {freezes:?}");
+    assert!(fps >= 20.0, "the picture kept moving at about the camera's 25 fps: {fps:.1}");
+    p.stop().await;
+}
+
 /// Relay chaining: an edge relay pulls the origin's stream over WHEP (`whep://`) and passes its
 /// H.264 through to Chromium, with no encoder of its own. The origin restarts: the edge says
 /// `offline`, pulls again with backoff, and Chromium's session on the edge carries on into the

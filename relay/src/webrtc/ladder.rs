@@ -95,7 +95,7 @@ impl ViewerLadder {
             let any = p.as_any();
             if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 for report in &rr.reports {
-                    chooser.receiver_report(report.fraction_lost, now);
+                    chooser.cumulative_report(report.total_lost, report.last_sequence_number, now);
                 }
             } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                 chooser.estimate_bps(remb.bitrate as u64);
