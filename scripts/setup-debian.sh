@@ -6,8 +6,12 @@
 #                                 libjpeg-turbo compile with (rustup does not bring one)
 #       nasm, cmake, pkg-config   openh264's assembly (without nasm the encoder is silently
 #                                 1.5-3x slower) and the vendored libjpeg-turbo turbojpeg builds
+#       libvpx-dev                the VP8 encoder for browsers without H.264 (linked, found
+#                                 by pkg-config)
 #   scripts/setup-debian.sh test    that, and what the tests run against:
 #       chromium, chromium-driver the browser tests;  ffmpeg  a camera and the benchmark baseline
+#       firefox-esr               the VP8 browser test (offline it has no H.264); geckodriver
+#                                 comes from crates.io (scripts/setup-rust.sh)
 #       coturn, iproute2          TURN tests: a real TURN server between network namespaces
 #       janus, janus-tools        WHIP publish tests: a real SFU, and janus-pp-rec to read its
 #                                 recordings (its WHIP front end: scripts/setup-whip-server.sh)
@@ -20,8 +24,8 @@
 # It also removes an openh264 build that an earlier `cargo build` made before nasm was here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=(gcc g++ make libc6-dev nasm cmake pkg-config)
-test=(chromium chromium-driver ffmpeg coturn iproute2 janus janus-tools python3-gi gir1.2-gst-rtsp-server-1.0
+build=(gcc g++ make libc6-dev nasm cmake pkg-config libvpx-dev)
+test=(chromium chromium-driver firefox-esr ffmpeg coturn iproute2 janus janus-tools python3-gi gir1.2-gst-rtsp-server-1.0
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly vlc-bin vlc-plugin-base
       gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-bad gstreamer1.0-nice python3-venv)
 case "${1:-test}" in

@@ -2,6 +2,7 @@
 //! that name the offending key.
 
 use crate::media::scene::Scene;
+pub use crate::media::Codec;
 use crate::turn::{TurnAuth, TurnServer};
 use scopecast_shared::OfflinePolicy;
 use serde::Deserialize;
@@ -251,8 +252,12 @@ struct StreamFile {
 #[serde(deny_unknown_fields)]
 struct RenditionFile {
     name: String,
-    width: u32,
-    height: u32,
+    /// "h264" (the default) or "vp8".
+    #[serde(default)]
+    codec: Codec,
+    /// Both or neither: without them, the stream's own size.
+    width: Option<u32>,
+    height: Option<u32>,
     bitrate_kbps: u32,
     fps: Option<f64>,
 }
@@ -399,13 +404,19 @@ pub struct StreamConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendition {
     pub name: String,
-    pub size: (usize, usize),
+    pub codec: Codec,
+    /// `None`: the stream's own picture size.
+    pub size: Option<(usize, usize)>,
     pub bitrate_bps: u32,
     pub max_fps: Option<f64>,
 }
 
 /// The name of a stream's own encoding among its renditions.
 pub const FULL_RENDITION: &str = "full";
+
+/// The name of the VP8 rendition every encoded stream has unless VP8 ones are configured: the
+/// stream's size and bitrate, for browsers that offer no H.264.
+pub const VP8_RENDITION: &str = "vp8";
 
 /// A WHIP endpoint a stream is published to (RFC 9725).
 #[derive(Clone, PartialEq)]
@@ -740,9 +751,10 @@ impl SecurityConfig {
 }
 
 /// Checks a stream's renditions and orders them top first: names unique (not "full" or
-/// "auto"), even sizes the encoder takes, bitrates below the stream's own.
+/// "auto"), even sizes the encoder takes, bitrates below the stream's own (VP8 ones up to it).
 fn renditions(key: &str, files: Vec<RenditionFile>, stream: &StreamConfig) -> Result<Vec<Rendition>, ConfigError> {
-    if !files.is_empty() && matches!(stream.source, SourceConfig::Whep { .. }) {
+    let passthrough_only = matches!(stream.source, SourceConfig::Whep { .. });
+    if !files.is_empty() && passthrough_only {
         return Err(invalid(format!("{key}.renditions"), "a whep:// stream is passed through as it comes; renditions need pictures to encode"));
     }
     let mut out: Vec<Rendition> = Vec::new();
@@ -751,21 +763,32 @@ fn renditions(key: &str, files: Vec<RenditionFile>, stream: &StreamConfig) -> Re
         if !valid_stream_name(&r.name) || r.name == FULL_RENDITION || r.name == "auto" {
             return Err(invalid(at("name"), "1-64 characters of a-z, A-Z, 0-9, '-' and '_', not 'full' or 'auto'"));
         }
+        if r.name == VP8_RENDITION && r.codec != Codec::Vp8 {
+            return Err(invalid(at("name"), "'vp8' names a VP8 rendition (codec = \"vp8\")"));
+        }
         if out.iter().any(|o| o.name == r.name) {
             return Err(invalid(at("name"), format!("two renditions named '{}'", r.name)));
         }
-        if !(16..=3840).contains(&r.width) || !(16..=2160).contains(&r.height) || r.width % 2 == 1 || r.height % 2 == 1 {
-            return Err(invalid(at("width"), "even sizes from 16x16 to 3840x2160"));
-        }
-        if !(50..=50_000).contains(&r.bitrate_kbps) || r.bitrate_kbps * 1000 >= stream.bitrate_bps {
-            return Err(invalid(at("bitrate_kbps"), format!("50 kbit/s up to less than the stream's own {} kbit/s", stream.bitrate_bps / 1000)));
+        let size = match (r.width, r.height) {
+            (None, None) => None,
+            (Some(w), Some(h)) if (16..=3840).contains(&w) && (16..=2160).contains(&h) && w % 2 == 0 && h % 2 == 0 => Some((w as usize, h as usize)),
+            _ => return Err(invalid(at("width"), "width and height together, even, from 16x16 to 3840x2160 (neither: the stream's size)")),
+        };
+        let own = stream.bitrate_bps / 1000;
+        let too_high = match r.codec {
+            Codec::H264 => r.bitrate_kbps >= own,
+            Codec::Vp8 => r.bitrate_kbps > own,
+        };
+        if !(50..=50_000).contains(&r.bitrate_kbps) || too_high {
+            return Err(invalid(at("bitrate_kbps"), format!("50 kbit/s up to less than the stream's own {own} kbit/s (VP8: up to it)")));
         }
         if r.fps.is_some_and(|f| !(0.01..=120.0).contains(&f)) {
             return Err(invalid(at("fps"), "from 0.01 to 120"));
         }
-        out.push(Rendition { name: r.name, size: (r.width as usize, r.height as usize), bitrate_bps: r.bitrate_kbps * 1000, max_fps: r.fps });
+        out.push(Rendition { name: r.name, codec: r.codec, size, bitrate_bps: r.bitrate_kbps * 1000, max_fps: r.fps });
     }
-    out.sort_by_key(|r| std::cmp::Reverse(r.bitrate_bps));
+    // H.264 first, then VP8; top first within each.
+    out.sort_by_key(|r| (r.codec != Codec::H264, std::cmp::Reverse(r.bitrate_bps)));
     Ok(out)
 }
 
@@ -774,6 +797,18 @@ fn valid_stream_name(name: &str) -> bool {
 }
 
 impl StreamConfig {
+    /// The renditions the relay runs: those configured, and unless VP8 ones are among them,
+    /// the stream's own in VP8 ("vp8", its size and bitrate), encoded only while a browser
+    /// without H.264 watches. None for a whep:// stream, which is never decoded.
+    pub fn all_renditions(&self) -> Vec<Rendition> {
+        let mut all = self.renditions.clone();
+        if !matches!(self.source, SourceConfig::Whep { .. }) && !all.iter().any(|r| r.codec == Codec::Vp8) {
+            let vp8 = Rendition { name: VP8_RENDITION.to_owned(), codec: Codec::Vp8, size: None, bitrate_bps: self.bitrate_bps, max_fps: None };
+            all.push(vp8);
+        }
+        all
+    }
+
     pub fn test_pattern(name: &str, width: usize, height: usize, fps: f64) -> Self {
         Self::test_scene(name, Scene::Pattern, width, height, fps)
     }
@@ -982,11 +1017,25 @@ mod tests {
             [[streams.a.renditions]]\nname = \"tiny\"\nwidth = 320\nheight = 180\nbitrate_kbps = 150\nfps = 10\n\
             [[streams.a.renditions]]\nname = \"small\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600\n";
         let c = Config::from_toml(text).expect("valid");
-        let r = &c.streams[0].renditions;
+        let r = &c.streams[0].all_renditions();
         assert_eq!(
-            r.iter().map(|r| (r.name.as_str(), r.size, r.bitrate_bps, r.max_fps)).collect::<Vec<_>>(),
-            [("small", (640, 360), 600_000, None), ("tiny", (320, 180), 150_000, Some(10.0))]
+            r.iter().map(|r| (r.name.as_str(), r.codec, r.size, r.bitrate_bps, r.max_fps)).collect::<Vec<_>>(),
+            [
+                ("small", Codec::H264, Some((640, 360)), 600_000, None),
+                ("tiny", Codec::H264, Some((320, 180)), 150_000, Some(10.0)),
+                ("vp8", Codec::Vp8, None, 2_000_000, None),
+            ],
+            "the stream's own VP8 rendition, for browsers without H.264, comes unasked"
         );
+        let vp8 = "[streams.a]\nsource = \"test:\"\n[[streams.a.renditions]]\nname = \"v\"\ncodec = \"vp8\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600\n";
+        let c = Config::from_toml(vp8).expect("valid");
+        assert_eq!(
+            c.streams[0].all_renditions().iter().map(|r| (r.name.as_str(), r.codec)).collect::<Vec<_>>(),
+            [("v", Codec::Vp8)],
+            "configured VP8 replaces the default"
+        );
+        let c = Config::from_toml("[streams.a]\nsource = \"whep://x/s\"\n").expect("valid");
+        assert!(c.streams[0].all_renditions().is_empty(), "a whep:// stream is passed through: nothing to encode VP8 from");
     }
 
     #[test]

@@ -201,7 +201,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 picture.y_mut().iter_mut().enumerate().for_each(|(j, p)| *p = ((j + i * 7) % 200) as u8);
-                encoder.encode(&picture).expect("encodes").expect("a frame").annexb
+                encoder.encode(&picture).expect("encodes").expect("a frame").bitstream
             })
             .collect()
     }

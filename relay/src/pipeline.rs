@@ -10,7 +10,7 @@ use crate::lock;
 use crate::media::encoder::fit_for_encoder;
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
-use crate::media::{EncoderSettings, H264Encoder, I420};
+use crate::media::{Codec, EncoderSettings, VideoEncoder, I420};
 use crate::timing::{self, TimedFrame, TimingLog};
 use crate::track::Track;
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use webrtc::rtp::codecs::h264::H264Payloader;
+use webrtc::rtp::codecs::vp8::Vp8Payloader;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp::packetizer::Payloader;
 
@@ -74,6 +75,8 @@ pub struct PipelineSettings {
     /// Frames closer together than `1/max_fps` are dropped before decoding.
     pub max_fps: Option<f64>,
     pub encoder: EncoderSettings,
+    /// What the encoder makes: H.264, or VP8 for browsers without it.
+    pub codec: Codec,
     /// Minimum spacing of viewer-requested (PLI/FIR) keyframes.
     pub keyframe_min_interval: Duration,
     /// The stream's RTP clock, shared by its renditions so a viewer moved between them sees
@@ -451,7 +454,7 @@ impl ViewerCursor {
 struct EncoderWorker {
     jpeg: JpegDecoder,
     scaler: Scaler,
-    encoder: H264Encoder,
+    encoder: VideoEncoder,
     packetizer: Packetizer,
     decoded: I420,
     /// The last picture, at output size; re-encoded as an IDR for viewers who join between frames.
@@ -481,7 +484,7 @@ enum WorkerError {
     #[error(transparent)]
     Scale(#[from] crate::media::scale::ScaleError),
     #[error(transparent)]
-    Encode(#[from] crate::media::encoder::EncodeError),
+    Encode(#[from] crate::media::encoder::VideoEncodeError),
 }
 
 impl EncoderWorker {
@@ -489,8 +492,8 @@ impl EncoderWorker {
         Ok(Self {
             jpeg: JpegDecoder::new()?,
             scaler: Scaler::default(),
-            encoder: H264Encoder::new(settings.encoder)?,
-            packetizer: Packetizer::default(),
+            encoder: VideoEncoder::new(settings.codec, settings.encoder)?,
+            packetizer: Packetizer::new(settings.codec),
             decoded: I420::new(2, 2),
             picture: None,
             size: settings.size,
@@ -590,7 +593,7 @@ impl EncoderWorker {
             self.encoder.force_keyframe();
         }
         self.cadence.output(Instant::now());
-        let Some(encoded) = self.encoder.encode(picture)? else { return Ok(None) };
+        let Some(encoded) = self.encoder.encode(picture, captured)? else { return Ok(None) };
         // RTP time follows capture time, so a camera's jitter and pauses show up as they were.
         let mut timestamp = self.clock.timestamp(captured);
         if let Some(last) = self.last_rtp {
@@ -600,25 +603,44 @@ impl EncoderWorker {
             }
         }
         self.last_rtp = Some(timestamp);
-        let Some(mut frame) = self.packetizer.frame(&encoded.annexb, timestamp, encoded.keyframe, (encoded.width, encoded.height)) else { return Ok(None) };
+        let Some(mut frame) = self.packetizer.frame(&encoded.bitstream, timestamp, encoded.keyframe, (encoded.width, encoded.height)) else { return Ok(None) };
         frame.timing = pending_timing
             .map(|t| Arc::new(TimedFrame::new(FrameTiming { rtp_timestamp: timestamp, keyframe: encoded.keyframe, encoded_ms: timing::now_ms(), ..t })));
         Ok(Some(frame))
     }
 }
 
-/// H.264 access units (Annex B) into RTP packets, once for every reader (RFC 6184: STAP-A for
-/// parameter sets, FU-A for large NAL units). The encoder's and an encoded source's frames both
-/// go through it; headers are clean (readers set their own SSRC, sequence and payload type).
-#[derive(Default)]
+/// Encoded frames into RTP packets, once for every reader. H.264 access units (Annex B) by
+/// RFC 6184 (STAP-A for parameter sets, FU-A for large NAL units); VP8 frames by RFC 7741,
+/// with a picture ID, which lets a receiver tell a lost frame from a late one. The encoder's
+/// and an encoded source's frames both go through it; headers are clean (readers set their
+/// own SSRC, sequence and payload type).
 pub struct Packetizer {
-    payloader: H264Payloader,
+    payloader: Box<dyn Payloader + Send>,
+}
+
+impl Default for Packetizer {
+    fn default() -> Self {
+        Self::new(Codec::H264)
+    }
 }
 
 impl Packetizer {
+    pub fn new(codec: Codec) -> Self {
+        let payloader: Box<dyn Payloader + Send> = match codec {
+            Codec::H264 => Box::<H264Payloader>::default(),
+            Codec::Vp8 => {
+                let mut vp8 = Vp8Payloader::default();
+                vp8.enable_picture_id = true;
+                Box::new(vp8)
+            }
+        };
+        Self { payloader }
+    }
+
     /// `None` (logged) if the unit does not packetize.
-    pub fn frame(&mut self, annexb: &Bytes, timestamp: u32, keyframe: bool, (width, height): (usize, usize)) -> Option<RtpFrame> {
-        let payloads = match self.payloader.payload(RTP_PAYLOAD_MTU, annexb) {
+    pub fn frame(&mut self, bitstream: &Bytes, timestamp: u32, keyframe: bool, (width, height): (usize, usize)) -> Option<RtpFrame> {
+        let payloads = match self.payloader.payload(RTP_PAYLOAD_MTU, bitstream) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("RTP packetization failed: {e}");
@@ -631,7 +653,7 @@ impl Packetizer {
             .enumerate()
             .map(|(i, payload)| Packet { header: webrtc::rtp::header::Header { version: 2, marker: i + 1 == count, timestamp, ..Default::default() }, payload })
             .collect();
-        Some(RtpFrame { packets, keyframe, width, height, bytes: annexb.len(), timing: None, index: 0 })
+        Some(RtpFrame { packets, keyframe, width, height, bytes: bitstream.len(), timing: None, index: 0 })
     }
 }
 
@@ -793,6 +815,7 @@ mod tests {
             size,
             max_fps: None,
             encoder: EncoderSettings { bitrate_bps: 1_000_000, fps: 25.0, idr_interval_frames: 0 },
+            codec: Codec::H264,
             keyframe_min_interval: Duration::from_millis(500),
             clock: RtpClock::new(),
         }

@@ -62,6 +62,7 @@ impl Relay {
                     fps: fps as f32,
                     idr_interval_frames: (stream.keyframe_interval_s * fps).round() as u32,
                 },
+                codec: crate::media::Codec::H264,
                 keyframe_min_interval: Duration::from_millis(500),
                 clock: crate::pipeline::RtpClock::new(),
             };
@@ -71,12 +72,13 @@ impl Relay {
             // transcoded.)
             let passthrough_only = matches!(stream.source, SourceConfig::Whep { .. });
             let track = Track::new(&stream.name, passthrough_only, settings.keyframe_min_interval);
-            // Smaller renditions follow the stream's own encoder: it decodes, they scale and
-            // encode, each only while someone watches it.
+            // Smaller renditions, and the VP8 ones, follow the stream's own encoder: it decodes,
+            // they scale and encode, each only while someone watches it.
             let mut renditions = Vec::new();
-            for r in &stream.renditions {
+            for r in stream.all_renditions() {
                 let settings = PipelineSettings {
-                    size: Some(r.size),
+                    size: r.size.or(stream.size),
+                    codec: r.codec,
                     max_fps: r.max_fps,
                     encoder: EncoderSettings { bitrate_bps: r.bitrate_bps, fps: r.max_fps.unwrap_or(fps).min(fps) as f32, ..settings.encoder },
                     ..settings.clone()
@@ -84,7 +86,7 @@ impl Relay {
                 let name = format!("{}.{}", stream.name, r.name);
                 let track = Track::new(&name, false, settings.keyframe_min_interval);
                 let encoder = Pipeline::start(&name, settings, Arc::clone(&track), Vec::new())?;
-                renditions.push(crate::stream::RenditionTrack { config: r.clone(), track, encoder });
+                renditions.push(crate::stream::RenditionTrack { config: r, track, encoder });
             }
             let followers = renditions.iter().map(|r| Arc::clone(&r.encoder)).collect();
             let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track), followers)?) };

@@ -9,12 +9,13 @@
 use crate::config::{redact, SourceConfig, StreamConfig};
 use crate::ingest::health::{Health, SourceEvent};
 use crate::media::jpeg::{encode_i420, JpegError};
-use crate::media::I420;
+use crate::media::{Codec, I420};
 use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
 use crate::timing::unix_ms;
 use crate::track::Track;
 use bytes::Bytes;
 use scopecast_shared::api::{RenditionInfo, VideoPath};
+use scopecast_shared::sdp::ViewerCodec;
 use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,12 +204,23 @@ pub struct RenditionTrack {
     pub encoder: Arc<Pipeline>,
 }
 
+impl From<ViewerCodec> for Codec {
+    fn from(c: ViewerCodec) -> Self {
+        match c {
+            ViewerCodec::H264 => Codec::H264,
+            ViewerCodec::Vp8 => Codec::Vp8,
+        }
+    }
+}
+
 /// One rung of the ladder a viewer is moved on.
 #[derive(Clone)]
 pub struct Step {
     pub name: String,
     pub track: Arc<Track>,
     pub bitrate_bps: u64,
+    /// Every step of a ladder is in the codec the viewer negotiated.
+    pub codec: Codec,
 }
 
 impl Stream {
@@ -249,17 +261,23 @@ impl Stream {
         &self.config.name
     }
 
-    /// The renditions a viewer may be moved between, top ("full") first. A passed-through
-    /// stream has only its own: the smaller ones are encoded from pictures, which a
-    /// passed-through source does not decode for them.
-    pub fn ladder(&self) -> Vec<Step> {
-        let full = Step { name: crate::config::FULL_RENDITION.to_owned(), track: Arc::clone(&self.track), bitrate_bps: u64::from(self.config.bitrate_bps) };
-        let mut steps = vec![full];
+    /// The renditions a viewer of `codec` may be moved between, top first: for H.264 the
+    /// stream's own ("full") and its smaller H.264 renditions, for VP8 its VP8 ones. A
+    /// passed-through stream has only its own: the others are encoded from pictures, which a
+    /// passed-through source does not decode for them (so none for VP8).
+    pub fn ladder(&self, codec: ViewerCodec) -> Vec<Step> {
+        let codec = Codec::from(codec);
+        let mut steps = Vec::new();
+        if codec == Codec::H264 {
+            let bitrate_bps = u64::from(self.config.bitrate_bps);
+            steps.push(Step { name: crate::config::FULL_RENDITION.to_owned(), track: Arc::clone(&self.track), bitrate_bps, codec });
+        }
         if self.video().path != VideoPath::Passthrough {
-            steps.extend(self.renditions.iter().map(|r| Step {
+            steps.extend(self.renditions.iter().filter(|r| r.config.codec == codec).map(|r| Step {
                 name: r.config.name.clone(),
                 track: Arc::clone(&r.track),
                 bitrate_bps: u64::from(r.config.bitrate_bps),
+                codec,
             }));
         }
         steps
@@ -442,9 +460,11 @@ impl Stream {
         m.bytes_out.sample(now, self.track.bytes());
     }
 
+    /// Every rendition viewers may get now (H.264 and VP8), top first within each codec.
     fn rendition_info(&self, width: Option<u32>, height: Option<u32>, frames_encoded: &AtomicU64) -> Vec<RenditionInfo> {
         let full = RenditionInfo {
             name: crate::config::FULL_RENDITION.to_owned(),
+            codec: Codec::H264.name().to_owned(),
             width,
             height,
             bitrate_bps: u64::from(self.config.bitrate_bps),
@@ -452,17 +472,18 @@ impl Stream {
             readers: self.track.readers() as u32,
             frames_encoded: frames_encoded.load(Ordering::Relaxed),
         };
-        let ladder = self.ladder();
-        let smaller = self.renditions.iter().filter(|r| ladder.iter().any(|s| s.name == r.config.name)).map(|r| RenditionInfo {
+        let passthrough = self.video().path == VideoPath::Passthrough;
+        let others = self.renditions.iter().filter(|_| !passthrough).map(|r| RenditionInfo {
             name: r.config.name.clone(),
-            width: Some(r.config.size.0 as u32),
-            height: Some(r.config.size.1 as u32),
+            codec: r.config.codec.name().to_owned(),
+            width: r.config.size.map(|s| s.0 as u32).or(width),
+            height: r.config.size.map(|s| s.1 as u32).or(height),
             bitrate_bps: u64::from(r.config.bitrate_bps),
             max_fps: r.config.max_fps,
             readers: r.track.readers() as u32,
             frames_encoded: r.encoder.stats.frames_encoded.load(Ordering::Relaxed),
         });
-        std::iter::once(full).chain(smaller).collect()
+        std::iter::once(full).chain(others).collect()
     }
 
     /// What the API shows.

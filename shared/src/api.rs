@@ -198,7 +198,10 @@ pub struct StreamInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenditionInfo {
     pub name: String,
-    /// Its configured size; `None` for "full" without one (the source's own).
+    /// "h264", or "vp8" for browsers without H.264.
+    #[serde(default)]
+    pub codec: String,
+    /// Its size; `None` while the source's own is not known yet.
     pub width: Option<u32>,
     pub height: Option<u32>,
     /// Configured bitrate, bits per second.

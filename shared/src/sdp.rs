@@ -44,18 +44,41 @@ pub enum OfferError {
     NoVideo,
     #[error("the offer's video section offers no H.264 with packetization-mode=1 (offered: {0})")]
     NoH264(String),
+    #[error("the offer's video section offers neither H.264 with packetization-mode=1 nor VP8 (offered: {0})")]
+    NoH264OrVp8(String),
     #[error("the offer does not ask to receive video (direction {0})")]
     NotReceiving(String),
     #[error("the offer does not send video (direction {0})")]
     NotSending(String),
 }
 
-/// Checks that a viewer's offer is SDP with a video section that can receive H.264.
-pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
-    let video = check_h264_offer(sdp)?;
+/// The video codec a viewer is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerCodec {
+    H264,
+    /// For browsers that offer no H.264 (Firefox without its OpenH264 plugin).
+    Vp8,
+}
+
+/// Checks that a viewer's offer is SDP with a video section that can receive H.264 or else
+/// VP8, and says which: H.264 wherever offered (the stream's own encoding, passed-through
+/// cameras, every rendition), VP8 only for browsers without it.
+pub fn check_offer(sdp: &str) -> Result<ViewerCodec, OfferError> {
+    let (codec, video) = match check_h264_offer(sdp) {
+        Ok(video) => (ViewerCodec::H264, video),
+        Err(OfferError::NoH264(offered)) => {
+            let (mut desc, video) = parse_with_video(sdp).map_err(OfferError::Malformed)?;
+            let video = desc.media_descriptions.swap_remove(video.ok_or(OfferError::NoVideo)?);
+            if !rtpmap(&video).iter().any(|(_, name)| name.eq_ignore_ascii_case("vp8")) {
+                return Err(OfferError::NoH264OrVp8(offered));
+            }
+            (ViewerCodec::Vp8, video)
+        }
+        Err(e) => return Err(e),
+    };
     match not_receiving(&video) {
         Some(dir) => Err(OfferError::NotReceiving(dir.into())),
-        None => Ok(()),
+        None => Ok(codec),
     }
 }
 
@@ -352,14 +375,17 @@ mod tests {
 
     #[test]
     fn offers() {
-        assert_eq!(check_offer(CHROME_LIKE_OFFER), Ok(()));
+        assert_eq!(check_offer(CHROME_LIKE_OFFER), Ok(ViewerCodec::H264), "H.264 wherever it is offered");
         assert!(matches!(check_offer("hello"), Err(OfferError::Malformed(_))));
         let vp8_only = CHROME_LIKE_OFFER
             .replace("a=rtpmap:102 H264/90000\r\n", "")
             .replace("a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "");
-        assert_eq!(check_offer(&vp8_only), Err(OfferError::NoH264("VP8".into())));
+        assert_eq!(check_offer(&vp8_only), Ok(ViewerCodec::Vp8), "Firefox without OpenH264");
+        assert_eq!(check_offer(&vp8_only.replace("VP8/", "VP9/")), Err(OfferError::NoH264OrVp8("VP9".into())));
         let mode0 = CHROME_LIKE_OFFER.replace("packetization-mode=1", "packetization-mode=0");
-        assert!(matches!(check_offer(&mode0), Err(OfferError::NoH264(_))));
+        assert_eq!(check_offer(&mode0), Ok(ViewerCodec::Vp8), "H.264 in mode 0 only: VP8");
+        assert!(matches!(check_offer(&mode0.replace("VP8/", "AV1/")), Err(OfferError::NoH264OrVp8(_))));
+        assert_eq!(check_offer(&vp8_only.replace("a=recvonly", "a=inactive")), Err(OfferError::NotReceiving("inactive".into())));
         let audio = CHROME_LIKE_OFFER.replace("m=video", "m=audio");
         assert_eq!(check_offer(&audio), Err(OfferError::NoVideo));
         let sendonly = CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly");

@@ -10,7 +10,8 @@ use std::time::Duration;
 pub struct Browser {
     pub client: Client,
     driver: Child,
-    _profile: std::path::PathBuf,
+    /// Chromium's profile directory (geckodriver makes and removes Firefox's itself).
+    _profile: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -64,7 +65,7 @@ impl Browser {
                 .connect(&format!("http://127.0.0.1:{port}"))
                 .await
             {
-                Ok(client) => return Ok(Self { client, driver, _profile: profile }),
+                Ok(client) => return Ok(Self { client, driver, _profile: Some(profile) }),
                 Err(e) => last = Some(e),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -74,11 +75,56 @@ impl Browser {
         Err(anyhow::anyhow!("chromedriver did not start a session: {last:?}"))
     }
 
+    /// Starts geckodriver and a fresh headless Firefox (Debian's firefox-esr) that has no H.264,
+    /// as on a machine without internet, where it cannot fetch its OpenH264 plugin: its offers
+    /// carry VP8, VP9 and AV1 only. Host addresses are not hidden behind mDNS names.
+    pub async fn start_firefox() -> anyhow::Result<Self> {
+        let port = free_port();
+        let driver = Command::new("geckodriver")
+            .args(["--port", &port.to_string(), "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot run geckodriver ({e}); scripts/setup-geckodriver.sh installs it"))?;
+        let prefs = serde_json::json!({
+            "media.gmp-gmpopenh264.enabled": false,
+            "media.gmp-gmpopenh264.autoupdate": false,
+            "media.gmp-manager.updateEnabled": false,
+            "media.webrtc.hw.h264.enabled": false,
+            "media.peerconnection.ice.obfuscate_host_addresses": false,
+            "media.autoplay.default": 0,
+            "media.autoplay.blocking_policy": 0,
+            "network.proxy.type": 0,
+        });
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "moz:firefoxOptions".into(),
+            serde_json::json!({ "binary": "/usr/bin/firefox-esr", "args": ["-headless", "--width=1280", "--height=800"], "prefs": prefs }),
+        );
+        let mut last = None;
+        for _ in 0..100 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => return Ok(Self { client, driver, _profile: None }),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut driver = driver;
+        let _ = driver.kill();
+        Err(anyhow::anyhow!("geckodriver did not start a session: {last:?}"))
+    }
+
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self._profile);
+        if let Some(dir) = &self._profile {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

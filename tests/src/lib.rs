@@ -23,10 +23,10 @@ use scopecast::Relay;
 /// The rendition ladder the tests use below a stream's own: "small" (640x360, 600 kbit/s) and
 /// "tiny" (320x180, 150 kbit/s, 10 fps).
 pub fn small_and_tiny() -> Vec<scopecast::config::Rendition> {
-    use scopecast::config::Rendition;
+    use scopecast::config::{Codec, Rendition};
     vec![
-        Rendition { name: "small".into(), size: (640, 360), bitrate_bps: 600_000, max_fps: None },
-        Rendition { name: "tiny".into(), size: (320, 180), bitrate_bps: 150_000, max_fps: Some(10.0) },
+        Rendition { name: "small".into(), codec: Codec::H264, size: Some((640, 360)), bitrate_bps: 600_000, max_fps: None },
+        Rendition { name: "tiny".into(), codec: Codec::H264, size: Some((320, 180)), bitrate_bps: 150_000, max_fps: Some(10.0) },
     ]
 }
 

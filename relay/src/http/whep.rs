@@ -66,7 +66,6 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
     let stream = state.stream(&name)?;
     // `?rendition=NAME` pins one from the start; without it (or "auto") the relay chooses.
     let pinned = req.uri().query().and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "rendition").map(|(_, v)| v.into_owned()));
-    let ladder = ViewerLadder::new(stream.ladder(), pinned.as_deref()).map_err(unknown_rendition)?;
     // Each offer costs an ICE agent and a DTLS handshake for up to 30 s: limit how fast one
     // client may make them, and how many there are.
     if let Some(ConnectInfo(client)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
@@ -86,6 +85,26 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
         .with_retry_after(RETRY_AFTER_S));
     }
     let offer = read_body(req, SDP).await?;
+    // H.264 where the browser takes it; VP8 (its own renditions) where it does not.
+    let codec = crate::webrtc::sdp::check_offer(&offer).map_err(|e| offer_refused(WebRtcError::Offer(e)))?;
+    let steps = stream.ladder(codec);
+    if steps.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported-offer",
+            "Unsupported offer",
+            match stream.config.source {
+                crate::config::SourceConfig::Whep { .. } => {
+                    format!("this browser takes no H.264, only VP8, and stream '{name}' relays another server's H.264 as it comes")
+                }
+                _ => format!(
+                    "this browser takes no H.264, only VP8, and stream '{name}' passes the camera's H.264 through \
+                     (VP8 is encoded from pictures: set video = \"transcode\" on the stream)"
+                ),
+            },
+        ));
+    }
+    let ladder = ViewerLadder::new(steps, pinned.as_deref()).map_err(unknown_rendition)?;
     // From here the viewer counts: an on-demand camera starts while ICE and DTLS are under way.
     let demand = stream.demand.join(ViewerKind::WebRtc);
     if stream.config.offline_policy == OfflinePolicy::Reject && !stream.is_live() && stream.wait_started(stream.config.start_timeout).await != SourceState::Live

@@ -1,5 +1,6 @@
-//! H.264 encoding with openh264: Constrained Baseline, SPS/PPS with every IDR, on the caller's
-//! thread (the pipeline gives it a thread of its own).
+//! Video encoding on the caller's thread (the pipeline gives it a thread of its own): H.264
+//! with openh264 (Constrained Baseline, SPS/PPS with every IDR), or VP8 (`vp8.rs`) for
+//! browsers without H.264, behind one [`VideoEncoder`].
 
 use super::i420::I420;
 use bytes::Bytes;
@@ -18,11 +19,31 @@ pub struct EncoderSettings {
     pub idr_interval_frames: u32,
 }
 
+/// The codecs the relay encodes in: H.264 for everything that speaks it, VP8 for browsers
+/// that offer no H.264.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    #[default]
+    H264,
+    Vp8,
+}
+
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::Vp8 => "vp8",
+        }
+    }
+}
+
 /// One encoded access unit, shared read-only by every viewer.
 #[derive(Debug, Clone)]
 pub struct EncodedFrame {
-    /// Annex B byte stream (start codes), SPS and PPS included on IDRs.
-    pub annexb: Bytes,
+    /// H.264: an Annex B byte stream (start codes), SPS and PPS included on IDRs. VP8: one
+    /// frame (RFC 6386).
+    pub bitstream: Bytes,
     pub keyframe: bool,
     pub width: usize,
     pub height: usize,
@@ -83,7 +104,47 @@ impl H264Encoder {
         if self.out.is_empty() {
             return Ok(None);
         }
-        Ok(Some(EncodedFrame { annexb: Bytes::copy_from_slice(&self.out), keyframe, width: pic.width, height: pic.height }))
+        Ok(Some(EncodedFrame { bitstream: Bytes::copy_from_slice(&self.out), keyframe, width: pic.width, height: pic.height }))
+    }
+}
+
+/// The encoder of one rendition, in its codec.
+pub enum VideoEncoder {
+    /// Boxed: openh264's state is 7 KB inline, VP8's a pointer.
+    H264(Box<H264Encoder>),
+    Vp8(super::vp8::Vp8Encoder),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VideoEncodeError {
+    #[error(transparent)]
+    H264(#[from] EncodeError),
+    #[error(transparent)]
+    Vp8(#[from] super::vp8::Vp8Error),
+}
+
+impl VideoEncoder {
+    pub fn new(codec: Codec, settings: EncoderSettings) -> Result<Self, VideoEncodeError> {
+        Ok(match codec {
+            Codec::H264 => Self::H264(Box::new(H264Encoder::new(settings)?)),
+            Codec::Vp8 => Self::Vp8(super::vp8::Vp8Encoder::new(settings)),
+        })
+    }
+
+    pub fn force_keyframe(&mut self) {
+        match self {
+            Self::H264(e) => e.force_keyframe(),
+            Self::Vp8(e) => e.force_keyframe(),
+        }
+    }
+
+    /// Encodes `pic`, captured at `at` (VP8's rate control goes by the time between frames;
+    /// openh264's by the configured frame rate).
+    pub fn encode(&mut self, pic: &I420, at: std::time::Instant) -> Result<Option<EncodedFrame>, VideoEncodeError> {
+        Ok(match self {
+            Self::H264(e) => e.encode(pic)?,
+            Self::Vp8(e) => e.encode(pic, at)?,
+        })
     }
 }
 
@@ -148,11 +209,11 @@ mod tests {
                 enc.force_keyframe();
             }
             let f = enc.encode(&pic).expect("encodes").expect("output");
-            let types: Vec<u8> = nal_units(&f.annexb).map(|n| n[0] & 0x1f).collect();
+            let types: Vec<u8> = nal_units(&f.bitstream).map(|n| n[0] & 0x1f).collect();
             if f.keyframe {
                 assert!(types.contains(&7) && types.contains(&8) && types.contains(&5), "IDR carries SPS, PPS: {types:?}");
                 // Constrained Baseline, as profile-level-id=42e01f announces.
-                let sps = nal_units(&f.annexb).find(|n| n[0] & 0x1f == 7).expect("sps");
+                let sps = nal_units(&f.bitstream).find(|n| n[0] & 0x1f == 7).expect("sps");
                 assert_eq!(sps[1], 0x42, "profile_idc baseline");
                 assert!(sps[2] & 0x40 != 0, "constraint_set1 (constrained baseline)");
             }
@@ -169,7 +230,7 @@ mod tests {
         use h264_reader::rbsp::{decode_nal, BitReader};
         let mut enc = H264Encoder::new(settings()).expect("encoder");
         let f = enc.encode(&I420::new(1280, 720)).expect("encodes").expect("output");
-        let nal = nal_units(&f.annexb).find(|n| n[0] & 0x1f == 7).expect("sps");
+        let nal = nal_units(&f.bitstream).find(|n| n[0] & 0x1f == 7).expect("sps");
         let rbsp = decode_nal(nal).expect("rbsp");
         let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).expect("a valid SPS");
         assert_eq!(sps.pic_width_in_mbs_minus1 + 1, 80);

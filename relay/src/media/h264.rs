@@ -160,15 +160,15 @@ mod tests {
         picture.y_mut().iter_mut().enumerate().for_each(|(i, p)| *p = (i % 251) as u8);
         encoder.force_keyframe();
         let frame = encoder.encode(&picture).expect("encodes").expect("a frame");
-        let profile = find_profile(&frame.annexb).expect("SPS in front of the IDR");
+        let profile = find_profile(&frame.bitstream).expect("SPS in front of the IDR");
         assert_eq!((profile.width, profile.height), (64, 48));
         assert_eq!(profile.profile_name(), "Constrained Baseline");
         assert!(profile.profile_level_id().starts_with("42"));
         assert_eq!(profile.may_reorder, Some(false));
-        assert!(!has_b_slice(&frame.annexb));
+        assert!(!has_b_slice(&frame.bitstream));
         let mut decoder = H264Decoder::new().expect("decoder");
         let mut out = I420::new(2, 2);
-        assert!(decoder.decode(&frame.annexb, &mut out).expect("decodes"));
+        assert!(decoder.decode(&frame.bitstream, &mut out).expect("decodes"));
         assert_eq!((out.width, out.height), (64, 48));
         let error: u64 = out.y().iter().zip(picture.y()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
         assert!(error / (64 * 48) < 20, "the picture survives the round trip (mean error {})", error / (64 * 48));

@@ -1,4 +1,4 @@
-//! Pictures and the transforms between them: JPEG -> I420 -> (scaled) I420 -> H.264.
+//! Pictures and the transforms between them: JPEG -> I420 -> (scaled) I420 -> H.264 or VP8.
 //!
 //! Invariant: nothing here knows about networking, axum or WebRTC; each type is usable from a
 //! plain thread, which is where the pipeline runs them.
@@ -12,6 +12,7 @@ pub mod scene;
 pub mod simd;
 pub mod sky;
 pub mod testpattern;
+pub mod vp8;
 
-pub use encoder::{EncodedFrame, EncoderSettings, H264Encoder};
+pub use encoder::{Codec, EncodedFrame, EncoderSettings, H264Encoder, VideoEncoder};
 pub use i420::I420;

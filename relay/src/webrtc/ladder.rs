@@ -59,7 +59,7 @@ impl ViewerLadder {
 
     /// One track, no choice (a publish target).
     pub fn single(track: Arc<Track>) -> Arc<Self> {
-        let step = Step { name: crate::config::FULL_RENDITION.to_owned(), track, bitrate_bps: 0 };
+        let step = Step { name: crate::config::FULL_RENDITION.to_owned(), track, bitrate_bps: 0, codec: crate::media::Codec::H264 };
         Self::new(vec![step], None).unwrap_or_else(|_| unreachable!("no pin, nothing to look up"))
     }
 

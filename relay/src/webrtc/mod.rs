@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use udp_mux::SessionMux;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264};
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_VP8};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
 use webrtc::dtls_transport::dtls_role::DTLSRole;
@@ -136,7 +136,8 @@ impl WebRtcEngine {
         // they speak.
         // Viewers: Main and High too, for cameras passed through in those profiles (the answer
         // then names the camera's profile; see `viewer_codec`).
-        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)], Media::Sends)?;
+        // And VP8, for browsers without H.264 (sent from the stream's VP8 renditions).
+        let api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)], Media::SendsWithVp8)?;
         let publish_api = build_api(ice, bind, Arc::clone(&mux), &[(102, H264_FMTP), (103, H264_BASELINE_FMTP)], Media::Sends)?;
         let all_h264 = [(102, H264_FMTP), (103, H264_BASELINE_FMTP), (104, H264_MAIN_FMTP), (105, H264_HIGH_FMTP)];
         let pull_api = build_api(ice, bind, Arc::clone(&mux), &all_h264, Media::Receives)?;
@@ -176,7 +177,10 @@ impl WebRtcEngine {
         ladder: Arc<ViewerLadder>,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Result<Session, WebRtcError> {
-        sdp::check_offer(offer)?;
+        let codec = sdp::check_offer(offer)?;
+        if ladder.step(0).codec != crate::media::Codec::from(codec) {
+            return Err(WebRtcError::Internal(webrtc::Error::new(format!("a {codec:?} offer for a ladder in {:?}", ladder.step(0).codec))));
+        }
         let config = RTCConfiguration { ice_servers: servers.iter().filter_map(rtc_ice_server).collect(), ..Default::default() };
         let pc = Arc::new(self.api.new_peer_connection(config).await?);
         match self.negotiate(&pc, offer, ladder, on_end).await {
@@ -195,11 +199,14 @@ impl WebRtcEngine {
         ladder: Arc<ViewerLadder>,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Result<Session, WebRtcError> {
-        // Every rendition but a passed-through camera's (which is alone on its ladder) is the
-        // encoder's Constrained Baseline.
+        // Every H.264 rendition but a passed-through camera's (which is alone on its ladder) is
+        // the encoder's Constrained Baseline; VP8 has no profiles to name.
         let top = Arc::clone(&ladder.step(0).track);
-        let fmtp = viewer_fmtp(top.profile(), offer);
-        let local_track = Arc::new(TrackLocalStaticRTP::new(viewer_capability(fmtp), "video".into(), format!("scopecast-{}", top.name)));
+        let capability = match ladder.step(0).codec {
+            crate::media::Codec::H264 => viewer_capability(viewer_fmtp(top.profile(), offer)),
+            crate::media::Codec::Vp8 => with_remb(vp8_capability()),
+        };
+        let local_track = Arc::new(TrackLocalStaticRTP::new(capability.clone(), "video".into(), format!("scopecast-{}", top.name)));
         // The track must be added before the remote description, or the answer is not
         // sendonly and nothing is ever sent.
         let sender = pc.add_track(Arc::clone(&local_track) as Arc<dyn TrackLocal + Send + Sync>).await?;
@@ -207,9 +214,7 @@ impl WebRtcEngine {
         // Only the one profile in the answer, the one the frames are in. Set after the offer:
         // payload type 0 then takes the viewer's own number for it.
         if let Some(transceiver) = pc.get_transceivers().await.first() {
-            transceiver
-                .set_codec_preferences(vec![RTCRtpCodecParameters { capability: viewer_capability(fmtp), payload_type: 0, ..Default::default() }])
-                .await?;
+            transceiver.set_codec_preferences(vec![RTCRtpCodecParameters { capability, payload_type: 0, ..Default::default() }]).await?;
         }
         let answer = pc.create_answer(None).await?;
         let mut gathered = pc.gathering_complete_promise().await;
@@ -332,8 +337,10 @@ fn attach_media(
 /// Which way a kind of session's media goes, which decides its interceptors.
 #[derive(Clone, Copy, PartialEq)]
 enum Media {
-    /// Viewers and publish targets: the relay only sends.
+    /// Publish targets: the relay only sends.
     Sends,
+    /// Viewers: the relay only sends, H.264 or VP8.
+    SendsWithVp8,
     /// Pulled streams: the relay only receives video.
     Receives,
     /// WHIP publishers: video and audio (the audio is dropped) in.
@@ -358,13 +365,16 @@ fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, 
         };
         media.register_codec(RTCRtpCodecParameters { capability: opus, payload_type: 111, ..Default::default() }, RTPCodecType::Audio)?;
     }
+    if direction == Media::SendsWithVp8 {
+        media.register_codec(RTCRtpCodecParameters { capability: vp8_capability(), payload_type: 96, ..Default::default() }, RTPCodecType::Video)?;
+    }
     // Playout delay (0, 0): libwebrtc then renders each frame as soon as it is decoded,
     // skipping its jitter buffer's target delay, render delay and smoothing (about 20 ms in
     // Chromium). Negotiated only with browsers that offer it; the crate writes it only then.
     media.register_header_extension(RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() }, RTPCodecType::Video, None)?;
     let registry = match direction {
         Media::Receives | Media::ReceivesWithAudio => register_default_interceptors(Registry::new(), &mut media)?,
-        Media::Sends => sending_interceptors(&mut media),
+        Media::Sends | Media::SendsWithVp8 => sending_interceptors(&mut media),
     };
 
     let mut settings = SettingEngine::default();
@@ -429,9 +439,17 @@ fn h264_capability() -> RTCRtpCodecCapability {
 /// transport-wide sequence numbers sends its receive-side estimate of the link (REMB), which
 /// moves the viewer between renditions.
 fn viewer_capability(fmtp: &str) -> RTCRtpCodecCapability {
-    let mut capability = h264_capability_with(fmtp);
+    with_remb(h264_capability_with(fmtp))
+}
+
+fn with_remb(mut capability: RTCRtpCodecCapability) -> RTCRtpCodecCapability {
     capability.rtcp_feedback.push(RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() });
     capability
+}
+
+/// VP8 (RFC 7741) with the same feedback as H.264: NACK, PLI and FIR.
+fn vp8_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability { mime_type: MIME_TYPE_VP8.to_owned(), sdp_fmtp_line: String::new(), ..h264_capability_with("") }
 }
 
 fn h264_capability_with(fmtp: &str) -> RTCRtpCodecCapability {

@@ -18,7 +18,7 @@
 use openh264::formats::YUVSource;
 use scopecast::media::jpeg::JpegDecoder;
 use scopecast::media::{EncoderSettings, H264Encoder, I420};
-use scopecast_tests::bench::{self, median, min_max, RelayProcess};
+use scopecast_tests::bench::{self, luma_psnr, luma_ssim, median, min_max, thread_cpu, RelayProcess};
 use scopecast_tests::camera::{self, Frames, Framing};
 use scopecast_tests::corpus::{self, Input};
 use std::io::Write;
@@ -156,7 +156,7 @@ fn scopecast_run(jpegs: &[Vec<u8>]) -> anyhow::Result<Run> {
         dec.decode(jpeg, 1, &mut pic)?;
         let t1 = thread_cpu();
         if let Some(f) = enc.encode(&pic)? {
-            bytes += f.annexb.len();
+            bytes += f.bitstream.len();
         }
         let t2 = thread_cpu();
         stages[0] += t1 - t0;
@@ -180,7 +180,7 @@ fn scopecast_quality(jpegs: &[Vec<u8>]) -> anyhow::Result<Quality> {
     for jpeg in jpegs {
         dec.decode(jpeg, 1, &mut pic)?;
         if let Some(f) = enc.encode(&pic)? {
-            stream.extend_from_slice(&f.annexb);
+            stream.extend_from_slice(&f.bitstream);
         }
     }
     h264_quality(&stream, jpegs)
@@ -205,35 +205,6 @@ fn h264_quality(stream: &[u8], jpegs: &[Vec<u8>]) -> anyhow::Result<Quality> {
     }
     anyhow::ensure!(n + 2 >= jpegs.len(), "decoded {n} of {} frames", jpegs.len());
     Ok(Quality { psnr: psnr / n as f64, ssim: ssim / n as f64, bytes: stream.len() })
-}
-
-fn luma_psnr(a: &[u8], b: &[u8]) -> f64 {
-    let se: u64 = a.iter().zip(b).map(|(x, y)| (i64::from(*x) - i64::from(*y)).pow(2) as u64).sum();
-    let mse = (se as f64 / a.len() as f64).max(1e-10);
-    10.0 * (255.0 * 255.0 / mse).log10()
-}
-
-/// Mean SSIM over 8x8 windows every 4 pixels (as x264 and FFmpeg compute it, roughly).
-fn luma_ssim(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
-    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
-    let (mut total, mut windows) = (0.0, 0usize);
-    for y in (0..h.saturating_sub(8)).step_by(4) {
-        for x in (0..w.saturating_sub(8)).step_by(4) {
-            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0u64, 0u64, 0u64, 0u64, 0u64);
-            for yy in y..y + 8 {
-                for xx in x..x + 8 {
-                    let (p, q) = (u64::from(a[yy * w + xx]), u64::from(b[yy * w + xx]));
-                    (sa, sb, saa, sbb, sab) = (sa + p, sb + q, saa + p * p, sbb + q * q, sab + p * q);
-                }
-            }
-            let n = 64.0;
-            let (ma, mb) = (sa as f64 / n, sb as f64 / n);
-            let (va, vb, cov) = (saa as f64 / n - ma * ma, sbb as f64 / n - mb * mb, sab as f64 / n - ma * mb);
-            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
-            windows += 1;
-        }
-    }
-    total / windows.max(1) as f64
 }
 
 /// libx264 as the issue measured it: same bitrate, no scaling, full-range pixels kept as they
@@ -318,14 +289,6 @@ fn timeval(t: libc::timeval) -> Duration {
 }
 
 /// CPU time of this thread.
-#[allow(unsafe_code)] // std has no per-thread CPU clock; clock_gettime is the portable POSIX call.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// User + system CPU of all waited-for child processes.
 #[allow(unsafe_code)] // std exposes no rusage; getrusage is the POSIX call for it.
 fn children_cpu() -> Duration {
