@@ -3,16 +3,17 @@
 # BENCHMARKS.md between its <!-- bench:NAME --> markers. Takes about 10 minutes; run it on a
 # quiet machine (it measures CPU). Needs what scripts/setup-debian.sh installs.
 #   scripts/bench.sh                 all of them
-#   scripts/bench.sh fanout latency  some of them (transcode, fanout, fanout-rtsp, first-frame, latency, size)
+#   scripts/bench.sh fanout latency  some of them (transcode, vp8, fanout, fanout-rtsp, first-frame, latency, size)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p scopecast -p scopecast-tests --bins
 mkdir -p target/bench
-which=("$@"); [ ${#which[@]} -gt 0 ] || which=(transcode fanout fanout-rtsp first-frame latency size)
+which=("$@"); [ ${#which[@]} -gt 0 ] || which=(transcode vp8 fanout fanout-rtsp first-frame latency size)
 for b in "${which[@]}"; do
   echo "== $b" >&2
   case "$b" in
     transcode) target/release/transcode-bench --frames 150 --runs 7 > target/bench/transcode.md ;;
+    vp8) target/release/vp8-bench --frames 150 --runs 5 > /dev/null ;;
     fanout) target/release/fanout-bench --viewers 1,10,50,100 --secs 5 --windows 3 > /dev/null ;;
     fanout-rtsp) target/release/fanout-bench --source rtsp --viewers 1,10 --secs 5 --windows 3 > /dev/null ;;
     first-frame) target/release/first-frame-bench --trials 15 > /dev/null ;;
