@@ -89,7 +89,7 @@ async fn bad_requests_get_their_status_and_problem_body() {
         case("garbage SDP", M::POST, "/telescope/whep", sdp, "this is not SDP", 400, Some("malformed-sdp")),
         case("empty SDP", M::POST, "/telescope/whep", sdp, "", 400, Some("malformed-sdp")),
         case("binary body", M::POST, "/telescope/whep", sdp, vec![0xff, 0xfe, 0x00, 0x80], 400, Some("malformed-body")),
-        case("only VP8 offered", M::POST, "/telescope/whep", sdp, vp8_only, 422, Some("unsupported-offer")),
+        case("neither H.264 nor VP8 offered", M::POST, "/telescope/whep", sdp, vp8_only.replace("VP8/", "AV1/"), 422, Some("unsupported-offer")),
         case("audio only", M::POST, "/telescope/whep", sdp, offer.replace("m=video", "m=audio"), 422, Some("unsupported-offer")),
         case("sendonly video", M::POST, "/telescope/whep", sdp, offer.replace("a=recvonly", "a=sendonly"), 422, Some("unsupported-offer")),
         case("DELETE unknown session", M::DELETE, "/telescope/whep/0123456789abcdef", None, "", 404, Some("unknown-session")),
