@@ -69,6 +69,8 @@ pub enum ViewerKind {
     Mjpeg,
     Snapshot,
     Publish,
+    /// A player on the H.264 rung (WebSocket).
+    H264,
 }
 
 /// Who watches a stream right now. Subscribers (an on-demand source, event streams) see every
@@ -103,6 +105,7 @@ fn slot(v: &mut Viewers, kind: ViewerKind) -> &mut u32 {
         ViewerKind::Mjpeg => &mut v.mjpeg,
         ViewerKind::Snapshot => &mut v.snapshot,
         ViewerKind::Publish => &mut v.publish,
+        ViewerKind::H264 => &mut v.h264,
     }
 }
 
@@ -567,9 +570,10 @@ mod tests {
         let a = d.join(ViewerKind::WebRtc);
         let b = d.join(ViewerKind::Mjpeg);
         let c = d.join(ViewerKind::Mjpeg);
-        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0, publish: 0 });
+        let e = d.join(ViewerKind::H264);
+        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0, publish: 0, h264: 1 });
         assert!(rx.has_changed().expect("open"));
-        drop((a, b));
+        drop((a, b, e));
         assert_eq!(d.now().total(), 1);
         drop(c);
         assert_eq!(rx.borrow_and_update().total(), 0);

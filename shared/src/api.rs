@@ -72,11 +72,14 @@ pub struct Viewers {
     /// WHIP publish targets (an SFU or CDN ingest): they keep the stream running like a viewer.
     #[serde(default)]
     pub publish: u32,
+    /// Players on the H.264 rung (`/{stream}/h264`, a WebSocket): networks without UDP.
+    #[serde(default)]
+    pub h264: u32,
 }
 
 impl Viewers {
     pub fn total(&self) -> u32 {
-        self.webrtc + self.mjpeg + self.snapshot + self.publish
+        self.webrtc + self.mjpeg + self.snapshot + self.publish + self.h264
     }
 }
 
@@ -306,6 +309,29 @@ pub struct StateEvent {
     pub state: SourceState,
     pub last_error: Option<String>,
     pub since_ms: u64,
+}
+
+/// What the player reads of a stream's status ([`StreamInfo`]): only what it acts on, so that
+/// its wasm carries no decoder for the rest (serde skips the other fields).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlayerStreamInfo {
+    pub state: SourceState,
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub video: VideoPath,
+    pub max_fps: Option<f64>,
+    pub fps_in: f64,
+}
+
+/// The stream list as the relay's page reads it ([`StreamList`]): the names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlayerStreamList {
+    pub streams: Vec<PlayerStreamName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlayerStreamName {
+    pub name: String,
 }
 
 /// Server-Sent Event names on `/api/v1/streams/{name}/events`.

@@ -4,9 +4,10 @@
 //! nothing that assumes an async runtime or a browser (no tokio, no web-sys). If a type here is
 //! serializable, it is part of a boundary: change it with both sides in mind. The MJPEG
 //! multipart parser lives here too: the relay reads cameras with it, the player its fallback.
-//! So do the SDP checks (feature `sdp`), so that fuzzing them does not build the relay.
+//! So does the H.264 rung's WebSocket framing (h264_ws). So do the SDP checks (feature `sdp`), so that fuzzing them does not build the relay.
 
 pub mod api;
+pub mod h264_ws;
 pub mod headers;
 pub mod multipart;
 pub mod problem;

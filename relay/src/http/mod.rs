@@ -5,6 +5,7 @@ pub mod api;
 mod assets;
 pub mod auth;
 pub mod error;
+pub mod h264_ws;
 pub mod media;
 pub mod whep;
 pub mod whep_sse;
@@ -223,6 +224,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams/{name}/publish/{target}", put(api::put_publish_target).delete(api::delete_publish_target))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))
+        .route("/{stream}/h264", get(h264_ws::upgrade))
         // Gzipped once and kept (assets.rs); MJPEG and event streams are never compressed.
         .route("/static/{*path}", get(static_file))
         .route("/{stream}/", get(stream_page))

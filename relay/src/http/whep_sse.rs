@@ -125,7 +125,7 @@ impl Reader {
                 changed = self.viewers.changed() => {
                     changed.ok()?;
                     let v = *self.viewers.borrow_and_update();
-                    let count = v.webrtc + v.mjpeg;
+                    let count = v.webrtc + v.mjpeg + v.h264;
                     if self.viewer_count.replace(count) != Some(count) && wants(&self.wanted, "viewercount") {
                         return Some(Event::default().event("viewercount").data(serde_json::json!({ "viewercount": count }).to_string()));
                     }
