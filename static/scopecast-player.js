@@ -2,7 +2,7 @@
 //
 // Import this module (from the relay: /static/scopecast-player.js) to register the element.
 // Attributes: src (the stream's URL), or whep (a WHEP endpoint on any server, used as it is:
-// Cloudflare Stream's .../webRTC/play, MediaMTX, an SFU), token, fallback, controls, autoplay, overlay; "false"
+// Cloudflare Stream's .../webRTC/play, MediaMTX, an SFU), token, fallback, controls, autoplay, overlay, rendition (one to pin, or auto); "false"
 // or "off" turns a default-on one off. It also exports mount(element, options), returning a
 // handle whose destroy() ends the WHEP session.
 import init, { mount } from "./player/scopecast_client.js";
@@ -20,7 +20,7 @@ function addStyles() {
   }
 }
 
-const ATTRIBUTES = ["src", "whep", "token", "fallback", "controls", "autoplay", "overlay"];
+const ATTRIBUTES = ["src", "whep", "token", "fallback", "controls", "autoplay", "overlay", "rendition"];
 
 export class ScopecastPlayer extends HTMLElement {
   static get observedAttributes() { return ATTRIBUTES; }

@@ -33,6 +33,8 @@ pub struct StreamUrls {
     pub whep: String,
     pub mjpeg: String,
     pub snapshot: String,
+    /// The H.264 rung's WebSocket, as an http(s) URL (see [`websocket_url`]).
+    pub h264: String,
     /// The relay's status and event routes (absent on other WHEP servers: optional extras).
     pub info: String,
     pub events: String,
@@ -55,7 +57,7 @@ impl StreamUrls {
         let path = whep[path_start..].split(['?', '#']).next().unwrap_or("");
         let name = path.split('/').rfind(|s| !s.is_empty() && !s.eq_ignore_ascii_case("whep")).unwrap_or("stream");
         let empty = String::new;
-        Some(Self { name: name.to_owned(), whep: whep.to_owned(), mjpeg: empty(), snapshot: empty(), info: empty(), events: empty() })
+        Some(Self { name: name.to_owned(), whep: whep.to_owned(), mjpeg: empty(), snapshot: empty(), h264: empty(), info: empty(), events: empty() })
     }
 
     /// Whether the server is a Scopecast relay with its extras (MJPEG, status, events).
@@ -82,10 +84,22 @@ impl StreamUrls {
             whep: format!("{base}/whep{query}"),
             mjpeg: format!("{base}/mjpeg{query}"),
             snapshot: format!("{base}/snapshot.jpg{query}"),
+            h264: format!("{base}/h264{query}"),
             info: format!("{root}/api/v1/streams/{name}{query}"),
             events: format!("{root}/api/v1/streams/{name}/events{query}"),
         })
     }
+}
+
+/// An absolute http(s) URL as the WebSocket URL of the same resource (ws, wss).
+pub fn websocket_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let ws = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "ws",
+        "https" => "wss",
+        _ => return None,
+    };
+    Some(format!("{ws}://{rest}"))
 }
 
 #[cfg(test)]
@@ -119,12 +133,21 @@ mod tests {
     }
 
     #[test]
+    fn websocket_urls_keep_the_security_of_the_page() {
+        assert_eq!(websocket_url("http://h:8889/telescope/h264?token=t").as_deref(), Some("ws://h:8889/telescope/h264?token=t"));
+        assert_eq!(websocket_url("HTTPS://scope.example/telescope/h264").as_deref(), Some("wss://scope.example/telescope/h264"));
+        assert_eq!(websocket_url("/telescope/h264"), None, "relative: resolve it first");
+        assert_eq!(websocket_url("ftp://h/x"), None);
+    }
+
+    #[test]
     fn stream_urls_from_any_form_of_the_address() {
         let want = StreamUrls {
             name: "telescope".into(),
             whep: "http://h:8889/telescope/whep".into(),
             mjpeg: "http://h:8889/telescope/mjpeg".into(),
             snapshot: "http://h:8889/telescope/snapshot.jpg".into(),
+            h264: "http://h:8889/telescope/h264".into(),
             info: "http://h:8889/api/v1/streams/telescope".into(),
             events: "http://h:8889/api/v1/streams/telescope/events".into(),
         };

@@ -1,8 +1,10 @@
 //! The fallback ladder: every decision about how the player gets its picture, in one place.
 //!
-//! WebRTC first. While WebRTC is not (yet) showing frames, the relay's MJPEG fills in, so the
-//! user never stares at a black box; the player keeps climbing back to WebRTC and drops MJPEG as
-//! soon as WebRTC frames render. Pure: the browser layer feeds it events with the time, and
+//! WebRTC first. While WebRTC is not (yet) showing frames, a fallback fills the canvas, so the
+//! user never stares at a black box: the stream's H.264 over a WebSocket where the browser can
+//! decode it (a Scopecast relay, WebCodecs), else the relay's MJPEG. An H.264 rung that never
+//! shows a frame (WebSockets blocked, no decoder) gives way to MJPEG at once. The player keeps
+//! climbing back to WebRTC and drops the fallback as soon as WebRTC frames render. Pure: the browser layer feeds it events with the time, and
 //! carries out the [`Command`]s it returns.
 
 use crate::backoff::Backoff;
@@ -48,10 +50,10 @@ pub enum Event {
     /// threshold while its source is live: the network path under the session is broken (a
     /// NAT rebinding, a Wi-Fi roam), which ICE does not notice by itself.
     Stalled,
-    /// An MJPEG frame was drawn.
-    MjpegFrame,
-    /// The MJPEG stream ended or failed to start.
-    MjpegEnded,
+    /// The fallback drew a frame.
+    FallbackFrame,
+    /// The fallback's stream ended or failed to start.
+    FallbackEnded,
     /// Time passed (the layer ticks a few times a second).
     Tick,
     /// End everything (the element was removed or the page is going away).
@@ -67,10 +69,20 @@ pub enum Command {
     IceRestart,
     /// Close the peer connection and DELETE the session, if there is one.
     HangUp,
-    /// Start reading the MJPEG stream into the canvas.
-    StartMjpeg,
-    /// Stop reading MJPEG and hide the canvas.
-    StopMjpeg,
+    /// Start the fallback on this rung, into the canvas (stopping one that runs).
+    StartFallback(Rung),
+    /// Stop the fallback and hide the canvas.
+    StopFallback,
+}
+
+/// What the fallback draws into the canvas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rung {
+    /// The stream's H.264 over a WebSocket, decoded by the browser (WebCodecs): WebRTC's
+    /// bandwidth where UDP is blocked.
+    H264,
+    /// MJPEG, which every browser draws, at several times the bandwidth.
+    Mjpeg,
 }
 
 /// Where the ladder stands.
@@ -94,8 +106,8 @@ pub enum Phase {
     Waiting {
         retry_at: u64,
     },
-    /// The server cannot do WebRTC with us (it refused the offer itself): MJPEG only.
-    MjpegOnly,
+    /// The server cannot do WebRTC with us (it refused the offer itself): the fallback only.
+    FallbackOnly,
     Stopped(StopReason),
 }
 
@@ -114,6 +126,7 @@ pub enum StopReason {
 pub enum Transport {
     None,
     WebRtc,
+    H264,
     Mjpeg,
 }
 
@@ -124,7 +137,7 @@ pub enum Status {
     Connecting,
     Live,
     Reconnecting,
-    /// The picture comes over MJPEG while WebRTC is down.
+    /// The picture comes over the fallback (H.264 or MJPEG) while WebRTC is down.
     Fallback,
     Error,
 }
@@ -147,16 +160,18 @@ impl Transport {
         match self {
             Transport::None => "none",
             Transport::WebRtc => "webrtc",
+            Transport::H264 => "h264",
             Transport::Mjpeg => "mjpeg",
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mjpeg {
+enum Fallback {
     Off,
     /// Reading (or starting to); `shown` once a frame was drawn.
     On {
+        rung: Rung,
         shown: bool,
     },
     /// It ended; start again at the given time.
@@ -178,8 +193,11 @@ enum Restarts {
 pub struct Ladder {
     phase: Phase,
     fallback_allowed: bool,
-    mjpeg: Mjpeg,
-    mjpeg_failures: u32,
+    fallback: Fallback,
+    fallback_failures: u32,
+    /// Whether the H.264 rung is to be tried: offered by the player, and not yet found not to
+    /// work here (it ended without a frame).
+    h264_rung: bool,
     /// WebRTC failures since the last stable session.
     failures: u32,
     restarts: Restarts,
@@ -195,8 +213,9 @@ impl Ladder {
         Self {
             phase: Phase::Idle,
             fallback_allowed,
-            mjpeg: Mjpeg::Off,
-            mjpeg_failures: 0,
+            fallback: Fallback::Off,
+            fallback_failures: 0,
+            h264_rung: false,
             failures: 0,
             restarts: Restarts::Unknown,
             stall_restart_at: None,
@@ -204,6 +223,12 @@ impl Ladder {
             last_error: None,
             backoff: Backoff::WHEP,
         }
+    }
+
+    /// Tries the H.264 rung before MJPEG (the browser decodes H.264 and the relay serves it).
+    pub fn with_h264_rung(mut self) -> Self {
+        self.h264_rung = true;
+        self
     }
 
     pub fn phase(&self) -> Phase {
@@ -229,7 +254,9 @@ impl Ladder {
         match event {
             Event::Start => {
                 if matches!(self.phase, Phase::Idle | Phase::Stopped(_)) {
+                    let h264_rung = self.h264_rung;
                     *self = Self::new(self.fallback_allowed);
+                    self.h264_rung = h264_rung;
                     self.connect(now, &mut out);
                 }
             }
@@ -249,7 +276,7 @@ impl Ladder {
                 Phase::Live { .. } if !self.playing => {
                     self.playing = true;
                     self.last_error = None;
-                    self.stop_mjpeg(&mut out);
+                    self.stop_fallback(&mut out);
                 }
                 // Frames again after a restart: the new path works (the connection state may
                 // never have left `connected`).
@@ -257,7 +284,7 @@ impl Ladder {
                     self.phase = Phase::Live { since: now, disconnected_since: None };
                     self.playing = true;
                     self.last_error = None;
-                    self.stop_mjpeg(&mut out);
+                    self.stop_fallback(&mut out);
                 }
                 _ => {}
             },
@@ -296,25 +323,32 @@ impl Ladder {
                     }
                 }
             }
-            Event::MjpegFrame => {
-                if let Mjpeg::On { .. } = self.mjpeg {
-                    self.mjpeg = Mjpeg::On { shown: true };
-                    self.mjpeg_failures = 0;
+            Event::FallbackFrame => {
+                if let Fallback::On { rung, .. } = self.fallback {
+                    self.fallback = Fallback::On { rung, shown: true };
+                    self.fallback_failures = 0;
                 }
             }
-            Event::MjpegEnded => {
-                if let Mjpeg::On { .. } = self.mjpeg {
-                    let delay = MJPEG_BACKOFF.delay_ms(self.mjpeg_failures, jitter, None);
-                    self.mjpeg_failures = self.mjpeg_failures.saturating_add(1);
-                    self.mjpeg = Mjpeg::Retrying { at: now + delay };
+            Event::FallbackEnded => match self.fallback {
+                // It never showed a picture: it does not work here. MJPEG, at once.
+                Fallback::On { rung: Rung::H264, shown: false } => {
+                    self.h264_rung = false;
+                    self.fallback = Fallback::On { rung: Rung::Mjpeg, shown: false };
+                    out.push(Command::StartFallback(Rung::Mjpeg));
                 }
-            }
+                Fallback::On { .. } => {
+                    let delay = MJPEG_BACKOFF.delay_ms(self.fallback_failures, jitter, None);
+                    self.fallback_failures = self.fallback_failures.saturating_add(1);
+                    self.fallback = Fallback::Retrying { at: now + delay };
+                }
+                _ => {}
+            },
             Event::Tick => self.tick(now, jitter, &mut out),
             Event::Stop => {
                 self.phase = Phase::Stopped(StopReason::Ended);
                 self.playing = false;
                 out.push(Command::HangUp);
-                self.stop_mjpeg(&mut out);
+                self.stop_fallback(&mut out);
             }
         }
         out
@@ -327,7 +361,7 @@ impl Ladder {
                     self.last_error = Some("WebRTC did not connect".into());
                     self.fail(now, None, jitter, out);
                 } else if now.saturating_sub(since) >= FALLBACK_AFTER_MS {
-                    self.start_mjpeg(out);
+                    self.start_fallback(out);
                 }
             }
             Phase::Live { since, disconnected_since } => {
@@ -348,16 +382,17 @@ impl Ladder {
                     self.last_error = Some("ICE restart did not reconnect".into());
                     self.fail(now, None, jitter, out);
                 } else if now.saturating_sub(since) >= FALLBACK_AFTER_MS {
-                    self.start_mjpeg(out);
+                    self.start_fallback(out);
                 }
             }
             Phase::Waiting { retry_at } if now >= retry_at => self.connect(now, out),
             _ => {}
         }
-        if let Mjpeg::Retrying { at } = self.mjpeg {
+        if let Fallback::Retrying { at } = self.fallback {
             if now >= at {
-                self.mjpeg = Mjpeg::On { shown: false };
-                out.push(Command::StartMjpeg);
+                let rung = self.rung();
+                self.fallback = Fallback::On { rung, shown: false };
+                out.push(Command::StartFallback(rung));
             }
         }
     }
@@ -373,7 +408,7 @@ impl Ladder {
             401 | 403 => {
                 self.phase = Phase::Stopped(StopReason::Unauthorized);
                 out.push(Command::HangUp);
-                self.stop_mjpeg(out);
+                self.stop_fallback(out);
             }
             // The offer itself cannot be served (bad SDP, no common codec, too large, wrong
             // type): the same browser will get the same answer, so stop asking.
@@ -381,8 +416,8 @@ impl Ladder {
                 out.push(Command::HangUp);
                 self.playing = false;
                 if self.fallback_allowed {
-                    self.phase = Phase::MjpegOnly;
-                    self.start_mjpeg(out);
+                    self.phase = Phase::FallbackOnly;
+                    self.start_fallback(out);
                 } else {
                     self.phase = Phase::Stopped(StopReason::Unsupported);
                 }
@@ -411,45 +446,53 @@ impl Ladder {
         let delay = self.backoff.delay_ms(self.failures, jitter, retry_after_ms);
         self.failures = self.failures.saturating_add(1);
         self.phase = Phase::Waiting { retry_at: now + delay };
-        self.start_mjpeg(out);
+        self.start_fallback(out);
     }
 
-    fn start_mjpeg(&mut self, out: &mut Vec<Command>) {
-        if self.fallback_allowed && self.mjpeg == Mjpeg::Off {
-            self.mjpeg = Mjpeg::On { shown: false };
-            out.push(Command::StartMjpeg);
+    fn rung(&self) -> Rung {
+        if self.h264_rung {
+            Rung::H264
+        } else {
+            Rung::Mjpeg
         }
     }
 
-    fn stop_mjpeg(&mut self, out: &mut Vec<Command>) {
-        if self.mjpeg != Mjpeg::Off {
-            self.mjpeg = Mjpeg::Off;
-            self.mjpeg_failures = 0;
-            out.push(Command::StopMjpeg);
+    fn start_fallback(&mut self, out: &mut Vec<Command>) {
+        if self.fallback_allowed && self.fallback == Fallback::Off {
+            let rung = self.rung();
+            self.fallback = Fallback::On { rung, shown: false };
+            out.push(Command::StartFallback(rung));
+        }
+    }
+
+    fn stop_fallback(&mut self, out: &mut Vec<Command>) {
+        if self.fallback != Fallback::Off {
+            self.fallback = Fallback::Off;
+            self.fallback_failures = 0;
+            out.push(Command::StopFallback);
         }
     }
 
     /// How the picture is coming right now.
     pub fn transport(&self) -> Transport {
-        if self.playing {
-            Transport::WebRtc
-        } else if self.mjpeg == (Mjpeg::On { shown: true }) {
-            Transport::Mjpeg
-        } else {
-            Transport::None
+        match self.fallback {
+            _ if self.playing => Transport::WebRtc,
+            Fallback::On { rung: Rung::H264, shown: true } => Transport::H264,
+            Fallback::On { rung: Rung::Mjpeg, shown: true } => Transport::Mjpeg,
+            _ => Transport::None,
         }
     }
 
     /// What the user is told.
     pub fn status(&self) -> Status {
-        let mjpeg_shown = self.mjpeg == (Mjpeg::On { shown: true });
+        let fallback_shown = matches!(self.fallback, Fallback::On { shown: true, .. });
         match self.phase {
             Phase::Idle | Phase::Stopped(StopReason::Ended) => Status::Idle,
             Phase::Stopped(_) => Status::Error,
             Phase::Live { .. } if self.playing => Status::Live,
-            _ if mjpeg_shown => Status::Fallback,
+            _ if fallback_shown => Status::Fallback,
             Phase::Connecting { .. } | Phase::Live { .. } => Status::Connecting,
-            Phase::Restarting { .. } | Phase::Waiting { .. } | Phase::MjpegOnly => Status::Reconnecting,
+            Phase::Restarting { .. } | Phase::Waiting { .. } | Phase::FallbackOnly => Status::Reconnecting,
         }
     }
 
@@ -466,6 +509,8 @@ impl Ladder {
 mod tests {
     use super::*;
     use Command::*;
+
+    const START_MJPEG: Command = StartFallback(Rung::Mjpeg);
 
     /// A ladder that has started: the first offer is out at t=0.
     fn started(fallback: bool) -> Ladder {
@@ -499,14 +544,14 @@ mod tests {
     fn slow_connect_shows_mjpeg_meanwhile_then_drops_it_when_webrtc_plays() {
         let mut l = started(true);
         assert_eq!(l.handle(FALLBACK_AFTER_MS - 1, Event::Tick, 0.0), []);
-        assert_eq!(l.handle(FALLBACK_AFTER_MS, Event::Tick, 0.0), [StartMjpeg]);
+        assert_eq!(l.handle(FALLBACK_AFTER_MS, Event::Tick, 0.0), [START_MJPEG]);
         assert_eq!(l.handle(FALLBACK_AFTER_MS + 10, Event::Tick, 0.0), [], "started once");
         assert_eq!(l.status(), Status::Connecting, "no MJPEG frame yet");
-        l.handle(2_700, Event::MjpegFrame, 0.0);
+        l.handle(2_700, Event::FallbackFrame, 0.0);
         assert_eq!((l.status(), l.transport()), (Status::Fallback, Transport::Mjpeg));
         l.handle(3_000, Event::Connected, 0.0);
         assert_eq!(l.transport(), Transport::Mjpeg, "MJPEG stays until WebRTC frames render");
-        assert_eq!(l.handle(3_100, Event::Playing, 0.0), [StopMjpeg]);
+        assert_eq!(l.handle(3_100, Event::Playing, 0.0), [StopFallback]);
         assert_eq!((l.status(), l.transport()), (Status::Live, Transport::WebRtc));
     }
 
@@ -546,9 +591,9 @@ mod tests {
     #[test]
     fn the_first_failure_starts_mjpeg_at_once() {
         let mut l = started(true);
-        assert_eq!(l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: "network".into() }, 0.0), [HangUp, StartMjpeg]);
+        assert_eq!(l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: "network".into() }, 0.0), [HangUp, START_MJPEG]);
         assert_eq!(l.status(), Status::Reconnecting, "until an MJPEG frame shows");
-        l.handle(20, Event::MjpegFrame, 0.0);
+        l.handle(20, Event::FallbackFrame, 0.0);
         assert_eq!(l.status(), Status::Fallback);
     }
 
@@ -575,8 +620,8 @@ mod tests {
     fn an_offer_the_server_cannot_serve_means_mjpeg_only() {
         for status in [400, 406, 413, 415, 422] {
             let mut l = started(true);
-            assert_eq!(l.handle(10, Event::Refused { status, retry_after_ms: None, detail: String::new() }, 0.0), [HangUp, StartMjpeg]);
-            assert_eq!(l.phase(), Phase::MjpegOnly, "{status}");
+            assert_eq!(l.handle(10, Event::Refused { status, retry_after_ms: None, detail: String::new() }, 0.0), [HangUp, START_MJPEG]);
+            assert_eq!(l.phase(), Phase::FallbackOnly, "{status}");
             assert_eq!(l.handle(1_000_000, Event::Tick, 0.0), [], "no more offers: {status}");
         }
         let mut l = started(false);
@@ -614,7 +659,7 @@ mod tests {
         l.handle(4_400, Event::Connected, 0.0);
         l.handle(4_450, Event::Playing, 0.0);
         l.handle(5_000, Event::Disconnected, 0.0);
-        assert_eq!(l.handle(8_000, Event::Tick, 0.0), [HangUp, StartMjpeg], "known unsupported: no restart");
+        assert_eq!(l.handle(8_000, Event::Tick, 0.0), [HangUp, START_MJPEG], "known unsupported: no restart");
     }
 
     #[test]
@@ -623,7 +668,7 @@ mod tests {
         l.handle(1_000, Event::Disconnected, 0.0);
         l.handle(4_000, Event::Tick, 0.0);
         l.handle(4_100, Event::RestartAnswered, 0.0);
-        assert_eq!(l.handle(4_000 + FALLBACK_AFTER_MS, Event::Tick, 0.0), [StartMjpeg], "picture meanwhile");
+        assert_eq!(l.handle(4_000 + FALLBACK_AFTER_MS, Event::Tick, 0.0), [START_MJPEG], "picture meanwhile");
         assert_eq!(l.handle(4_000 + RESTART_TIMEOUT_MS, Event::Tick, 0.0), [HangUp]);
         assert!(matches!(l.phase(), Phase::Waiting { .. }));
     }
@@ -631,7 +676,7 @@ mod tests {
     #[test]
     fn a_failed_session_falls_back_and_retries() {
         let mut l = playing();
-        assert_eq!(l.handle(2_000, Event::Failed, 0.0), [HangUp, StartMjpeg]);
+        assert_eq!(l.handle(2_000, Event::Failed, 0.0), [HangUp, START_MJPEG]);
         assert_eq!(l.transport(), Transport::None);
         assert!(l.retry_in_ms(2_000).is_some());
     }
@@ -662,7 +707,7 @@ mod tests {
         l.handle(12_200, Event::Connected, 0.0);
         l.handle(12_300, Event::Playing, 0.0);
         assert_eq!(l.handle(13_000, Event::Stalled, 0.0), [IceRestart], "a restart is tried again later");
-        assert_eq!(l.handle(13_100, Event::RestartRefused, 0.0), [HangUp, StartMjpeg], "failing again: the backoff");
+        assert_eq!(l.handle(13_100, Event::RestartRefused, 0.0), [HangUp, START_MJPEG], "failing again: the backoff");
         assert!(matches!(l.phase(), Phase::Waiting { .. }));
     }
 
@@ -697,16 +742,16 @@ mod tests {
     fn mjpeg_that_ends_is_restarted_with_its_own_backoff() {
         let mut l = started(true);
         l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: String::new() }, 0.0);
-        assert_eq!(l.handle(20, Event::MjpegEnded, 1.0), []);
-        assert!(!l.handle(1_019, Event::Tick, 1.0).contains(&StartMjpeg), "1 s later, not sooner");
-        assert!(l.handle(1_020, Event::Tick, 1.0).contains(&StartMjpeg));
-        l.handle(1_030, Event::MjpegEnded, 1.0);
-        assert!(!l.handle(2_029, Event::Tick, 1.0).contains(&StartMjpeg));
-        assert!(l.handle(3_030, Event::Tick, 1.0).contains(&StartMjpeg), "2 s the second time");
+        assert_eq!(l.handle(20, Event::FallbackEnded, 1.0), []);
+        assert!(!l.handle(1_019, Event::Tick, 1.0).contains(&START_MJPEG), "1 s later, not sooner");
+        assert!(l.handle(1_020, Event::Tick, 1.0).contains(&START_MJPEG));
+        l.handle(1_030, Event::FallbackEnded, 1.0);
+        assert!(!l.handle(2_029, Event::Tick, 1.0).contains(&START_MJPEG));
+        assert!(l.handle(3_030, Event::Tick, 1.0).contains(&START_MJPEG), "2 s the second time");
         // Once WebRTC plays, a late MJPEG end changes nothing.
         l.handle(3_100, Event::Tick, 1.0);
         let mut l2 = playing();
-        assert_eq!(l2.handle(200, Event::MjpegEnded, 0.0), []);
+        assert_eq!(l2.handle(200, Event::FallbackEnded, 0.0), []);
         assert_eq!(l2.handle(5_000, Event::Tick, 0.0), []);
     }
 
@@ -714,9 +759,9 @@ mod tests {
     fn stop_hangs_up_and_ignores_everything_after() {
         let mut l = started(true);
         l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: String::new() }, 0.0);
-        assert_eq!(l.handle(20, Event::Stop, 0.0), [HangUp, StopMjpeg]);
+        assert_eq!(l.handle(20, Event::Stop, 0.0), [HangUp, StopFallback]);
         assert_eq!(l.status(), Status::Idle);
-        for e in [Event::Tick, Event::Connected, Event::Failed, Event::MjpegEnded] {
+        for e in [Event::Tick, Event::Connected, Event::Failed, Event::FallbackEnded] {
             assert_eq!(l.handle(100_000, e, 0.0), []);
         }
         assert_eq!(l.handle(200_000, Event::Start, 0.0), [Post], "can start again");
@@ -732,5 +777,62 @@ mod tests {
         let mut l = playing();
         assert_eq!(l.handle(500, Event::Refused { status: 503, retry_after_ms: None, detail: String::new() }, 0.0), [], "a late refusal of an old offer");
         assert_eq!(l.handle(600, Event::Start, 0.0), [], "already running");
+    }
+
+    const START_H264: Command = StartFallback(Rung::H264);
+
+    fn started_with_h264() -> Ladder {
+        let mut l = Ladder::new(true).with_h264_rung();
+        assert_eq!(l.handle(0, Event::Start, 0.0), [Post]);
+        l
+    }
+
+    #[test]
+    fn with_udp_blocked_the_h264_rung_comes_first_and_webrtc_still_takes_over() {
+        let mut l = started_with_h264();
+        assert_eq!(l.handle(FALLBACK_AFTER_MS, Event::Tick, 0.0), [START_H264]);
+        assert_eq!(l.transport(), Transport::None, "nothing shown yet");
+        l.handle(2_700, Event::FallbackFrame, 0.0);
+        assert_eq!((l.status(), l.transport()), (Status::Fallback, Transport::H264));
+        assert_eq!(l.handle(CONNECT_TIMEOUT_MS, Event::Tick, 0.0), [HangUp], "the rung keeps playing while WebRTC waits");
+        assert_eq!(l.transport(), Transport::H264);
+        // WebRTC works again later: it takes over and the rung stops.
+        let retry = match l.phase() {
+            Phase::Waiting { retry_at } => retry_at,
+            p => panic!("{p:?}"),
+        };
+        assert_eq!(l.handle(retry, Event::Tick, 0.0), [Post]);
+        l.handle(retry + 100, Event::Connected, 0.0);
+        assert_eq!(l.handle(retry + 150, Event::Playing, 0.0), [StopFallback]);
+        assert_eq!(l.transport(), Transport::WebRtc);
+    }
+
+    #[test]
+    fn an_h264_rung_that_never_shows_a_frame_gives_way_to_mjpeg_for_good() {
+        let mut l = started_with_h264();
+        assert_eq!(l.handle(10, Event::Refused { status: 0, retry_after_ms: None, detail: "network".into() }, 0.0), [HangUp, START_H264]);
+        assert_eq!(l.handle(50, Event::FallbackEnded, 0.0), [START_MJPEG], "WebSockets blocked: MJPEG at once, no backoff");
+        l.handle(80, Event::FallbackFrame, 0.0);
+        assert_eq!(l.transport(), Transport::Mjpeg);
+        // The next WebRTC failure goes straight to MJPEG.
+        let retry = match l.phase() {
+            Phase::Waiting { retry_at } => retry_at,
+            p => panic!("{p:?}"),
+        };
+        l.handle(retry, Event::Tick, 0.0);
+        l.handle(retry + 100, Event::Connected, 0.0);
+        assert_eq!(l.handle(retry + 150, Event::Playing, 0.0), [StopFallback]);
+        assert_eq!(l.handle(retry + 200, Event::Failed, 0.0), [HangUp, START_MJPEG]);
+    }
+
+    #[test]
+    fn an_h264_rung_that_played_and_ended_is_retried_with_the_backoff() {
+        let mut l = started_with_h264();
+        l.handle(10, Event::Refused { status: 422, retry_after_ms: None, detail: String::new() }, 0.0);
+        assert_eq!(l.phase(), Phase::FallbackOnly);
+        l.handle(20, Event::FallbackFrame, 0.0);
+        assert_eq!(l.handle(30, Event::FallbackEnded, 1.0), [], "it worked: a dropped connection, not a dead end");
+        assert!(l.handle(1_029, Event::Tick, 1.0).is_empty());
+        assert_eq!(l.handle(1_030, Event::Tick, 1.0), [START_H264], "the same rung again");
     }
 }

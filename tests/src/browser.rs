@@ -129,23 +129,25 @@ impl Browser {
 }
 
 /// What a test sees of the first player on the page (`.scopecast`, the Leptos live view): its
-/// status, transport and camera state (the `data-` attributes it keeps), MJPEG frames drawn,
+/// status, transport and camera state (the `data-` attributes it keeps), fallback frames drawn (H.264 or MJPEG),
 /// the badges' text, the `<video>`'s size, and the WebRTC receiver's stats (frames decoded,
 /// PLIs, FIRs, freezes) with the peer connection's state.
 pub async fn page_status(client: &Client) -> serde_json::Value {
     let probe = r#"
         const done = arguments[arguments.length - 1];
         const root = document.querySelector(".scopecast");
-        if (!root) return done({ state: "none", frames: 0, mjpeg: 0, width: 0, height: 0, pc: "none" });
+        if (!root) return done({ state: "none", frames: 0, fallback: 0, width: 0, height: 0, pc: "none" });
         const v = root.querySelector("video");
         const c = root.querySelector("canvas");
         const text = (sel) => (root.querySelector(sel) || {}).textContent || "";
         const base = {
             state: root.dataset.status || "none", transport: root.dataset.transport || "none", source: root.dataset.source || "unknown",
             status_text: text(".scopecast-status"), source_text: text(".scopecast-source"),
-            mjpeg: Number(root.dataset.mjpegFrames || 0), canvas_width: c ? c.width : 0, canvas_visible: !!c && !c.classList.contains("scopecast-hidden"),
+            fallback: Number(root.dataset.fallbackFrames || 0), canvas_width: c ? c.width : 0, canvas_visible: !!c && !c.classList.contains("scopecast-hidden"),
             frames: 0, plis: 0, firs: 0, freezes: 0, nacks: 0, lost: 0, received: 0, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0, pc: "none",
             session: root.scopecast && root.scopecast.sessionUrl, secure: root.dataset.secure === "true",
+            rendition: root.dataset.rendition || "", pinned: root.dataset.renditionPinned === "true",
+            choices: [...root.querySelectorAll(".scopecast-rendition option")].map((o) => o.value),
         };
         const pc = root.scopecast && root.scopecast.pc;
         if (!pc) return done(base);

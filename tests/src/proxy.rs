@@ -1,6 +1,8 @@
 //! An HTTP proxy in front of a relay that can make WebRTC impossible on demand, the way a
 //! firewall or a misbehaving server would, while everything else (the page, MJPEG, events)
-//! still passes. Browser tests load the page through it.
+//! still passes. WebSockets (the player's H.264 rung) are refused unless allowed, as by a proxy
+//! that does not speak them; allowed, they are tunnelled. Browser tests load the page through
+//! it; it counts the bytes it sends the browser (rung benchmarks).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -38,6 +40,10 @@ struct Shared {
     restarts: AtomicU64,
     refuse_restarts: std::sync::atomic::AtomicBool,
     media_proxy: std::sync::Mutex<Option<SocketAddr>>,
+    websockets: std::sync::atomic::AtomicBool,
+    websockets_open: AtomicU64,
+    /// Response body and WebSocket message bytes sent to the browser.
+    bytes_out: AtomicU64,
     client: reqwest::Client,
 }
 
@@ -56,6 +62,9 @@ impl Proxy {
             restarts: AtomicU64::new(0),
             refuse_restarts: Default::default(),
             media_proxy: std::sync::Mutex::new(None),
+            websockets: Default::default(),
+            websockets_open: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
             client: reqwest::Client::new(),
         });
         let app = axum::Router::new().fallback(forward).with_state(Arc::clone(&shared));
@@ -91,6 +100,21 @@ impl Proxy {
         self.shared.restarts.load(Ordering::SeqCst)
     }
 
+    /// Tunnels WebSockets (true) or refuses them with 403 (false, the default).
+    pub fn allow_websockets(&self, allow: bool) {
+        self.shared.websockets.store(allow, Ordering::SeqCst);
+    }
+
+    /// WebSocket tunnels open right now.
+    pub fn websockets_open(&self) -> u64 {
+        self.shared.websockets_open.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of response bodies and WebSocket messages sent to the browser so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.shared.bytes_out.load(Ordering::SeqCst)
+    }
+
     /// Answers ICE restarts with 422 from now on, as a server that does not do them.
     pub fn refuse_restarts(&self) {
         self.shared.refuse_restarts.store(true, Ordering::SeqCst);
@@ -104,6 +128,9 @@ impl Drop for Proxy {
 }
 
 async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    if req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return websocket(shared, req).await;
+    }
     let mode = shared.mode.load(Ordering::SeqCst);
     let offer = req.method() == Method::POST && req.uri().path().ends_with("/whep");
     if offer {
@@ -162,12 +189,65 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return builder.body(Body::from(answer)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
     }
     // Streamed, so MJPEG and event streams pass through as they come.
-    let stream = res.bytes_stream().map_err(std::io::Error::other);
+    let counter = Arc::clone(&shared);
+    let stream = res.bytes_stream().inspect_ok(move |b| {
+        counter.bytes_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+    });
+    let stream = stream.map_err(std::io::Error::other);
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
     response.headers_mut().insert("x-test-proxy", HeaderValue::from_static("1"));
     response
+}
+
+/// A WebSocket: refused unless allowed, else connected upstream first (its refusal passed
+/// on) and tunnelled message by message.
+async fn websocket(shared: Arc<Shared>, req: Request) -> Response {
+    use axum::extract::ws::{Message as Down, WebSocketUpgrade};
+    use axum::extract::FromRequestParts;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Up;
+    if !shared.websockets.load(Ordering::SeqCst) {
+        return (StatusCode::FORBIDDEN, "WebSockets blocked by the test proxy").into_response();
+    }
+    let url = format!("{}{}", shared.upstream.replacen("http", "ws", 1), req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let (mut parts, _) = req.into_parts();
+    let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else { return StatusCode::BAD_REQUEST.into_response() };
+    let upstream = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((upstream, _)) => upstream,
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            return StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY).into_response()
+        }
+        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+    };
+    ws.on_upgrade(move |browser| async move {
+        shared.websockets_open.fetch_add(1, Ordering::SeqCst);
+        let (mut up_tx, mut up_rx) = upstream.split();
+        let (mut down_tx, mut down_rx) = browser.split();
+        loop {
+            tokio::select! {
+                m = up_rx.next() => match m {
+                    Some(Ok(Up::Binary(b))) => {
+                        shared.bytes_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        if down_tx.send(Down::Binary(b)).await.is_err() { break }
+                    }
+                    Some(Ok(Up::Text(t))) => if down_tx.send(Down::Text(t.as_str().into())).await.is_err() { break },
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                m = down_rx.next() => match m {
+                    Some(Ok(Down::Binary(b))) => if up_tx.send(Up::Binary(b)).await.is_err() { break },
+                    Some(Ok(Down::Text(t))) => if up_tx.send(Up::Text(t.as_str().into())).await.is_err() { break },
+                    Some(Ok(Down::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = down_tx.close().await;
+        let _ = up_tx.close().await;
+        shared.websockets_open.fetch_sub(1, Ordering::SeqCst);
+    })
 }
 
 /// Points every candidate in an SDP at `addr`.

@@ -70,7 +70,7 @@ fn firefox_in(ns: &Netns, sky: String, camera: String) -> std::thread::JoinHandl
                 let codec = c.execute_async(CODEC_PROBE, vec![]).await.map_err(|e| e.to_string())?.as_str().unwrap_or_default().to_owned();
                 save_screenshot(c, "firefox-vp8").await;
                 c.goto(&camera).await.map_err(|e| e.to_string())?;
-                let mjpeg = wait(c, "the MJPEG rung", 40, |v| v["transport"] == "mjpeg" && count(v, "mjpeg") >= 10).await?;
+                let mjpeg = wait(c, "the MJPEG rung", 40, |v| v["transport"] == "mjpeg" && count(v, "fallback") >= 10).await?;
                 Ok(Seen { webrtc, codec, mjpeg })
             }
             .await;
@@ -140,6 +140,6 @@ async fn firefox_without_h264_plays_vp8_and_falls_back_to_mjpeg_where_there_is_n
     assert!(count(&seen.webrtc, "frames") >= 50, "{}", seen.webrtc);
     let camera: StreamInfo = reqwest::get(format!("{base}/api/v1/streams/camera")).await.expect("status").json().await.expect("StreamInfo");
     assert_eq!(camera.video, VideoPath::Passthrough, "the camera's H.264 is passed through");
-    assert!(count(&seen.mjpeg, "mjpeg") >= 10 && count(&seen.mjpeg, "canvas_width") == 640, "the MJPEG rung plays: {}", seen.mjpeg);
+    assert!(count(&seen.mjpeg, "fallback") >= 10 && count(&seen.mjpeg, "canvas_width") == 640, "the MJPEG rung plays: {}", seen.mjpeg);
     relay.shutdown().await;
 }

@@ -128,3 +128,102 @@ async fn a_lossy_viewer_moves_down_and_back_up_while_a_clean_one_keeps_the_full_
     }
     relay.shutdown().await;
 }
+
+/// The H.264 rung (`/{stream}/h264` as a WebSocket): what a player without UDP decodes.
+mod h264_rung {
+    use super::*;
+    use futures_util::StreamExt;
+    use openh264::formats::YUVSource;
+    use scopecast_shared::h264_ws::{avc_codec, Unit};
+    use scopecast_shared::timecode;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    async fn open(base: &str, query: &str) -> Socket {
+        let url = format!("{}/sky/h264{query}", base.replacen("http://", "ws://", 1));
+        tokio_tungstenite::connect_async(url).await.expect("the rung opens").0
+    }
+
+    /// The next access unit: (keyframe, timestamp in µs, Annex B).
+    async fn next_unit(ws: &mut Socket) -> (bool, u64, Vec<u8>) {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message within 5 s").expect("open").expect("no error");
+            if let Message::Binary(bytes) = message {
+                let unit = Unit::parse(&bytes).expect("every binary message is a unit");
+                return (unit.keyframe, unit.timestamp_us, unit.annexb.to_vec());
+            }
+        }
+    }
+
+    /// Decodes a unit: its picture's size and its age by the strip (ms), if it made one.
+    fn decode(decoder: &mut openh264::decoder::Decoder, annexb: &[u8]) -> Option<((usize, usize), Option<u64>)> {
+        let yuv = decoder.decode(annexb).ok()??;
+        let (w, h) = yuv.dimensions();
+        Some(((w, h), timecode::read(yuv.y(), yuv.strides().0, w, h).map(|t| t.age_ms(now_ms()))))
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_rung_starts_at_a_keyframe_plays_a_chosen_rendition_and_skips_ahead_when_the_reader_falls_behind() {
+        let _serial = one_at_a_time().await;
+        let relay = start_relay(vec![laddered_stream()]).await;
+        let base = base_url(&relay);
+
+        // The stream's own rendition: a keyframe with its SPS first, then every frame decodes.
+        let mut ws = open(&base, "").await;
+        let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+        let (keyframe, mut last_ts, first) = next_unit(&mut ws).await;
+        assert!(keyframe, "the first unit is a keyframe");
+        assert!(avc_codec(&first).is_some_and(|c| c.starts_with("avc1.42")), "Constrained Baseline SPS in it: {:?}", avc_codec(&first));
+        assert_eq!(decode(&mut decoder, &first).map(|d| d.0), Some((1280, 720)));
+        let mut decoded = 1;
+        for _ in 0..49 {
+            let (_, ts, annexb) = next_unit(&mut ws).await;
+            assert!(ts > last_ts, "timestamps only go forward: {ts} after {last_ts}");
+            last_ts = ts;
+            decoded += usize::from(decode(&mut decoder, &annexb).is_some());
+        }
+        assert!(decoded >= 48, "{decoded} of 50 units decoded");
+        assert_eq!(stream_info(&base).await.viewers.h264, 1, "the relay counts the rung");
+
+        // A reader that stops for 4 s (a stalled link) gets a fresh picture soon after it reads
+        // again: the relay skipped to a new keyframe instead of queueing 4 s of frames.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let resumed = std::time::Instant::now();
+        let fresh = loop {
+            assert!(resumed.elapsed() < Duration::from_secs(3), "no fresh picture 3 s after reading again");
+            let (_, _, annexb) = next_unit(&mut ws).await;
+            if let Some((_, Some(age))) = decode(&mut decoder, &annexb) {
+                if age < 400 {
+                    break resumed.elapsed();
+                }
+            }
+        };
+        assert!(fresh < Duration::from_secs(1), "live again {fresh:?} after the reader resumed");
+        drop(ws);
+        eventually_async(5, "the rung's viewer gone", || async { stream_info(&base).await.viewers.h264 == 0 }).await;
+
+        // A rendition by name.
+        let mut tiny = open(&base, "?rendition=tiny").await;
+        let (keyframe, _, first) = next_unit(&mut tiny).await;
+        assert!(keyframe);
+        assert_eq!(decode(&mut openh264::decoder::Decoder::new().expect("decoder"), &first).map(|d| d.0), Some((320, 180)));
+        drop(tiny);
+
+        // An unknown one is refused before the upgrade, with a problem body.
+        let url = format!("{}/sky/h264?rendition=huge", base.replacen("http://", "ws://", 1));
+        match tokio_tungstenite::connect_async(url).await {
+            Err(WsError::Http(res)) => {
+                assert_eq!(res.status().as_u16(), 422);
+                let body = String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned();
+                assert!(body.contains("unknown-rendition") && body.contains("full"), "{body}");
+            }
+            other => panic!("expected a 422, got {:?}", other.map(|_| ())),
+        }
+        relay.shutdown().await;
+    }
+}

@@ -48,6 +48,10 @@ async fn status_api_events_and_metrics_follow_the_camera() {
 
     let info: StreamInfo = get_json(&info_url).await;
     assert_eq!((info.name.as_str(), info.source, info.state), ("scope", SourceKind::Mjpeg, SourceState::Live));
+    // The player's own reading of the same JSON (a subset, to keep its wasm small) agrees.
+    let seen: scopecast_shared::api::PlayerStreamInfo = get_json(&info_url).await;
+    assert_eq!((seen.state, seen.video, seen.max_fps, seen.last_error.is_none()), (info.state, info.video, info.max_fps, info.last_error.is_none()));
+    assert!(seen.fps_in > 0.0, "{seen:?}");
     assert_eq!(info.source_url.as_deref(), Some(cam.url().as_str()), "the URL without its credentials");
     assert_eq!((info.width, info.height), (Some(640), Some(360)));
     assert!((15.0..=35.0).contains(&info.fps_in) && (15.0..=35.0).contains(&info.fps_out), "rates: in {} out {}", info.fps_in, info.fps_out);
@@ -74,6 +78,8 @@ async fn status_api_events_and_metrics_follow_the_camera() {
     assert!(sent.windows(2).all(|w| (w[1].rtp_timestamp.wrapping_sub(w[0].rtp_timestamp) as i32) > 0), "RTP time moves forward");
     let list: StreamList = get_json(&format!("{base}/api/v1/streams")).await;
     assert_eq!(list.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["scope"]);
+    let names: scopecast_shared::api::PlayerStreamList = get_json(&format!("{base}/api/v1/streams")).await;
+    assert_eq!(names.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["scope"], "the relay's page reads the names");
 
     let res = reqwest::get(format!("{base}/metrics")).await.expect("metrics");
     assert!(res.headers()["content-type"].to_str().expect("type").starts_with("text/plain; version=0.0.4"));

@@ -1,6 +1,7 @@
 //! The browser layer: the exported `mount` and `mountPage`, the Leptos views, and the
 //! controller that carries out the ladder's commands. Built for wasm32 only.
 
+mod h264;
 mod net;
 mod player;
 mod stats;
@@ -46,7 +47,8 @@ fn option_bool(options: &JsValue, key: &str, default: bool) -> bool {
 /// `whep` (a WHEP endpoint on any server, used as it is: WebRTC only), `token`,
 /// `fallback` (MJPEG when WebRTC is down; default true), `controls` (the details toggle;
 /// default true), `overlay` (details shown at start; default false), `autoplay` (connect at
-/// once; default true, else on a click).
+/// once; default true, else on a click), `rendition` (one of the relay's renditions to pin from
+/// the start, or `auto`, the default: the relay chooses by the viewer's link).
 #[wasm_bindgen]
 pub fn mount(element: HtmlElement, options: JsValue) -> Result<PlayerHandle, JsValue> {
     let whep = option_str(&options, "whep");
@@ -63,6 +65,7 @@ pub fn mount(element: HtmlElement, options: JsValue) -> Result<PlayerHandle, JsV
         token: option_str(&options, "token"),
         fallback: option_bool(&options, "fallback", true),
         autoplay: option_bool(&options, "autoplay", true),
+        rendition: option_str(&options, "rendition").filter(|r| r != "auto"),
     };
     let controls = option_bool(&options, "controls", true);
     let overlay = option_bool(&options, "overlay", false);

@@ -2,10 +2,11 @@
 //! WebRTC, fetch and canvas, and turns what the browser reports back into ladder events.
 //! Everything it decides is decided in [`crate::ladder`].
 
+use super::h264;
 use super::net::{self, Req};
 use super::stats::{self, Stats};
 use crate::headers::{self, StreamUrls};
-use crate::ladder::{Command, Event, Ladder, Transport};
+use crate::ladder::{Command, Event, Ladder, Rung, Transport};
 use crate::sdpfrag::{self, IceParams};
 use crate::stall::{self, FrameClock};
 use futures_util::StreamExt;
@@ -15,9 +16,10 @@ use gloo_net::http::Method;
 use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Array, Object, Reflect};
 use leptos::prelude::*;
+use scopecast_shared::api::{PlayerStreamInfo, ViewerRendition};
 use scopecast_shared::multipart::{boundary_from_content_type, Event as PartEvent, MultipartParser, DEFAULT_MAX_PART};
-use scopecast_shared::{SourceState, StateEvent, StreamInfo};
-use std::cell::RefCell;
+use scopecast_shared::{SourceState, StateEvent};
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
@@ -43,6 +45,8 @@ pub struct Ui {
     pub error: Option<String>,
     pub retry_in_ms: Option<u64>,
     pub stats: Stats,
+    /// The WebRTC session's rendition on a Scopecast relay: which, why, and the choices.
+    pub rendition: Option<ViewerRendition>,
 }
 
 /// Options of one view (from the element's attributes or `mount`'s options).
@@ -56,6 +60,8 @@ pub struct Options {
     pub fallback: bool,
     /// Connect at once; otherwise on [`Player::play`] (a click).
     pub autoplay: bool,
+    /// A rendition to pin from the start (a Scopecast relay's); `None` lets the relay choose.
+    pub rendition: Option<String>,
 }
 
 /// The DOM the controller drives.
@@ -87,11 +93,16 @@ pub struct Player {
     generation: u32,
     session: Option<Session>,
     ice_servers: Vec<headers::IceServer>,
-    mjpeg: Option<AbortController>,
-    mjpeg_frames: u64,
-    mjpeg_last_ms: Option<u64>,
-    /// MJPEG frames and time at the last stats poll (for its frame rate).
-    mjpeg_mark: (u64, u64),
+    /// What fills the canvas while WebRTC cannot; dropping it stops it.
+    fallback: Option<FallbackRun>,
+    /// Bumped on every fallback start: callbacks of an older one see it and stay quiet.
+    fallback_id: u32,
+    fallback_frames: u64,
+    fallback_last_ms: Option<u64>,
+    /// Bytes the fallbacks have received (their bitrate in the overlay).
+    fallback_bytes: Rc<Cell<u64>>,
+    /// Fallback frames, bytes and time at the last stats poll (for its frame rate and bitrate).
+    fallback_mark: (u64, u64, u64),
     webrtc_clock: FrameClock,
     webrtc_stats: Option<stats::Sample>,
     fps_hint: Option<f64>,
@@ -105,12 +116,28 @@ pub struct Player {
     ticker: Option<Interval>,
     ticks: u64,
     stats: Stats,
+    rendition: Option<ViewerRendition>,
     /// Ends the session when the page goes away (unmount cleanups do not run then).
     on_pagehide: Option<EventListener>,
     me: Weak<RefCell<Player>>,
 }
 
 pub type Shared = Rc<RefCell<Player>>;
+
+/// A running fallback (the ladder's [`Rung`]).
+enum FallbackRun {
+    Mjpeg(AbortController),
+    /// Held for its drop, which closes the socket and the decoder.
+    H264(#[allow(dead_code)] h264::Rung),
+}
+
+impl Drop for FallbackRun {
+    fn drop(&mut self) {
+        if let FallbackRun::Mjpeg(abort) = self {
+            abort.abort();
+        }
+    }
+}
 
 impl Player {
     pub fn start(opts: Options, el: Elements, ui: RwSignal<Ui>) -> Result<Shared, String> {
@@ -122,7 +149,8 @@ impl Player {
         let fallback = opts.fallback && urls.has_extras();
         let player = Rc::new_cyclic(|me| {
             RefCell::new(Player {
-                ladder: Ladder::new(fallback),
+                // The H.264 rung needs the relay's WebSocket and the browser's WebCodecs.
+                ladder: if fallback && h264::available() { Ladder::new(fallback).with_h264_rung() } else { Ladder::new(fallback) },
                 opts,
                 urls,
                 el,
@@ -130,10 +158,12 @@ impl Player {
                 generation: 0,
                 session: None,
                 ice_servers: Vec::new(),
-                mjpeg: None,
-                mjpeg_frames: 0,
-                mjpeg_last_ms: None,
-                mjpeg_mark: (0, 0),
+                fallback: None,
+                fallback_id: 0,
+                fallback_frames: 0,
+                fallback_last_ms: None,
+                fallback_bytes: Rc::default(),
+                fallback_mark: (0, 0, 0),
                 webrtc_clock: FrameClock::default(),
                 webrtc_stats: None,
                 fps_hint: None,
@@ -144,6 +174,7 @@ impl Player {
                 ticker: None,
                 ticks: 0,
                 stats: Stats::default(),
+                rendition: None,
                 on_pagehide: None,
                 me: me.clone(),
             })
@@ -172,6 +203,23 @@ impl Player {
         dispatch(this, Event::Start);
     }
 
+    /// Pins the session to a rendition by name, or `auto` to let the relay choose again; kept
+    /// for the sessions after this one too.
+    pub fn choose(this: &Shared, name: String) {
+        let mut p = this.borrow_mut();
+        p.opts.rendition = Some(name.clone()).filter(|n| n != "auto");
+        let Some(url) = p.session.as_ref().and_then(|s| s.url.clone()) else { return };
+        let (token, me) = (p.opts.token.clone(), p.me.clone());
+        spawn_local(async move {
+            let put = rendition_url(&url);
+            let req = Req { body: Some(&name), headers: &[("Content-Type", "text/plain")], ..Req::new(Method::PUT, &put, token.as_deref()) };
+            let Ok(res) = net::fetch(req).await else { return };
+            if res.ok() {
+                set_rendition(&me, &url, &net::text(&res).await);
+            }
+        });
+    }
+
     /// Ends the session on the relay and releases everything. Idempotent.
     pub fn stop(this: &Shared) {
         dispatch(this, Event::Stop);
@@ -191,14 +239,18 @@ impl Player {
             error: self.ladder.last_error().map(str::to_owned),
             retry_in_ms: self.ladder.retry_in_ms(now),
             stats: self.stats.clone(),
+            rendition: self.rendition.clone(),
         };
         // Attributes for CSS, tests and host pages; the pc for those who want its stats.
         let root = &self.el.root;
         let _ = root.set_attribute("data-status", ui.status);
         let _ = root.set_attribute("data-transport", ui.transport);
         let _ = root.set_attribute("data-source", self.source.map_or("unknown", source_str));
-        let _ = root.set_attribute("data-mjpeg-frames", &self.mjpeg_frames.to_string());
+        let _ = root.set_attribute("data-fallback-frames", &self.fallback_frames.to_string());
         let _ = root.set_attribute("data-webrtc-frames", &self.webrtc_clock.frames().to_string());
+        let (rendition, pinned) = self.rendition.as_ref().map_or(("", false), |r| (r.rendition.as_str(), r.pinned));
+        let _ = root.set_attribute("data-rendition", rendition);
+        let _ = root.set_attribute("data-rendition-pinned", if pinned { "true" } else { "false" });
         let handle = Object::new();
         let pc = self.session.as_ref().map_or(JsValue::NULL, |s| s.pc.clone().into());
         let url = self.session.as_ref().and_then(|s| s.url.clone()).map_or(JsValue::NULL, |u| JsValue::from_str(&u));
@@ -262,12 +314,14 @@ fn source_str(s: SourceState) -> &'static str {
 /// `EventSource` and `<img>` cannot send headers: the relay takes the token as `?token=`.
 fn with_token_query(url: &str, token: Option<&str>) -> String {
     match token {
-        Some(t) if !url.contains("token=") => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}token={}", js_sys::encode_uri_component(t))
-        }
+        Some(t) if !url.contains("token=") => with_query(url, "token", t),
         _ => url.to_owned(),
     }
+}
+
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={}", js_sys::encode_uri_component(value))
 }
 
 /// Feeds one event to the ladder and carries out its commands.
@@ -293,21 +347,35 @@ fn run(this: &Shared, command: Command) {
             spawn_local(ice_restart(Rc::downgrade(this), generation));
         }
         Command::HangUp => hang_up(this),
-        Command::StartMjpeg => {
+        Command::StartFallback(rung) => {
             let mut p = this.borrow_mut();
-            if let Some(old) = p.mjpeg.take() {
-                old.abort();
-            }
-            let Ok(abort) = AbortController::new() else { return };
-            p.mjpeg = Some(abort.clone());
+            p.fallback = None;
+            p.fallback_id = p.fallback_id.wrapping_add(1);
             let _ = p.el.canvas.class_list().remove_1("scopecast-hidden");
-            spawn_local(read_mjpeg(Rc::downgrade(this), abort));
-        }
-        Command::StopMjpeg => {
-            let mut p = this.borrow_mut();
-            if let Some(abort) = p.mjpeg.take() {
-                abort.abort();
+            // Silence is counted from the start too (an H.264 rung that never sends is stuck).
+            p.fallback_last_ms = Some(net::mono_ms());
+            match rung {
+                Rung::Mjpeg => {
+                    let Ok(abort) = AbortController::new() else { return };
+                    p.fallback = Some(FallbackRun::Mjpeg(abort.clone()));
+                    spawn_local(read_mjpeg(Rc::downgrade(this), abort));
+                }
+                Rung::H264 => {
+                    let id = p.fallback_id;
+                    match start_h264(&p, id) {
+                        Ok(rung) => p.fallback = Some(FallbackRun::H264(rung)),
+                        Err(e) => {
+                            drop(p);
+                            fallback_ended(Rc::downgrade(this), id, h264::js_message(&e));
+                        }
+                    }
+                }
             }
+        }
+        Command::StopFallback => {
+            let mut p = this.borrow_mut();
+            p.fallback = None;
+            p.fallback_id = p.fallback_id.wrapping_add(1);
             let _ = p.el.canvas.class_list().add_1("scopecast-hidden");
         }
     }
@@ -321,6 +389,39 @@ fn tick(this: &Shared) {
     };
     dispatch(this, Event::Tick);
     spawn_local(poll(Rc::downgrade(this), overlay));
+    if overlay {
+        spawn_local(fetch_rendition(Rc::downgrade(this)));
+    }
+}
+
+fn rendition_url(session: &str) -> String {
+    format!("{}/rendition", session.split('?').next().unwrap_or(session))
+}
+
+/// The session's rendition, once a second while WebRTC plays from a Scopecast relay (another
+/// server's WHEP has no such route: nothing is asked there).
+async fn fetch_rendition(me: Weak<RefCell<Player>>) {
+    let Some((url, token)) = me.upgrade().and_then(|p| {
+        let p = p.borrow();
+        let url = p.session.as_ref().and_then(|s| s.url.clone()).filter(|_| p.urls.has_extras() && p.ladder.transport() == Transport::WebRtc);
+        url.map(|u| (u, p.opts.token.clone()))
+    }) else {
+        return;
+    };
+    let Ok(res) = net::fetch(Req::new(Method::GET, &rendition_url(&url), token.as_deref())).await else { return };
+    if res.ok() {
+        set_rendition(&me, &url, &net::text(&res).await);
+    }
+}
+
+/// Keeps what the relay said of `session`'s rendition, unless that session has gone since.
+fn set_rendition(me: &Weak<RefCell<Player>>, session: &str, body: &str) {
+    let (Some(p), Ok(r)) = (me.upgrade(), serde_json::from_str::<ViewerRendition>(body)) else { return };
+    let mut p = p.borrow_mut();
+    if p.session.as_ref().and_then(|s| s.url.as_deref()) == Some(session) && p.rendition.as_ref() != Some(&r) {
+        p.rendition = Some(r);
+        p.publish();
+    }
 }
 
 /// Reads the receiver's stats every tick: frames decoded ("playing", stalls) and the last
@@ -358,6 +459,15 @@ async fn poll(me: Weak<RefCell<Player>>, overlay: bool) {
         if source_live && transport == Transport::WebRtc && (relay_silent || pl.webrtc_clock.stalled(now, fps_hint)) {
             events.push(Event::Stalled);
         }
+        // The relay re-sends a picture each second: an H.264 rung silent for longer is stuck
+        // (a dead TCP path shows no error for minutes).
+        let h264_silent = pl.fallback_last_ms.is_some_and(|t| now.saturating_sub(t) > stall::RELAY_SILENCE_MS.max(3_000));
+        if source_live && pl.repeats && transport == Transport::H264 && h264_silent {
+            let id = pl.fallback_id;
+            drop(pl);
+            fallback_ended(Rc::downgrade(&p), id, "no H.264 frames".into());
+            return;
+        }
         if !overlay {
             drop(pl);
             for e in events {
@@ -374,17 +484,19 @@ async fn poll(me: Weak<RefCell<Player>>, overlay: bool) {
                 st.since_frame_ms = pl.webrtc_clock.since_last_ms(now);
                 st.latency_ms = stats::strip_latency(pl.el.video.as_ref(), st.width, st.height);
             }
-            Transport::Mjpeg => {
+            Transport::H264 | Transport::Mjpeg => {
                 st.width = pl.el.canvas.width();
                 st.height = pl.el.canvas.height();
-                let (frames, at) = pl.mjpeg_mark;
-                st.fps = (pl.mjpeg_frames.saturating_sub(frames)) as f64 * 1000.0 / now.saturating_sub(at).max(1) as f64;
-                st.since_frame_ms = pl.mjpeg_last_ms.map(|t| now.saturating_sub(t));
+                let (frames, bytes, at) = pl.fallback_mark;
+                let secs = now.saturating_sub(at).max(1) as f64 / 1000.0;
+                st.fps = pl.fallback_frames.saturating_sub(frames) as f64 / secs;
+                st.bitrate_kbps = pl.fallback_bytes.get().saturating_sub(bytes) as f64 * 8.0 / 1000.0 / secs;
+                st.since_frame_ms = pl.fallback_last_ms.map(|t| now.saturating_sub(t));
                 st.latency_ms = stats::strip_latency(pl.el.canvas.as_ref(), st.width, st.height);
             }
             Transport::None => {}
         }
-        pl.mjpeg_mark = (pl.mjpeg_frames, now);
+        pl.fallback_mark = (pl.fallback_frames, pl.fallback_bytes.get(), now);
         pl.stats = st;
         pl.webrtc_stats = sample;
     }
@@ -408,7 +520,7 @@ async fn fetch_info(me: Weak<RefCell<Player>>) {
         return;
     }
     let body = net::text(&res).await;
-    if let (Ok(info), Some(p)) = (serde_json::from_str::<StreamInfo>(&body), me.upgrade()) {
+    if let (Ok(info), Some(p)) = (serde_json::from_str::<PlayerStreamInfo>(&body), me.upgrade()) {
         let mut p = p.borrow_mut();
         p.fps_hint = info.max_fps.or(Some(info.fps_in)).filter(|f| *f > 0.0);
         // Passed-through video (a chained relay) has no once-a-second repeat to rely on.
@@ -464,7 +576,11 @@ async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Ev
         let pc = new_peer_connection(&p.ice_servers).map_err(js)?;
         let listeners = peer_listeners(&pc, me.clone(), generation, p.el.video.clone());
         p.session = Some(Session { pc: pc.clone(), url: None, etag: None, late_candidates: Vec::new(), remote_sdp: None, _listeners: listeners });
-        (pc, p.urls.whep.clone(), p.opts.token.clone())
+        let whep = match &p.opts.rendition {
+            Some(r) if p.urls.has_extras() => with_query(&p.urls.whep, "rendition", r),
+            _ => p.urls.whep.clone(),
+        };
+        (pc, whep, p.opts.token.clone())
     };
     let offer = net::wait(pc.create_offer()).await.map_err(js)?;
     let offer_sdp = Reflect::get(&offer, &"sdp".into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
@@ -729,6 +845,7 @@ fn hang_up(this: &Shared) {
     p.generation = p.generation.wrapping_add(1);
     p.webrtc_stats = None;
     p.webrtc_clock = FrameClock::default();
+    p.rendition = None;
     let token = p.opts.token.clone();
     if let Some(s) = p.session.take() {
         // Its listeners go with it, so the closing pc reports nothing.
@@ -750,20 +867,20 @@ async fn delete(url: String, token: Option<String>) {
 async fn read_mjpeg(me: Weak<RefCell<Player>>, abort: AbortController) {
     let result = mjpeg_loop(&me, &abort).await;
     let Some(p) = me.upgrade() else { return };
-    let still_current = p.borrow().mjpeg.as_ref().is_some_and(|a| *a == abort);
+    let still_current = matches!(&p.borrow().fallback, Some(FallbackRun::Mjpeg(a)) if *a == abort);
     if still_current {
         if let Err(e) = result {
             web_sys::console::debug_1(&JsValue::from_str(&format!("scopecast: MJPEG ended: {e}")));
         }
-        dispatch(&p, Event::MjpegEnded);
+        dispatch(&p, Event::FallbackEnded);
     }
 }
 
 async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Result<(), String> {
-    let (url, token, canvas) = {
+    let (url, token, canvas, received) = {
         let p = me.upgrade().ok_or("gone")?;
         let p = p.borrow();
-        (p.urls.mjpeg.clone(), p.opts.token.clone(), p.el.canvas.clone())
+        (p.urls.mjpeg.clone(), p.opts.token.clone(), p.el.canvas.clone(), Rc::clone(&p.fallback_bytes))
     };
     let signal = abort.signal();
     let res = net::fetch(Req { signal: Some(&signal), ..Req::new(Method::GET, &url, token.as_deref()) }).await.map_err(|_| "no answer".to_owned())?;
@@ -776,6 +893,7 @@ async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Resu
     let mut parser = MultipartParser::new(boundary.as_deref(), DEFAULT_MAX_PART);
     let ctx = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()).ok_or("no 2d canvas")?;
     while let Some(chunk) = net::read_chunk(&reader).await.map_err(|e| format!("{e:?}"))? {
+        received.set(received.get() + chunk.len() as u64);
         parser.push(&chunk);
         let mut newest = None;
         while let Some(event) = parser.next_event() {
@@ -788,14 +906,10 @@ async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Resu
             continue; // A corrupt frame: skip it, the next one comes.
         }
         let p = me.upgrade().ok_or("gone")?;
-        let mut pl = p.borrow_mut();
-        if pl.mjpeg.as_ref() != Some(abort) {
+        if !matches!(&p.borrow().fallback, Some(FallbackRun::Mjpeg(a)) if a == abort) {
             return Ok(());
         }
-        pl.mjpeg_frames += 1;
-        pl.mjpeg_last_ms = Some(net::mono_ms());
-        drop(pl);
-        dispatch(&p, Event::MjpegFrame);
+        fallback_frame(&p);
     }
     Err("the stream ended".into())
 }
@@ -814,4 +928,51 @@ async fn draw_jpeg(jpeg: &[u8], canvas: &HtmlCanvasElement, ctx: &CanvasRenderin
     ctx.draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)?;
     bitmap.close();
     Ok(())
+}
+
+/// A fallback frame drawn: counted, and the ladder told.
+fn fallback_frame(p: &Shared) {
+    {
+        let mut pl = p.borrow_mut();
+        pl.fallback_frames += 1;
+        pl.fallback_last_ms = Some(net::mono_ms());
+    }
+    dispatch(p, Event::FallbackFrame);
+}
+
+/// The H.264 rung (`/{stream}/h264` as a WebSocket, the pinned rendition's if any) into the
+/// canvas; its frames and its end are reported while it is fallback `id`.
+fn start_h264(p: &Player, id: u32) -> Result<h264::Rung, JsValue> {
+    let mut url = with_token_query(&absolute(&p.urls.h264), p.opts.token.as_deref());
+    if let Some(r) = &p.opts.rendition {
+        url = with_query(&url, "rendition", r);
+    }
+    let url = headers::websocket_url(&url).ok_or("the relay's address is not http(s)")?;
+    let (me, me2) = (p.me.clone(), p.me.clone());
+    let on_frame = move || {
+        if let Some(p) = me.upgrade().filter(|p| p.borrow().fallback_id == id) {
+            fallback_frame(&p);
+        }
+    };
+    // Deferred: the rung is dropped on its end, which must not happen inside its own callback.
+    let on_end = move |why: String| {
+        let me = me2.clone();
+        spawn_local(async move { fallback_ended(me, id, why) });
+    };
+    h264::start(&url, p.el.canvas.clone(), Rc::clone(&p.fallback_bytes), on_frame, on_end)
+}
+
+/// Fallback `id` ended (its stream closed, failed or went silent): stopped, and the ladder told.
+fn fallback_ended(me: Weak<RefCell<Player>>, id: u32, why: String) {
+    let Some(p) = me.upgrade() else { return };
+    {
+        let pl = &mut *p.borrow_mut();
+        if pl.fallback_id != id {
+            return;
+        }
+        pl.fallback = None;
+        pl.fallback_id = pl.fallback_id.wrapping_add(1);
+    }
+    web_sys::console::debug_1(&JsValue::from_str(&format!("scopecast: fallback ended: {why}")));
+    dispatch(&p, Event::FallbackEnded);
 }

@@ -4,12 +4,13 @@ use super::net::{self, Req};
 use super::player::{Elements, Options, Player, Shared, Ui};
 use leptos::html;
 use leptos::prelude::*;
-use scopecast_shared::{SourceState, StreamList};
+use scopecast_shared::api::PlayerStreamList;
+use scopecast_shared::SourceState;
 use send_wrapper::SendWrapper;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// One live stream: video (WebRTC), a canvas (MJPEG fallback), status badges, and an overlay
+/// One live stream: video (WebRTC), a canvas (the fallback: H.264 or MJPEG), status badges, and an overlay
 /// of stream details the user can toggle.
 #[component]
 pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(default = false)] overlay: bool) -> impl IntoView {
@@ -41,6 +42,12 @@ pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(de
             Player::stop(&p);
         }
     });
+    let chooser = SendWrapper::new(Rc::clone(&holder));
+    let on_choose = move |ev: leptos::ev::Event| {
+        if let Some(p) = chooser.borrow().as_ref() {
+            Player::choose(p, event_target_value(&ev));
+        }
+    };
     let play = SendWrapper::new(holder);
     let on_play = move |_| {
         waiting_for_play.set(false);
@@ -60,6 +67,14 @@ pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(de
                 <span class="scopecast-status">{move || ui.with(status_text)}</span>
                 <span class="scopecast-source">{move || ui.with(source_text)}</span>
             </div>
+            {controls.then(|| view! {
+                <Show when=move || ui.with(|u| u.rendition.as_ref().is_some_and(|r| r.renditions.len() > 1))>
+                    <select class="scopecast-rendition" title="Rendition" on:change=on_choose.clone()
+                        prop:value=move || ui.with(|u| u.rendition.as_ref().filter(|r| r.pinned).map_or("auto".to_owned(), |r| r.rendition.clone()))>
+                        {move || ui.with(rendition_options)}
+                    </select>
+                </Show>
+            })}
             <Show when=move || waiting_for_play.get()>
                 <button class="scopecast-play" on:click=on_play.clone() title="Play">"▶"</button>
             </Show>
@@ -76,11 +91,23 @@ pub fn LiveView(opts: Options, #[prop(default = true)] controls: bool, #[prop(de
 fn status_text(u: &Ui) -> String {
     match (u.status, &u.error, u.retry_in_ms) {
         ("live", _, _) => "live".into(),
+        ("fallback", _, _) if u.transport == "h264" => "fallback (H.264 over TCP)".into(),
         ("fallback", _, _) => "fallback (MJPEG)".into(),
         ("reconnecting", Some(e), Some(ms)) => format!("reconnecting in {:.0} s: {e}", (ms as f64 / 1000.0).ceil()),
         ("reconnecting", Some(e), None) | ("error", Some(e), _) => format!("{}: {e}", u.status),
         (s, _, _) => s.to_owned(),
     }
+}
+
+/// "auto" (with what the relay chose and why), then every rendition the viewer may get.
+fn rendition_options(u: &Ui) -> impl IntoView {
+    let Some(r) = &u.rendition else { return Vec::new().collect_view() };
+    let auto = if r.pinned { "auto".to_owned() } else { format!("auto: {} ({})", r.rendition, r.reason) };
+    let choices = r.renditions.iter().map(|name| (name.clone(), name.clone(), r.pinned && *name == r.rendition));
+    std::iter::once(("auto".to_owned(), auto, !r.pinned))
+        .chain(choices)
+        .map(|(value, label, selected)| view! { <option value=value selected=selected>{label}</option> })
+        .collect_view()
 }
 
 fn source_text(u: &Ui) -> String {
@@ -98,9 +125,10 @@ fn overlay_rows(u: &Ui) -> impl IntoView {
     let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
     let rows = [
         ("transport", if u.transport == "none" { "-".to_owned() } else { u.transport.to_owned() }),
+        ("rendition", u.rendition.as_ref().map_or("-".into(), |r| format!("{}: {}", r.rendition, r.reason))),
         ("resolution", if s.width > 0 { format!("{}x{}", s.width, s.height) } else { "-".into() }),
         ("frame rate", format!("{:.1} fps", s.fps)),
-        ("bitrate", if u.transport == "webrtc" { format!("{:.0} kbit/s", s.bitrate_kbps) } else { "-".into() }),
+        ("bitrate", if u.transport == "none" { "-".into() } else { format!("{:.0} kbit/s", s.bitrate_kbps) }),
         ("RTT", s.rtt_ms.map_or("-".into(), |v| format!("{v:.0} ms"))),
         ("packet loss", s.loss_pct.map_or("-".into(), |v| format!("{v:.1} %"))),
         ("last new frame", s.since_frame_ms.map_or("-".into(), |v| format!("{:.1} s ago", v as f64 / 1000.0))),
@@ -158,7 +186,7 @@ pub fn Page() -> impl IntoView {
         </header>
         <main class="scopecast-page-main">
             {move || chosen().map(|name| {
-                let opts = Options { src: format!("/{name}"), whep: None, token: token.clone(), fallback: true, autoplay: true };
+                let opts = Options { src: format!("/{name}"), whep: None, token: token.clone(), fallback: true, autoplay: true, rendition: None };
                 view! { <LiveView opts=opts controls=true overlay=false /> }
             })}
         </main>
@@ -170,7 +198,7 @@ async fn list_streams(token: Option<&str>) -> Result<Vec<String>, String> {
     if !res.ok() {
         return Err(net::problem_detail(&res).await);
     }
-    let list: StreamList = serde_json::from_str(&net::text(&res).await).map_err(|e| e.to_string())?;
+    let list: PlayerStreamList = serde_json::from_str(&net::text(&res).await).map_err(|e| e.to_string())?;
     if list.streams.is_empty() {
         return Err("no streams configured".into());
     }

@@ -1,0 +1,195 @@
+//! The player's three rungs side by side, in headless Chromium on loopback: WebRTC, H.264 over
+//! a WebSocket (WebCodecs into a canvas: UDP blocked) and MJPEG (UDP and WebSockets blocked).
+//! Glass-to-glass latency, frame rate and bandwidth of each, one after the other on the same
+//! stream and the same encode.
+//!
+//! `cargo run --release -p scopecast-tests --bin rungs-bench [-- --secs 20]`
+//! (after `cargo build --release -p scopecast`; needs chromium and chromium-driver).
+//!
+//! The source is the relay's deep-sky scene at 1280x720 and 25 fps (faint noise and stars
+//! under the timecode strip), so the 2 Mbit/s encoder and the JPEG re-encode both carry a real
+//! picture's detail. The page is the relay's player behind the tests' HTTP proxy, which blocks
+//! WebRTC's UDP candidates and tunnels or refuses WebSockets.
+//!
+//! Every rung is read the same way, so their numbers compare: an animation-frame loop draws
+//! what the player shows (its `<video>` or its canvas), reads the timecode strip, and stamps
+//! each new picture with the time it was first seen; latency = that time - capture time.
+//! Bandwidth: what the page received (the overlay's bitrate: WebRTC's `bytesReceived`, the
+//! WebSocket's messages, MJPEG's body), what crossed the proxy for the TCP rungs (HTTP and
+//! WebSocket framing included), and the relay's encoder output over the same window.
+
+use scopecast_shared::timecode::{self, Timecode};
+use scopecast_tests::bench::{self, median, percentile, RelayProcess};
+use scopecast_tests::browser::{count, show_overlay, wait_for_page, Browser};
+use scopecast_tests::proxy::{Mode, Proxy};
+use std::time::{Duration, Instant};
+
+const W: usize = 1280;
+const H: usize = 720;
+
+struct Rung {
+    label: &'static str,
+    mode: Mode,
+    websockets: bool,
+    transport: &'static str,
+    /// What the player draws this rung on.
+    element: &'static str,
+}
+
+/// One rung's window.
+struct Measured {
+    latency: Vec<f64>,
+    fps: f64,
+    page_kbit: Vec<f64>,
+    wire_kbit: Option<f64>,
+    encoder_kbit: f64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: u64 = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(20);
+    let relay = RelayProcess::start(&format!("[streams.sky]\nsource = \"test:deepsky:{W}x{H}@25\"\n")).await?;
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    let rungs = [
+        Rung { label: "WebRTC (UDP)", mode: Mode::Pass, websockets: false, transport: "webrtc", element: "video" },
+        Rung { label: "H.264 over WebSocket (WebCodecs)", mode: Mode::BlockUdp, websockets: true, transport: "h264", element: "canvas" },
+        Rung { label: "MJPEG", mode: Mode::BlockUdp, websockets: false, transport: "mjpeg", element: "canvas" },
+    ];
+    let mut results = Vec::new();
+    for rung in &rungs {
+        let proxy = Proxy::start(&relay.http, rung.mode).await;
+        proxy.allow_websockets(rung.websockets);
+        c.goto(&format!("{}/sky/", proxy.url())).await?;
+        let frames = if rung.transport == "webrtc" { "frames" } else { "fallback" };
+        wait_for_page(c, rung.label, 30, |v| v["transport"] == rung.transport && count(v, frames) > 50).await;
+        show_overlay(c).await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // settled, and the overlay's first polls done
+        let (wire0, enc0, t0) = (proxy.bytes_out(), encoded_bytes(&relay.http).await?, Instant::now());
+        let m = measure(c, rung.element, secs).await?;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let kbit = |bytes: u64| bytes as f64 * 8.0 / elapsed / 1000.0;
+        let measured = Measured {
+            latency: m.0,
+            fps: m.1,
+            page_kbit: m.2,
+            wire_kbit: (rung.transport != "webrtc").then(|| kbit(proxy.bytes_out() - wire0)),
+            encoder_kbit: kbit(encoded_bytes(&relay.http).await? - enc0),
+        };
+        eprintln!(
+            "{}: {} frames, latency p50 {:.1} ms, {:.1} fps, page {:.0} kbit/s",
+            rung.label,
+            measured.latency.len(),
+            median(&measured.latency),
+            measured.fps,
+            median(&measured.page_kbit)
+        );
+        results.push(measured);
+        c.goto("about:blank").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    browser.close().await;
+
+    let webrtc_latency = median(&results[0].latency);
+    let webrtc_kbit = median(&results[0].page_kbit);
+    let mut md = format!(
+        "Headless Chromium on loopback, the relay's player page behind the tests' proxy, {secs} s per rung, the deep-sky scene at \
+         1280x720 and 25 fps, 2 Mbit/s encode. Latency: capture to the first animation frame showing the picture (ms). Bandwidth \
+         in kbit/s: received by the page (median of 1 s windows), through the proxy (TCP rungs: with HTTP and WebSocket framing), \
+         and the relay's encoder output in the same window.\n\n"
+    );
+    md.push_str(
+        "| rung | frames | fps | latency p50 | p95 | vs WebRTC | page kbit/s | vs WebRTC | proxy kbit/s | encoder kbit/s |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (rung, m) in rungs.iter().zip(&results) {
+        let (lat, page) = (median(&m.latency), median(&m.page_kbit));
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:+.1} ms | {:.0} | {:.2}x | {} | {:.0} |\n",
+            rung.label,
+            m.latency.len(),
+            m.fps,
+            lat,
+            percentile(&m.latency, 95.0),
+            lat - webrtc_latency,
+            page,
+            page / webrtc_kbit,
+            m.wire_kbit.map_or("-".into(), |k| format!("{k:.0}")),
+            m.encoder_kbit
+        ));
+    }
+    bench::report("rungs", &md);
+    Ok(())
+}
+
+/// The relay's `scopecast_encoded_bytes_total` for the stream.
+async fn encoded_bytes(http: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{http}/metrics")).await?.text().await?;
+    let line = text.lines().find(|l| l.starts_with("scopecast_encoded_bytes_total{") && l.contains("stream=\"sky\""));
+    line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).map(|v| v as u64).ok_or_else(|| anyhow::anyhow!("no encoded bytes in /metrics"))
+}
+
+/// Latencies of the pictures first seen over `secs` (ms), their rate, and the overlay's
+/// bitrate once a second (kbit/s).
+async fn measure(c: &fantoccini::Client, element: &str, secs: u64) -> anyhow::Result<(Vec<f64>, f64, Vec<f64>)> {
+    let band = timecode::band_height(H);
+    let xs: Vec<usize> = (0..timecode::CELLS).map(|i| timecode::cell_span(i, W)).map(|(a, b)| (a + b) / 2).collect();
+    let script = r#"
+        const [xs, y, w, band, ms, element] = arguments;
+        const done = arguments[arguments.length - 1];
+        const src = document.querySelector(".scopecast " + element);
+        const canvas = document.createElement("canvas");
+        canvas.width = w; canvas.height = band;
+        const ctx = canvas.getContext("2d", { willReadFrequently: true });
+        const seen = [], bitrates = [];
+        let last = "", nextRate = performance.now() + 1000;
+        const end = performance.now() + ms;
+        function tick() {
+            ctx.drawImage(src, 0, 0, w, band, 0, 0, w, band);
+            const d = ctx.getImageData(0, 0, w, band).data;
+            const at = performance.timeOrigin + performance.now();
+            const cells = xs.map((x) => {
+                let s = 0;
+                for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
+                    const i = ((y + dy) * w + Math.min(w - 1, Math.max(0, x + dx))) * 4;
+                    s += (d[i] + d[i + 1] + d[i + 2]) / 3;
+                }
+                return s / 9;
+            });
+            const key = cells.map((v) => (v > 128 ? "1" : "0")).join("");
+            if (key !== last) { last = key; seen.push({ at, cells }); }
+            if (performance.now() >= nextRate) {
+                nextRate += 1000;
+                const dd = document.querySelector('.scopecast-overlay dd[data-key="bitrate"]');
+                bitrates.push(dd ? parseFloat(dd.textContent) : NaN);
+            }
+            if (performance.now() < end) requestAnimationFrame(tick); else done({ seen, bitrates });
+        }
+        requestAnimationFrame(tick);
+    "#;
+    let args = vec![
+        serde_json::json!(xs),
+        serde_json::json!(band / 2),
+        serde_json::json!(W),
+        serde_json::json!(band),
+        serde_json::json!(secs * 1000),
+        serde_json::json!(element),
+    ];
+    let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(Duration::from_secs(secs + 30)), None, None);
+    c.update_timeouts(timeouts).await?;
+    let out = c.execute_async(script, args).await?;
+    let mut latency = Vec::new();
+    for s in out["seen"].as_array().into_iter().flatten() {
+        let at = s["at"].as_f64().unwrap_or(0.0);
+        let bits = s["cells"].as_array().into_iter().flatten().fold(0u64, |acc, v| (acc << 1) | u64::from(v.as_f64().unwrap_or(0.0) > 128.0));
+        if let Some(tc) = Timecode::from_bits(bits) {
+            latency.push(tc.age_ms(at as u64) as f64);
+        }
+    }
+    anyhow::ensure!(latency.len() > 1, "no picture carried a readable strip");
+    let bitrates: Vec<f64> = out["bitrates"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).filter(|v| v.is_finite()).collect();
+    anyhow::ensure!(!bitrates.is_empty(), "the overlay showed no bitrate");
+    let fps = latency.len() as f64 / secs as f64;
+    Ok((latency, fps, bitrates))
+}
