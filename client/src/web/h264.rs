@@ -61,7 +61,8 @@ pub struct Rung {
     socket: WebSocket,
     decoder: VideoDecoder,
     _listeners: [EventListener; 3],
-    _callbacks: (Closure<dyn FnMut(VideoFrame)>, Closure<dyn FnMut(JsValue)>),
+    _output: Closure<dyn FnMut(VideoFrame)>,
+    _error: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Drop for Rung {
@@ -140,7 +141,7 @@ pub fn start(
         EventListener::new(&socket, "close", move |_| end("the H.264 stream closed".into()))
     };
     let on_error = EventListener::new(&socket, "error", move |_| end("the H.264 stream failed".into()));
-    Ok(Rung { socket, decoder, _listeners: [on_message, on_close, on_error], _callbacks: (output, error) })
+    Ok(Rung { socket, decoder, _listeners: [on_message, on_close, on_error], _output: output, _error: error })
 }
 
 /// One message into the decoder: configured at the first keyframe (and again when the SPS
