@@ -172,6 +172,45 @@ pub fn luma_ssim(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
     total / windows.max(1) as f64
 }
 
+/// JavaScript for the browser benchmarks: defines `readStrip(src)`, which draws the timecode
+/// strip of `src` (a `<video>` or canvas showing a `width`x`height` picture) into a scratch
+/// canvas and returns its cells' brightness, each the mean of 3x3 pixels at the cell's centre.
+/// Prepend it to a script; [`strip_timecode`] reads what it returns.
+pub fn strip_reader_js(width: usize, height: usize) -> String {
+    use scopecast_shared::timecode;
+    let band = timecode::band_height(height);
+    let xs: Vec<usize> = (0..timecode::CELLS).map(|i| timecode::cell_span(i, width)).map(|(a, b)| (a + b) / 2).collect();
+    format!(
+        r#"
+        const readStrip = (() => {{
+            const xs = {xs:?}, y = {y}, w = {width}, band = {band};
+            const canvas = document.createElement("canvas");
+            canvas.width = w; canvas.height = band;
+            const ctx = canvas.getContext("2d", {{ willReadFrequently: true }});
+            return (src) => {{
+                ctx.drawImage(src, 0, 0, w, band, 0, 0, w, band);
+                const d = ctx.getImageData(0, 0, w, band).data;
+                return xs.map((x) => {{
+                    let s = 0;
+                    for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {{
+                        const i = ((y + dy) * w + Math.min(w - 1, Math.max(0, x + dx))) * 4;
+                        s += (d[i] + d[i + 1] + d[i + 2]) / 3;
+                    }}
+                    return s / 9;
+                }});
+            }};
+        }})();
+        "#,
+        y = band / 2
+    )
+}
+
+/// The timecode in the cells `readStrip` returned (a JSON array), if they hold one.
+pub fn strip_timecode(cells: &serde_json::Value) -> Option<scopecast_shared::timecode::Timecode> {
+    let bits = cells.as_array().into_iter().flatten().fold(0u64, |acc, v| (acc << 1) | u64::from(v.as_f64().unwrap_or(0.0) > 128.0));
+    scopecast_shared::timecode::Timecode::from_bits(bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

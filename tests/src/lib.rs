@@ -30,6 +30,13 @@ pub fn small_and_tiny() -> Vec<scopecast::config::Rendition> {
     ]
 }
 
+/// The test pattern at 1280x720 and 25 fps with [`small_and_tiny`] below it.
+pub fn laddered_pattern(name: &str) -> StreamConfig {
+    let mut stream = StreamConfig::test_pattern(name, 1280, 720, 25.0);
+    stream.renditions = small_and_tiny();
+    stream
+}
+
 /// A stream pulling MJPEG from `url`, scaled to `size` when given.
 pub fn mjpeg_stream(name: &str, url: &str, size: Option<(usize, usize)>) -> StreamConfig {
     let mut stream = StreamConfig::test_pattern(name, 1280, 720, 25.0);

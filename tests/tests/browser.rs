@@ -312,9 +312,7 @@ async fn an_edge_relay_passes_an_origins_stream_through_to_chromium_and_rides_ou
 /// a freeze.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_sends_remb_and_a_pinned_rendition_plays_within_the_session() {
-    let mut stream = StreamConfig::test_pattern("telescope", 1280, 720, 25.0);
-    stream.renditions = scopecast_tests::small_and_tiny();
-    let relay = start_relay(vec![stream]).await;
+    let relay = start_relay(vec![scopecast_tests::laddered_pattern("telescope")]).await;
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
     c.goto(&format!("{}/telescope/", base_url(&relay))).await.expect("open page");

@@ -173,9 +173,7 @@ async fn the_embedded_element_plays_survives_a_move_and_removing_it_ends_the_ses
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_sees_its_rendition_pins_another_and_an_embed_can_ask_for_one() {
-    let mut stream = StreamConfig::test_pattern("telescope", 1280, 720, 25.0);
-    stream.renditions = scopecast_tests::small_and_tiny();
-    let relay = start_relay(vec![stream]).await;
+    let relay = start_relay(vec![scopecast_tests::laddered_pattern("telescope")]).await;
     let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
     c.goto(&format!("{}/telescope/", base_url(&relay))).await.expect("open page");

@@ -4,18 +4,11 @@
 //! downlink loses packets moves down, and back up once the loss is gone, while a clean viewer
 //! of the same stream keeps the full picture.
 
-use scopecast::config::StreamConfig;
 use scopecast_shared::api::{StreamInfo, ViewerRendition};
 use scopecast_tests::viewer::WhepViewer;
 use scopecast_tests::{base_url, eventually_async, one_at_a_time, start_relay};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-fn laddered_stream() -> StreamConfig {
-    let mut stream = StreamConfig::test_pattern("sky", 1280, 720, 25.0);
-    stream.renditions = scopecast_tests::small_and_tiny();
-    stream
-}
 
 async fn rendition_of(viewer: &WhepViewer) -> ViewerRendition {
     let res = reqwest::get(format!("{}/rendition", viewer.session_url)).await.expect("GET rendition");
@@ -34,7 +27,7 @@ async fn stream_info(base: &str) -> StreamInfo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_viewer_gets_its_rendition_and_moves_when_it_pins_another_in_the_same_session() {
     let _serial = one_at_a_time().await;
-    let relay = start_relay(vec![laddered_stream()]).await;
+    let relay = start_relay(vec![scopecast_tests::laddered_pattern("sky")]).await;
     let base = base_url(&relay);
 
     let refused = reqwest::Client::new()
@@ -86,7 +79,7 @@ async fn a_pinned_viewer_gets_its_rendition_and_moves_when_it_pins_another_in_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_viewer_moves_down_and_back_up_while_a_clean_one_keeps_the_full_rendition() {
     let _serial = one_at_a_time().await;
-    let relay = start_relay(vec![laddered_stream()]).await;
+    let relay = start_relay(vec![scopecast_tests::laddered_pattern("sky")]).await;
     let base = base_url(&relay);
     let whep = format!("{base}/sky/whep");
     let mut clean = WhepViewer::connect(&whep).await.expect("WHEP negotiation");
@@ -170,7 +163,7 @@ mod h264_rung {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_rung_starts_at_a_keyframe_plays_a_chosen_rendition_and_skips_ahead_when_the_reader_falls_behind() {
         let _serial = one_at_a_time().await;
-        let relay = start_relay(vec![laddered_stream()]).await;
+        let relay = start_relay(vec![scopecast_tests::laddered_pattern("sky")]).await;
         let base = base_url(&relay);
 
         // The stream's own rendition: a keyframe with its SPS first, then every frame decodes.

@@ -14,7 +14,6 @@
 //! RTP timestamp. Camera, relay and browser share this machine's clock.
 
 use scopecast_shared::api::{FrameTiming, FrameTimings};
-use scopecast_shared::timecode::{self, Timecode};
 use scopecast_tests::bench::{self, median, min_max, percentile, RelayProcess};
 use scopecast_tests::browser::{count, wait_for_page, Browser};
 use scopecast_tests::camera::{self, Frames, Framing};
@@ -147,29 +146,16 @@ fn breakdown(label: &str, frames: &[Presented], relay: &HashMap<u32, FrameTiming
 
 /// The frames presented over `secs`.
 async fn measure(c: &fantoccini::Client, secs: u64) -> anyhow::Result<Vec<Presented>> {
-    let band = timecode::band_height(H);
-    let xs: Vec<usize> = (0..timecode::CELLS).map(|i| timecode::cell_span(i, W)).map(|(a, b)| (a + b) / 2).collect();
-    let script = r#"
-        const [xs, y, w, band, ms] = arguments;
+    let script = bench::strip_reader_js(W, H)
+        + r#"
+        const [ms] = arguments;
         const done = arguments[arguments.length - 1];
         const v = document.querySelector(".scopecast video");
-        const canvas = document.createElement("canvas");
-        canvas.width = w; canvas.height = band;
-        const ctx = canvas.getContext("2d", { willReadFrequently: true });
         const samples = [];
         const origin = performance.timeOrigin;
         const end = performance.now() + ms;
         function onFrame(_now, meta) {
-            ctx.drawImage(v, 0, 0, w, band, 0, 0, w, band);
-            const d = ctx.getImageData(0, 0, w, band).data;
-            const cells = xs.map((x) => {
-                let s = 0;
-                for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
-                    const i = ((y + dy) * w + Math.min(w - 1, Math.max(0, x + dx))) * 4;
-                    s += (d[i] + d[i + 1] + d[i + 2]) / 3;
-                }
-                return s / 9;
-            });
+            const cells = readStrip(v);
             samples.push({
                 presented: origin + meta.presentationTime,
                 expected: origin + meta.expectedDisplayTime,
@@ -182,15 +168,14 @@ async fn measure(c: &fantoccini::Client, secs: u64) -> anyhow::Result<Vec<Presen
         }
         v.requestVideoFrameCallback(onFrame);
     "#;
-    let args = vec![serde_json::json!(xs), serde_json::json!(band / 2), serde_json::json!(W), serde_json::json!(band), serde_json::json!(secs * 1000)];
+    let args = vec![serde_json::json!(secs * 1000)];
     let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(Duration::from_secs(secs + 30)), None, None);
     c.update_timeouts(timeouts).await?;
-    let samples = c.execute_async(script, args).await?;
+    let samples = c.execute_async(&script, args).await?;
     let mut out = Vec::new();
     for s in samples.as_array().into_iter().flatten() {
         let presented_ms = s["presented"].as_f64().unwrap_or(0.0);
-        let bits = s["cells"].as_array().into_iter().flatten().fold(0u64, |acc, v| (acc << 1) | u64::from(v.as_f64().unwrap_or(0.0) > 128.0));
-        let Some(tc) = Timecode::from_bits(bits) else { continue };
+        let Some(tc) = bench::strip_timecode(&s["cells"]) else { continue };
         // The strip holds whole milliseconds.
         let capture_ms = (presented_ms as u64).saturating_sub(tc.age_ms(presented_ms as u64)) as f64;
         out.push(Presented {

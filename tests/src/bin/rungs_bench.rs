@@ -18,7 +18,6 @@
 //! WebSocket's messages, MJPEG's body), what crossed the proxy for the TCP rungs (HTTP and
 //! WebSocket framing included), and the relay's encoder output over the same window.
 
-use scopecast_shared::timecode::{self, Timecode};
 use scopecast_tests::bench::{self, median, percentile, RelayProcess};
 use scopecast_tests::browser::{count, show_overlay, wait_for_page, Browser};
 use scopecast_tests::proxy::{Mode, Proxy};
@@ -133,30 +132,17 @@ async fn encoded_bytes(http: &str) -> anyhow::Result<u64> {
 /// Latencies of the pictures first seen over `secs` (ms), their rate, and the overlay's
 /// bitrate once a second (kbit/s).
 async fn measure(c: &fantoccini::Client, element: &str, secs: u64) -> anyhow::Result<(Vec<f64>, f64, Vec<f64>)> {
-    let band = timecode::band_height(H);
-    let xs: Vec<usize> = (0..timecode::CELLS).map(|i| timecode::cell_span(i, W)).map(|(a, b)| (a + b) / 2).collect();
-    let script = r#"
-        const [xs, y, w, band, ms, element] = arguments;
+    let script = bench::strip_reader_js(W, H)
+        + r#"
+        const [ms, element] = arguments;
         const done = arguments[arguments.length - 1];
         const src = document.querySelector(".scopecast " + element);
-        const canvas = document.createElement("canvas");
-        canvas.width = w; canvas.height = band;
-        const ctx = canvas.getContext("2d", { willReadFrequently: true });
         const seen = [], bitrates = [];
         let last = "", nextRate = performance.now() + 1000;
         const end = performance.now() + ms;
         function tick() {
-            ctx.drawImage(src, 0, 0, w, band, 0, 0, w, band);
-            const d = ctx.getImageData(0, 0, w, band).data;
+            const cells = readStrip(src);
             const at = performance.timeOrigin + performance.now();
-            const cells = xs.map((x) => {
-                let s = 0;
-                for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
-                    const i = ((y + dy) * w + Math.min(w - 1, Math.max(0, x + dx))) * 4;
-                    s += (d[i] + d[i + 1] + d[i + 2]) / 3;
-                }
-                return s / 9;
-            });
             const key = cells.map((v) => (v > 128 ? "1" : "0")).join("");
             if (key !== last) { last = key; seen.push({ at, cells }); }
             if (performance.now() >= nextRate) {
@@ -168,22 +154,14 @@ async fn measure(c: &fantoccini::Client, element: &str, secs: u64) -> anyhow::Re
         }
         requestAnimationFrame(tick);
     "#;
-    let args = vec![
-        serde_json::json!(xs),
-        serde_json::json!(band / 2),
-        serde_json::json!(W),
-        serde_json::json!(band),
-        serde_json::json!(secs * 1000),
-        serde_json::json!(element),
-    ];
+    let args = vec![serde_json::json!(secs * 1000), serde_json::json!(element)];
     let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(Duration::from_secs(secs + 30)), None, None);
     c.update_timeouts(timeouts).await?;
-    let out = c.execute_async(script, args).await?;
+    let out = c.execute_async(&script, args).await?;
     let mut latency = Vec::new();
     for s in out["seen"].as_array().into_iter().flatten() {
         let at = s["at"].as_f64().unwrap_or(0.0);
-        let bits = s["cells"].as_array().into_iter().flatten().fold(0u64, |acc, v| (acc << 1) | u64::from(v.as_f64().unwrap_or(0.0) > 128.0));
-        if let Some(tc) = Timecode::from_bits(bits) {
+        if let Some(tc) = bench::strip_timecode(&s["cells"]) {
             latency.push(tc.age_ms(at as u64) as f64);
         }
     }
