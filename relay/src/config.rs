@@ -4,6 +4,7 @@
 use crate::media::scene::Scene;
 pub use crate::media::Codec;
 use crate::turn::{TurnAuth, TurnServer};
+use scopecast_shared::api::Stretch;
 use scopecast_shared::OfflinePolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -246,6 +247,16 @@ struct StreamFile {
     /// Smaller encodings for viewers on slow links, besides the stream's own ("full").
     #[serde(default)]
     renditions: Vec<RenditionFile>,
+    /// "off", "auto", or a table: `{ mode = "manual", black = .., white = .., midtones = .. }`,
+    /// `{ mode = "auto", target = .., clip = .. }`.
+    stretch: Option<StretchFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StretchFile {
+    Mode(String),
+    Table(Stretch),
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,6 +409,8 @@ pub struct StreamConfig {
     /// Smaller encodings for viewers on slow links, top (largest) first; the stream's own
     /// encoding ("full": `size`, `bitrate_bps`) is above them all.
     pub renditions: Vec<Rendition>,
+    /// The stretch applied to pictures before encoding, until the API changes it.
+    pub stretch: Stretch,
 }
 
 /// One encoding of a stream's pictures besides its own, made only while someone watches it.
@@ -631,6 +644,9 @@ impl Config {
                 }
             }
             stream.renditions = renditions(&key, s.renditions, &stream)?;
+            if let Some(file) = s.stretch {
+                stream.stretch = stretch(&format!("{key}.stretch"), file, &stream)?;
+            }
             for (i, p) in s.publish.into_iter().enumerate() {
                 let target = publish_target(&format!("{key}.publish[{i}]"), p)?;
                 if stream.publish.iter().any(|t| t.name == target.name) {
@@ -750,6 +766,29 @@ impl SecurityConfig {
     }
 }
 
+/// A stream's stretch: valid values, on a stream whose pictures are decoded. A camera's H.264
+/// passed through is never decoded, so there it needs `video = "transcode"`.
+fn stretch(key: &str, file: StretchFile, stream: &StreamConfig) -> Result<Stretch, ConfigError> {
+    let value = match file {
+        StretchFile::Mode(m) if m == "off" => Stretch::Off,
+        StretchFile::Mode(m) if m == "auto" => Stretch::AUTO,
+        StretchFile::Mode(m) => {
+            return Err(invalid(key, format!("'{m}': use \"off\", \"auto\", or a table with mode = \"manual\" and black, white, midtones")))
+        }
+        StretchFile::Table(t) => t,
+    };
+    value.check().map_err(|e| invalid(key, e))?;
+    let passthrough = match &stream.source {
+        SourceConfig::Whep { .. } => true,
+        SourceConfig::Rtsp { video, .. } | SourceConfig::Whip { video, .. } => *video != VideoMode::Transcode,
+        _ => false,
+    };
+    if passthrough && value != Stretch::Off {
+        return Err(invalid(key, "this stream's H.264 is passed through, never decoded; stretch needs video = \"transcode\" (not possible for whep://)"));
+    }
+    Ok(value)
+}
+
 /// Checks a stream's renditions and orders them top first: names unique (not "full" or
 /// "auto"), even sizes the encoder takes, bitrates below the stream's own (VP8 ones up to it).
 fn renditions(key: &str, files: Vec<RenditionFile>, stream: &StreamConfig) -> Result<Vec<Rendition>, ConfigError> {
@@ -834,6 +873,7 @@ impl StreamConfig {
             publish: Vec::new(),
             gop_cache: true,
             renditions: Vec::new(),
+            stretch: Stretch::Off,
         }
     }
 
@@ -1004,11 +1044,33 @@ mod tests {
                 "[streams.a]\nsource = \"whep://x/s\"\n[[streams.a.renditions]]\nname = \"s\"\nwidth = 640\nheight = 360\nbitrate_kbps = 600\n",
                 "streams.a.renditions",
             ),
+            ("[streams.a]\nsource = \"test:\"\nstretch = \"strong\"\n", "streams.a.stretch"),
+            ("[streams.a]\nsource = \"test:\"\nstretch = { mode = \"manual\", black = 0.6, white = 0.5, midtones = 0.5 }\n", "streams.a.stretch"),
+            ("[streams.a]\nsource = \"rtsp://cam/1\"\nstretch = \"auto\"\n", "streams.a.stretch"),
+            ("[streams.a]\nsource = \"whep://x/s\"\nstretch = \"auto\"\n", "streams.a.stretch"),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();
             assert!(err.contains(key), "{text:?} -> {err}");
         }
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let c = Config::from_toml(include_str!("../../scopecast.example.toml")).expect("scopecast.example.toml parses and validates");
+        assert!(c.streams.iter().any(|s| s.stretch == Stretch::AUTO), "it shows the stretch");
+    }
+
+    #[test]
+    fn stretch_is_a_mode_or_a_table() {
+        let of = |text: &str| Config::from_toml(text).expect(text).streams[0].stretch;
+        assert_eq!(of("[streams.a]\nsource = \"test:\"\n"), Stretch::Off);
+        assert_eq!(of("[streams.a]\nsource = \"test:\"\nstretch = \"auto\"\n"), Stretch::AUTO);
+        assert_eq!(
+            of("[streams.a]\nsource = \"test:\"\nstretch = { mode = \"manual\", black = 0.1, white = 0.8, midtones = 0.2 }\n"),
+            Stretch::Manual { black: 0.1, white: 0.8, midtones: 0.2 }
+        );
+        assert_eq!(of("[streams.a]\nsource = \"rtsp://cam/1\"\nvideo = \"transcode\"\nstretch = \"auto\"\n"), Stretch::AUTO);
     }
 
     #[test]

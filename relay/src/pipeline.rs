@@ -10,6 +10,7 @@ use crate::lock;
 use crate::media::encoder::fit_for_encoder;
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
+use crate::media::stretch::{StretchControl, Stretcher};
 use crate::media::{Codec, EncoderSettings, VideoEncoder, I420};
 use crate::timing::{self, TimedFrame, TimingLog};
 use crate::track::Track;
@@ -82,6 +83,9 @@ pub struct PipelineSettings {
     /// The stream's RTP clock, shared by its renditions so a viewer moved between them sees
     /// one timeline.
     pub clock: RtpClock,
+    /// The stream's stretch, applied by the lead to each picture it decodes (its followers
+    /// get the stretched picture); `None` for followers.
+    pub stretch: Option<Arc<StretchControl>>,
 }
 
 /// Capture time to 90 kHz RTP time: one per stream, whatever rendition encodes the picture.
@@ -233,6 +237,17 @@ impl Pipeline {
         }
         drop(slot);
         self.wake.notify_one();
+    }
+
+    /// Encodes `frame` (the current picture again) unless a new source frame is already
+    /// waiting, which then goes first and already shows whatever changed.
+    pub fn refresh(&self, frame: CapturedFrame) {
+        let mut slot = lock(&self.slot);
+        if slot.frame.is_none() {
+            slot.frame = Some(frame);
+            drop(slot);
+            self.wake.notify_one();
+        }
     }
 
     /// Someone reads the track: encode.
@@ -475,6 +490,8 @@ struct EncoderWorker {
     cadence: Cadence,
     decode_errors: LogLimiter,
     encode_errors: LogLimiter,
+    stretch: Option<Arc<StretchControl>>,
+    stretcher: Stretcher,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -507,6 +524,8 @@ impl EncoderWorker {
             cadence: Cadence::default(),
             decode_errors: LogLimiter::default(),
             encode_errors: LogLimiter::default(),
+            stretch: settings.stretch.clone(),
+            stretcher: Stretcher::default(),
         })
     }
 
@@ -562,6 +581,10 @@ impl EncoderWorker {
                     std::mem::replace(&mut self.decoded, spare)
                 }
             });
+        }
+        if let (Some(control), Some(picture)) = (&self.stretch, &mut self.picture) {
+            // In place, at output size, before the followers get it: one pass over luma.
+            self.stretcher.apply(control, picture, frame.captured);
         }
         self.pending_capture = Some(frame.captured);
         self.picture_captured = Some(frame.captured);
@@ -818,6 +841,7 @@ mod tests {
             codec: Codec::H264,
             keyframe_min_interval: Duration::from_millis(500),
             clock: RtpClock::new(),
+            stretch: None,
         }
     }
 
@@ -869,6 +893,59 @@ mod tests {
         lead.stop();
         std::thread::sleep(Duration::from_millis(50));
         assert!(follower.is_stopped(), "stopping the lead stops its followers");
+    }
+
+    /// The mean luma of an encoded keyframe, decoded.
+    fn decoded_mean_luma(frame: &RtpFrame) -> f64 {
+        let annexb = depacketize(frame).expect("an access unit");
+        let mut decoder = crate::media::h264::H264Decoder::new().expect("decoder");
+        let mut picture = I420::new(2, 2);
+        assert!(decoder.decode(&annexb, &mut picture).expect("decodes"), "a picture");
+        picture.y().iter().map(|&v| f64::from(v)).sum::<f64>() / picture.y().len() as f64
+    }
+
+    #[test]
+    fn the_lead_stretches_what_it_and_its_followers_encode_and_a_change_applies_to_the_next_frame() {
+        use scopecast_shared::api::Stretch;
+        let control = Arc::new(StretchControl::new(Stretch::Manual { black: 0.0, white: 0.25, midtones: 0.5 }));
+        let lead_settings = PipelineSettings { stretch: Some(Arc::clone(&control)), ..settings(None) };
+        let small = PipelineSettings { size: Some((160, 120)), clock: lead_settings.clock, ..settings(None) };
+        let small_track = Track::new("small", false, small.keyframe_min_interval);
+        let follower = Pipeline::start("small", small, Arc::clone(&small_track), Vec::new()).expect("start");
+        let track = Track::new("t", false, lead_settings.keyframe_min_interval);
+        let lead = Pipeline::start("t", lead_settings, Arc::clone(&track), vec![Arc::clone(&follower)]).expect("start");
+        // A dark, flat picture at level 32, which the still keeps holding (the source's copy
+        // must not be stretched: snapshots are the camera's original).
+        let mut dark = I420::new(320, 240);
+        dark.y_mut().fill(32);
+        dark.u_mut().fill(128);
+        dark.v_mut().fill(128);
+        let dark = Arc::new(dark);
+        let (guard, mut rx) = attach(&track);
+        let (small_guard, mut small_rx) = attach(&small_track);
+        lead.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::clone(&dark))));
+        let (full, small) = (recv(&mut rx), recv(&mut small_rx));
+        // black 0, white 0.25: level 32 of 64 is half way, 128.
+        for (what, f) in [("lead", &full), ("follower", &small)] {
+            let mean = decoded_mean_luma(f);
+            assert!((mean - 128.0).abs() < 4.0, "{what}: mean luma {mean}");
+        }
+        assert!(dark.y().iter().all(|&v| v == 32), "the source's picture is untouched");
+        assert_eq!(control.applied().map(|l| l.white), Some(0.25));
+        control.set(Stretch::Off);
+        lead.make_keyframe();
+        lead.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::clone(&dark))));
+        let next = loop {
+            let f = recv(&mut rx);
+            if f.keyframe {
+                break f;
+            }
+        };
+        let mean = decoded_mean_luma(&next);
+        assert!((mean - 32.0).abs() < 4.0, "off: the camera's levels again, {mean}");
+        assert_eq!(control.applied(), None);
+        drop((guard, small_guard));
+        lead.stop();
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl Relay {
                 codec: crate::media::Codec::H264,
                 keyframe_min_interval: Duration::from_millis(500),
                 clock: crate::pipeline::RtpClock::new(),
+                stretch: Some(Arc::new(crate::media::stretch::StretchControl::new(stream.stretch))),
             };
             // A picture source's track is made by its encoder, which makes keyframes on request;
             // a passed-through source's keeps its GOP for joiners.
@@ -81,6 +82,8 @@ impl Relay {
                     codec: r.codec,
                     max_fps: r.max_fps,
                     encoder: EncoderSettings { bitrate_bps: r.bitrate_bps, fps: r.max_fps.unwrap_or(fps).min(fps) as f32, ..settings.encoder },
+                    // The lead stretches the picture it hands them.
+                    stretch: None,
                     ..settings.clone()
                 };
                 let name = format!("{}.{}", stream.name, r.name);
@@ -89,8 +92,9 @@ impl Relay {
                 renditions.push(crate::stream::RenditionTrack { config: r, track, encoder });
             }
             let followers = renditions.iter().map(|r| Arc::clone(&r.encoder)).collect();
+            let stretch = settings.stretch.clone().unwrap_or_default();
             let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track), followers)?) };
-            let hub = Stream::new(stream.clone(), track, encoder, renditions);
+            let hub = Stream::new(stream.clone(), track, encoder, renditions, stretch);
             if matches!(stream.source, SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } | SourceConfig::Whip { .. }) {
                 // Pictures for MJPEG clients and snapshots of a passed-through stream.
                 tokio::spawn(crate::decode::run_stills(Arc::clone(&hub)));

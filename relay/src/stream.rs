@@ -8,13 +8,15 @@
 
 use crate::config::{redact, SourceConfig, StreamConfig};
 use crate::ingest::health::{Health, SourceEvent};
-use crate::media::jpeg::{encode_i420, JpegError};
+use crate::media::jpeg::{encode_i420, JpegDecoder, JpegError};
+use crate::media::stretch::{self, StretchControl};
 use crate::media::{Codec, I420};
 use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
 use crate::timing::unix_ms;
 use crate::track::Track;
 use bytes::Bytes;
 use scopecast_shared::api::{RenditionInfo, VideoPath};
+use scopecast_shared::api::{Stretch, StretchLevels};
 use scopecast_shared::sdp::ViewerCodec;
 use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
 use std::collections::VecDeque;
@@ -25,6 +27,8 @@ use tokio::sync::watch;
 
 /// JPEG quality for stills made from raw pictures (the test pattern).
 const STILL_QUALITY: i32 = 85;
+/// JPEG quality for stretched stills: a stretch brings out faint detail, and noise with it.
+const STRETCHED_QUALITY: i32 = 90;
 
 /// The newest picture of a stream, as the source gave it: the camera's own JPEG bytes, or the
 /// test pattern's picture, encoded to JPEG the first time someone asks for it.
@@ -35,15 +39,17 @@ pub struct Still {
     pub captured_ms: u64,
     jpeg: OnceLock<Bytes>,
     picture: Option<Arc<I420>>,
+    /// The stretched JPEG (`?stretch=1`), made once for every client that asks.
+    stretched: OnceLock<Bytes>,
 }
 
 impl Still {
     pub fn from_jpeg(seq: u64, captured_ms: u64, jpeg: Bytes) -> Self {
-        Self { seq, captured_ms, jpeg: OnceLock::from(jpeg), picture: None }
+        Self { seq, captured_ms, jpeg: OnceLock::from(jpeg), picture: None, stretched: OnceLock::new() }
     }
 
     pub fn from_picture(seq: u64, captured_ms: u64, picture: Arc<I420>) -> Self {
-        Self { seq, captured_ms, jpeg: OnceLock::new(), picture: Some(picture) }
+        Self { seq, captured_ms, jpeg: OnceLock::new(), picture: Some(picture), stretched: OnceLock::new() }
     }
 
     /// The JPEG. Encoding a raw picture costs milliseconds of CPU: unless [`Still::is_encoded`],
@@ -57,10 +63,53 @@ impl Still {
         Ok(self.jpeg.get_or_init(|| encoded).clone())
     }
 
+    /// The JPEG as viewers see it: stretched with `levels` (what the encoder applies now), or
+    /// for `stretch` found from this picture alone when the encoder has applied none; the
+    /// original when the stretch is off. Costs a decode and an encode: call it from a blocking
+    /// thread. Consumers of the same still share one.
+    pub fn stretched_jpeg(&self, stretch: Stretch, levels: Option<StretchLevels>) -> Result<Bytes, JpegError> {
+        if let Some(j) = self.stretched.get() {
+            return Ok(j.clone());
+        }
+        let mut picture = match &self.picture {
+            Some(p) => I420::clone(p),
+            None => {
+                let jpeg = self.jpeg.get().ok_or(JpegError::NoPicture)?;
+                let mut decoder = JpegDecoder::new()?;
+                let mut out = I420::new(2, 2);
+                decoder.decode(jpeg, 1, &mut out)?;
+                out
+            }
+        };
+        let levels = match (stretch, levels) {
+            (Stretch::Off, _) => return self.jpeg(),
+            (_, Some(l)) => l,
+            (Stretch::Manual { black, white, midtones }, None) => StretchLevels { black, white, midtones },
+            (Stretch::Auto { target, clip }, None) => stretch::auto_levels(&stretch::Histogram::of_luma(&picture), target, clip),
+        };
+        stretch::apply(&stretch::lut(&levels), &mut picture);
+        let encoded = Bytes::from(encode_i420(&picture, STRETCHED_QUALITY)?);
+        Ok(self.stretched.get_or_init(|| encoded).clone())
+    }
+
     pub fn is_encoded(&self) -> bool {
         self.jpeg.get().is_some()
     }
+
+    /// The still as a source frame again: its picture, else its JPEG.
+    fn source_frame(&self) -> Option<SourceFrame> {
+        match (&self.picture, self.jpeg.get()) {
+            (Some(p), _) => Some(SourceFrame::Raw(Arc::clone(p))),
+            (None, Some(j)) => Some(SourceFrame::Jpeg(j.clone())),
+            (None, None) => None,
+        }
+    }
 }
+
+/// Why a stream's stretch cannot be changed.
+#[derive(Debug, thiserror::Error)]
+#[error("stream '{0}' passes its source's H.264 through without decoding it, so there is no picture to stretch; an rtsp://, exec: or whip source stretches with video = \"transcode\" (a whep:// source cannot)")]
+pub struct NotDecoded(String);
 
 /// How a consumer watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +247,8 @@ pub struct Stream {
     pub publish: Mutex<Vec<Arc<crate::publish::TargetStatus>>>,
     /// Smaller encodings for viewers on slow links, top first (below `track`, "full").
     pub renditions: Vec<RenditionTrack>,
+    /// How the encoder stretches pictures; the API changes it while streaming.
+    pub stretch: Arc<StretchControl>,
 }
 
 /// A smaller rendition: its encoder follows the stream's own (which decodes for it).
@@ -227,7 +278,13 @@ pub struct Step {
 }
 
 impl Stream {
-    pub fn new(config: StreamConfig, track: Arc<Track>, encoder: Option<Arc<Pipeline>>, renditions: Vec<RenditionTrack>) -> Arc<Self> {
+    pub fn new(
+        config: StreamConfig,
+        track: Arc<Track>,
+        encoder: Option<Arc<Pipeline>>,
+        renditions: Vec<RenditionTrack>,
+        stretch: Arc<StretchControl>,
+    ) -> Arc<Self> {
         let initial = if config.on_demand { SourceState::Idle } else { SourceState::Connecting };
         let video = match (&config.source, &encoder) {
             (SourceConfig::Whep { .. }, _) | (_, None) => VideoChoice::new(VideoPath::Passthrough),
@@ -257,6 +314,7 @@ impl Stream {
             shutdown: watch::channel(false).0,
             publish: Mutex::default(),
             renditions,
+            stretch,
         })
     }
 
@@ -413,6 +471,22 @@ impl Stream {
         self.report(SourceEvent::Stopped);
     }
 
+    /// Changes the stretch for every viewer. The current picture goes to the encoder again at
+    /// once, so on a slow stream the change shows without waiting for the next frame.
+    pub fn set_stretch(&self, stretch: Stretch) -> Result<(), NotDecoded> {
+        let Some(encoder) = self.encoder.as_ref().filter(|_| self.video().path != VideoPath::Passthrough) else {
+            if stretch == Stretch::Off {
+                return Ok(());
+            }
+            return Err(NotDecoded(self.name().to_owned()));
+        };
+        self.stretch.set(stretch);
+        if let Some(frame) = self.latest().and_then(|still| still.source_frame()) {
+            encoder.refresh(CapturedFrame::now(frame));
+        }
+        Ok(())
+    }
+
     pub fn latest(&self) -> Option<Arc<Still>> {
         self.latest.borrow().clone()
     }
@@ -555,6 +629,8 @@ impl Stream {
             timings_url: format!("/api/v1/streams/{name}/timings"),
             renditions: self.rendition_info(width, height, &stats.frames_encoded),
             sessions: Vec::new(),
+            stretch: self.stretch.get(),
+            stretch_levels: self.stretch.applied(),
         }
     }
 }

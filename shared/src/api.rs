@@ -195,6 +195,105 @@ pub struct StreamInfo {
     #[serde(default)]
     #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub sessions: Vec<ViewerRendition>,
+    /// How the picture is stretched before encoding (`PATCH` the stream to change it).
+    #[serde(default)]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
+    pub stretch: Stretch,
+    /// The levels the encoder applied to the last picture (for `auto`, what it found);
+    /// `None` with stretch off or before a picture was encoded.
+    #[serde(default)]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
+    pub stretch_levels: Option<StretchLevels>,
+}
+
+/// A screen transfer function on luma, as PixInsight's STF: values under `black` go black,
+/// over `white` white, and the rest through a midtones transfer function (`midtones` 0.5 is
+/// linear; smaller brightens). All three are fractions of full scale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StretchLevels {
+    pub black: f32,
+    pub white: f32,
+    pub midtones: f32,
+}
+
+impl StretchLevels {
+    /// Leaves the picture as it is.
+    pub const IDENTITY: Self = Self { black: 0.0, white: 1.0, midtones: 0.5 };
+
+    /// Why these levels cannot be used, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let in_unit = |v: f32| (0.0..=1.0).contains(&v);
+        if !in_unit(self.black) || !in_unit(self.white) || self.black >= self.white {
+            return Err(format!("black ({}) and white ({}) must satisfy 0 <= black < white <= 1", self.black, self.white));
+        }
+        if !(self.midtones > 0.0 && self.midtones < 1.0) {
+            return Err(format!("midtones ({}) must be between 0 and 1, exclusive (0.5 is linear)", self.midtones));
+        }
+        Ok(())
+    }
+}
+
+/// Median brightness `auto` aims for, as PixInsight's AutoSTF.
+pub const STRETCH_AUTO_TARGET: f32 = 0.25;
+/// How far under the median `auto` puts the black point, in normalized MADs (AutoSTF's 2.8).
+pub const STRETCH_AUTO_CLIP: f32 = 2.8;
+
+/// A stream's stretch: applied to each decoded picture before encoding, for every viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Stretch {
+    /// The camera's picture as it is.
+    #[default]
+    Off,
+    /// Levels that follow the picture: black point `clip` normalized MADs under the median,
+    /// and the median brought to `target` brightness; smoothed over frames.
+    Auto {
+        #[serde(default = "auto_target")]
+        target: f32,
+        #[serde(default = "auto_clip")]
+        clip: f32,
+    },
+    /// Fixed levels.
+    Manual { black: f32, white: f32, midtones: f32 },
+}
+
+fn auto_target() -> f32 {
+    STRETCH_AUTO_TARGET
+}
+
+fn auto_clip() -> f32 {
+    STRETCH_AUTO_CLIP
+}
+
+impl Stretch {
+    /// `auto` with AutoSTF's defaults.
+    pub const AUTO: Self = Self::Auto { target: STRETCH_AUTO_TARGET, clip: STRETCH_AUTO_CLIP };
+
+    /// Why this stretch cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        match *self {
+            Self::Off => Ok(()),
+            Self::Auto { target, clip } => {
+                if !(target > 0.0 && target < 1.0) {
+                    return Err(format!("target ({target}) must be between 0 and 1, exclusive"));
+                }
+                if !(0.0..=10.0).contains(&clip) {
+                    return Err(format!("clip ({clip}) must be between 0 and 10 MADs"));
+                }
+                Ok(())
+            }
+            Self::Manual { black, white, midtones } => StretchLevels { black, white, midtones }.check(),
+        }
+    }
+}
+
+/// `PATCH /api/v1/streams/{name}`: what to change; fields left out stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamPatch {
+    #[serde(default)]
+    pub stretch: Option<Stretch>,
 }
 
 /// One rendition of a stream.
@@ -349,5 +448,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<OfflinePolicy>("\"reject\"").expect("json"), OfflinePolicy::Reject);
         let e = StateEvent { state: SourceState::Live, last_error: None, since_ms: 5 };
         assert_eq!(serde_json::to_value(&e).expect("json"), serde_json::json!({"state": "live", "last_error": null, "since_ms": 5}));
+    }
+
+    #[test]
+    fn stretch_is_tagged_by_mode_with_autostf_defaults() {
+        let parse = |j: &str| serde_json::from_str::<StreamPatch>(j).map(|p| p.stretch);
+        assert_eq!(parse(r#"{"stretch": {"mode": "off"}}"#).expect("off"), Some(Stretch::Off));
+        assert_eq!(parse(r#"{"stretch": {"mode": "auto"}}"#).expect("auto"), Some(Stretch::AUTO));
+        assert_eq!(parse(r#"{"stretch": {"mode": "auto", "target": 0.15}}"#).expect("auto"), Some(Stretch::Auto { target: 0.15, clip: 2.8 }));
+        assert_eq!(
+            parse(r#"{"stretch": {"mode": "manual", "black": 0.1, "white": 0.9, "midtones": 0.2}}"#).expect("manual"),
+            Some(Stretch::Manual { black: 0.1, white: 0.9, midtones: 0.2 })
+        );
+        assert_eq!(parse("{}").expect("empty"), None);
+        assert!(parse(r#"{"stretch": {"mode": "manual", "black": 0.1}}"#).is_err(), "manual needs all three levels");
+        assert!(parse(r#"{"stretch": {"mode": "curves"}}"#).is_err());
+        assert!(parse(r#"{"stretch": {"mode": "auto", "gain": 2}}"#).is_err(), "unknown fields are refused, not ignored");
+        assert!(parse(r#"{"strech": {"mode": "auto"}}"#).is_err());
+    }
+
+    #[test]
+    fn stretch_values_are_checked() {
+        assert!(Stretch::AUTO.check().is_ok());
+        assert!(Stretch::Manual { black: 0.1, white: 0.9, midtones: 0.2 }.check().is_ok());
+        assert!(Stretch::Manual { black: 0.5, white: 0.5, midtones: 0.2 }.check().is_err());
+        assert!(Stretch::Manual { black: -0.1, white: 0.5, midtones: 0.2 }.check().is_err());
+        assert!(Stretch::Manual { black: 0.0, white: 1.0, midtones: 1.0 }.check().is_err());
+        assert!(Stretch::Manual { black: 0.0, white: 1.0, midtones: f32::NAN }.check().is_err());
+        assert!(Stretch::Auto { target: 0.0, clip: 2.8 }.check().is_err());
+        assert!(Stretch::Auto { target: 0.25, clip: 11.0 }.check().is_err());
     }
 }

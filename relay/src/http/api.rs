@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use scopecast_shared::api::{FrameTimings, PublishInfo, PublishState, EVENT_STATE, EVENT_VIEWERS};
+use scopecast_shared::api::{FrameTimings, PublishInfo, PublishState, StreamPatch, EVENT_STATE, EVENT_VIEWERS};
 use scopecast_shared::{SourceState, StreamInfo, StreamList};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -33,6 +33,23 @@ pub async fn list_streams(State(state): State<Arc<AppState>>) -> Json<StreamList
 
 pub async fn get_stream(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<StreamInfo>, ApiError> {
     let stream = state.stream(&name)?;
+    Ok(Json(info(&state, &stream)))
+}
+
+/// Changes a stream while it plays (today: its stretch); every viewer sees the change at the
+/// next frame, without a new session. 200 with the stream's status.
+pub async fn patch_stream(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Json<StreamPatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<StreamInfo>, ApiError> {
+    let stream = state.stream(&name)?;
+    let Json(patch) = body.map_err(|e| ApiError::new(e.status(), "bad-request", "Bad request", e.body_text()))?;
+    if let Some(stretch) = patch.stretch {
+        stretch.check().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-stretch", "Bad stretch", e))?;
+        stream.set_stretch(stretch).map_err(|e| ApiError::new(StatusCode::CONFLICT, "not-decoded", "Stream not decoded", e.to_string()))?;
+        tracing::info!(stream = %name, ?stretch, "stretch changed");
+    }
     Ok(Json(info(&state, &stream)))
 }
 

@@ -1,17 +1,19 @@
 //! Pictures over plain HTTP, for players that cannot do WebRTC and for stills:
 //! `GET /{stream}/mjpeg` re-serves the source as `multipart/x-mixed-replace`, one upstream
 //! connection for any number of clients; `GET /{stream}/snapshot.jpg` is the latest original
-//! JPEG at full resolution. A stream whose source sends H.264 has its pictures decoded
+//! JPEG at full resolution. Both are the camera's original pictures unless `?stretch=1` asks
+//! for them stretched as the stream's viewers see them. A stream whose source sends H.264 has its pictures decoded
 //! (`crate::decode`) while such clients exist.
 
 use super::error::ApiError;
 use super::AppState;
 use crate::stream::{Still, Stream, ViewerKind};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use scopecast_shared::api::Stretch;
 use scopecast_shared::SourceState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,13 +23,37 @@ const BOUNDARY: &str = "scopecast-frame";
 /// Seconds a client is told to wait before asking again for an offline source.
 const RETRY_AFTER_S: u64 = 2;
 
-/// The still's JPEG, encoding it off the async workers when it is a raw picture.
-async fn jpeg_of(still: &Arc<Still>) -> Result<Bytes, ApiError> {
-    let result = if still.is_encoded() {
-        still.jpeg()
-    } else {
-        let still = Arc::clone(still);
-        tokio::task::spawn_blocking(move || still.jpeg()).await.map_err(|e| ApiError::internal(e.to_string()))?
+/// `?stretch=1`: the picture as WebRTC viewers see it, stretched; without it, the camera's
+/// original.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PictureQuery {
+    stretch: Option<String>,
+}
+
+impl PictureQuery {
+    fn stretched(&self) -> Result<bool, ApiError> {
+        match self.stretch.as_deref() {
+            None | Some("0" | "false") => Ok(false),
+            Some("1" | "true" | "") => Ok(true),
+            Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", format!("stretch={other}: use stretch=1 or leave it out"))),
+        }
+    }
+}
+
+/// The still's JPEG (stretched as the stream is, when asked), encoding off the async workers
+/// when that takes work.
+async fn jpeg_of(stream: &Stream, still: &Arc<Still>, stretched: bool) -> Result<Bytes, ApiError> {
+    let stretch = (stretched && stream.stretch.get() != Stretch::Off).then(|| (stream.stretch.get(), stream.stretch.applied()));
+    let result = match stretch {
+        None if still.is_encoded() => still.jpeg(),
+        None => {
+            let still = Arc::clone(still);
+            tokio::task::spawn_blocking(move || still.jpeg()).await.map_err(|e| ApiError::internal(e.to_string()))?
+        }
+        Some((stretch, levels)) => {
+            let still = Arc::clone(still);
+            tokio::task::spawn_blocking(move || still.stretched_jpeg(stretch, levels)).await.map_err(|e| ApiError::internal(e.to_string()))?
+        }
     };
     result.map_err(|e| ApiError::internal(e.to_string()))
 }
@@ -45,8 +71,9 @@ fn source_unavailable(stream: &Stream) -> ApiError {
         .with_retry_after(RETRY_AFTER_S)
 }
 
-pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<String>, Query(query): Query<PictureQuery>) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
+    let stretched = query.stretched()?;
     // Counted while it waits, so an on-demand source starts for it (and a passed-through
     // stream's decoder, which makes its pictures).
     let _viewer = stream.demand.join(ViewerKind::Snapshot);
@@ -59,7 +86,7 @@ pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<Strin
     let left = stream.config.start_timeout.saturating_sub(started.elapsed());
     let _ = tokio::time::timeout(left, stills.wait_for(Option::is_some)).await;
     let still = stream.latest().ok_or_else(|| source_unavailable(&stream))?;
-    let jpeg = jpeg_of(&still).await?;
+    let jpeg = jpeg_of(&stream, &still, stretched).await?;
     Ok((
         StatusCode::OK,
         [
@@ -72,8 +99,9 @@ pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<Strin
         .into_response())
 }
 
-pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>, Query(query): Query<PictureQuery>) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
+    let stretched = query.stretched()?;
     let viewer = stream.demand.join(ViewerKind::Mjpeg);
     let mut stills = stream.subscribe_stills();
     // The current picture goes out at once (an idle source has none: it was dropped).
@@ -83,33 +111,34 @@ pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>)
     let first = Bytes::from(opening);
     // One part per newest still. The body is only polled as fast as the client reads, so a
     // slow client skips to the latest still and never queues frames; skips are counted.
-    let parts = futures_util::stream::unfold((stream, stills, viewer, 0u64, Some(first)), |(stream, mut stills, viewer, last_seq, mut opening)| async move {
-        loop {
-            tokio::select! {
-                changed = stills.changed() => changed.ok()?,
-                () = stream.stopped() => return None,
+    let parts =
+        futures_util::stream::unfold((stream, stills, viewer, 0u64, Some(first)), move |(stream, mut stills, viewer, last_seq, mut opening)| async move {
+            loop {
+                tokio::select! {
+                    changed = stills.changed() => changed.ok()?,
+                    () = stream.stopped() => return None,
+                }
+                let Some(still) = stills.borrow_and_update().clone() else { continue };
+                let Ok(jpeg) = jpeg_of(&stream, &still, stretched).await else { continue };
+                if last_seq > 0 && still.seq > last_seq + 1 {
+                    stream.mjpeg_skipped.fetch_add(still.seq - last_seq - 1, Ordering::Relaxed);
+                }
+                let mut part = BytesMut::with_capacity(jpeg.len() + 160);
+                if let Some(opening) = opening.take() {
+                    part.put_slice(&opening);
+                }
+                part.put_slice(
+                    format!("Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\n\r\n", jpeg.len(), timestamp_header(still.captured_ms))
+                        .as_bytes(),
+                );
+                part.put_slice(&jpeg);
+                // The next boundary right away: browsers show a part only once they see it end,
+                // and waiting for the next frame would show every picture one frame late.
+                part.put_slice(format!("\r\n--{BOUNDARY}\r\n").as_bytes());
+                let seq = still.seq;
+                return Some((Ok::<Bytes, std::convert::Infallible>(part.freeze()), (stream, stills, viewer, seq, opening)));
             }
-            let Some(still) = stills.borrow_and_update().clone() else { continue };
-            let Ok(jpeg) = jpeg_of(&still).await else { continue };
-            if last_seq > 0 && still.seq > last_seq + 1 {
-                stream.mjpeg_skipped.fetch_add(still.seq - last_seq - 1, Ordering::Relaxed);
-            }
-            let mut part = BytesMut::with_capacity(jpeg.len() + 160);
-            if let Some(opening) = opening.take() {
-                part.put_slice(&opening);
-            }
-            part.put_slice(
-                format!("Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\n\r\n", jpeg.len(), timestamp_header(still.captured_ms))
-                    .as_bytes(),
-            );
-            part.put_slice(&jpeg);
-            // The next boundary right away: browsers show a part only once they see it end,
-            // and waiting for the next frame would show every picture one frame late.
-            part.put_slice(format!("\r\n--{BOUNDARY}\r\n").as_bytes());
-            let seq = still.seq;
-            return Some((Ok::<Bytes, std::convert::Infallible>(part.freeze()), (stream, stills, viewer, seq, opening)));
-        }
-    });
+        });
     Ok((
         StatusCode::OK,
         [

@@ -218,7 +218,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/streams", get(api::list_streams))
-        .route("/api/v1/streams/{name}", get(api::get_stream))
+        .route("/api/v1/streams/{name}", get(api::get_stream).patch(api::patch_stream))
         .route("/api/v1/streams/{name}/events", get(api::stream_events))
         .route("/api/v1/streams/{name}/timings", get(api::get_timings))
         .route("/api/v1/streams/{name}/publish/{target}", put(api::put_publish_target).delete(api::delete_publish_target))

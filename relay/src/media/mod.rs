@@ -11,6 +11,7 @@ pub mod scale;
 pub mod scene;
 pub mod simd;
 pub mod sky;
+pub mod stretch;
 pub mod testpattern;
 pub mod vp8;
 
