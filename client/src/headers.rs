@@ -82,7 +82,8 @@ impl StreamUrls {
         Some(Self {
             name: name.to_owned(),
             whep: format!("{base}/whep{query}"),
-            mjpeg: format!("{base}/mjpeg{query}"),
+            // Stretched as the stream's video is, so the picture looks the same on every rung.
+            mjpeg: format!("{base}/mjpeg{query}{}stretch=1", if query.is_empty() { '?' } else { '&' }),
             snapshot: format!("{base}/snapshot.jpg{query}"),
             h264: format!("{base}/h264{query}"),
             info: format!("{root}/api/v1/streams/{name}{query}"),
@@ -145,7 +146,7 @@ mod tests {
         let want = StreamUrls {
             name: "telescope".into(),
             whep: "http://h:8889/telescope/whep".into(),
-            mjpeg: "http://h:8889/telescope/mjpeg".into(),
+            mjpeg: "http://h:8889/telescope/mjpeg?stretch=1".into(),
             snapshot: "http://h:8889/telescope/snapshot.jpg".into(),
             h264: "http://h:8889/telescope/h264".into(),
             info: "http://h:8889/api/v1/streams/telescope".into(),
@@ -156,6 +157,7 @@ mod tests {
         }
         let rel = StreamUrls::from_src("/deep?token=t").expect("root-relative");
         assert_eq!((rel.whep.as_str(), rel.events.as_str()), ("/deep/whep?token=t", "/api/v1/streams/deep/events?token=t"));
+        assert_eq!(rel.mjpeg, "/deep/mjpeg?token=t&stretch=1");
         assert_eq!(StreamUrls::from_src("http://h:8889/"), None, "no stream name");
         assert_eq!(StreamUrls::from_src("nothing"), None);
         assert_eq!(StreamUrls::from_src("http://host/"), None, "a host is not a stream");
