@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" != "--no-run" ]; then
-  scripts/test.sh -p scopecast-tests --test browser --test player
+  scripts/test.sh -p scopecast-tests --test browser --test player --test telescope
 fi
 shopt -s nullglob
 shots=(target/screenshots/*.png)

@@ -189,6 +189,30 @@ pub async fn save_screenshot(client: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), shot).expect("write screenshot");
 }
 
+/// The luma median (0-255) of what the first player shows: its `<video>` while WebRTC plays,
+/// else its fallback canvas; `None` before it has a picture.
+pub async fn shown_median(client: &Client) -> Option<u64> {
+    let probe = r#"
+        const root = document.querySelector(".scopecast");
+        const canvas = root && root.querySelector("canvas");
+        const video = root && root.querySelector("video");
+        const el = canvas && !canvas.classList.contains("scopecast-hidden") ? canvas : video;
+        const w = el ? el.videoWidth || el.width : 0, h = el ? el.videoHeight || el.height : 0;
+        if (!w || !h) return null;
+        const c = document.createElement("canvas");
+        c.width = w; c.height = h;
+        const g = c.getContext("2d", { willReadFrequently: true });
+        g.drawImage(el, 0, 0);
+        const d = g.getImageData(0, 0, w, h).data;
+        const hist = new Array(256).fill(0);
+        for (let i = 0; i < d.length; i += 4) hist[Math.round(0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2])]++;
+        let seen = 0;
+        for (let i = 0; i < 256; i++) { seen += hist[i]; if (seen * 2 >= w * h) return i; }
+        return 255;
+    "#;
+    client.execute(probe, vec![]).await.ok().and_then(|v| v.as_u64())
+}
+
 /// Opens the player's details overlay (the "i" button).
 pub async fn show_overlay(client: &Client) {
     client.execute(r#"document.querySelector(".scopecast .scopecast-toggle").click()"#, vec![]).await.expect("toggle overlay");

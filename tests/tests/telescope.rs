@@ -1,0 +1,222 @@
+//! Tools for looking at the sky, end to end: the stretch, changed while streaming and seen in
+//! the pictures viewers decode (and in Chromium, on every rung of the player), in snapshots
+//! when asked for, and refused with a problem body when it cannot be applied.
+
+use futures_util::StreamExt;
+use openh264::formats::YUVSource;
+use scopecast::config::{SecurityConfig, StreamConfig};
+use scopecast::media::scene::Scene;
+use scopecast_shared::api::{StreamInfo, Stretch};
+use scopecast_shared::h264_ws::Unit;
+use scopecast_tests::browser::{shown_median, wait_for_page, Browser};
+use scopecast_tests::proxy::{Mode, Proxy};
+use scopecast_tests::{base_url, one_at_a_time, start_relay, start_relay_with};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The H.264 rung's socket: the same encoded stream a WebRTC viewer gets, easy to decode here.
+async fn open(base: &str, stream: &str) -> Socket {
+    let url = format!("{}/{stream}/h264", base.replacen("http://", "ws://", 1));
+    tokio_tungstenite::connect_async(url).await.expect("the rung opens").0
+}
+
+/// Reads units until one decodes to a picture; returns its luma median and mean.
+async fn next_picture(ws: &mut Socket, decoder: &mut openh264::decoder::Decoder) -> (u8, f64) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(8), ws.next()).await.expect("a message within 8 s").expect("open").expect("no error");
+        let Message::Binary(bytes) = message else { continue };
+        let unit = Unit::parse(&bytes).expect("a unit");
+        if let Ok(Some(yuv)) = decoder.decode(unit.annexb) {
+            let (w, h) = yuv.dimensions();
+            let stride = yuv.strides().0;
+            let luma: Vec<u8> = (0..h).flat_map(|row| yuv.y()[row * stride..row * stride + w].iter().copied()).collect();
+            return levels(&luma);
+        }
+    }
+}
+
+/// Median and mean of 8-bit samples.
+fn levels(samples: &[u8]) -> (u8, f64) {
+    let mut counts = [0usize; 256];
+    samples.iter().for_each(|&v| counts[v as usize] += 1);
+    let mut seen = 0;
+    let median = counts.iter().position(|&c| {
+        seen += c;
+        seen * 2 >= samples.len()
+    });
+    let mean = samples.iter().map(|&v| f64::from(v)).sum::<f64>() / samples.len() as f64;
+    (median.unwrap_or(0) as u8, mean)
+}
+
+async fn patch(base: &str, stream: &str, body: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .patch(format!("{base}/api/v1/streams/{stream}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("PATCH")
+}
+
+async fn stream_info(base: &str, stream: &str) -> StreamInfo {
+    reqwest::get(format!("{base}/api/v1/streams/{stream}")).await.expect("status").json().await.expect("StreamInfo")
+}
+
+/// The luma median of a snapshot (`query` appended to its URL).
+async fn snapshot_median(base: &str, stream: &str, query: &str) -> u8 {
+    let res = reqwest::get(format!("{base}/{stream}/snapshot.jpg{query}")).await.expect("snapshot");
+    assert_eq!(res.status(), 200, "snapshot{query}");
+    let jpeg = res.bytes().await.expect("body");
+    let gray = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::GRAY).expect("a JPEG");
+    levels(&gray.pixels).0
+}
+
+/// Pictures until one whose median satisfies `wanted`, within `secs`.
+async fn picture_where(ws: &mut Socket, decoder: &mut openh264::decoder::Decoder, secs: u64, what: &str, wanted: impl Fn(u8) -> bool) -> (u8, Duration) {
+    let started = Instant::now();
+    loop {
+        let (median, _) = next_picture(ws, decoder).await;
+        if wanted(median) {
+            return (median, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(secs), "{what}: the median is still {median} after {secs} s");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stretch_changes_live_for_viewers_and_on_request_for_snapshots() {
+    let _serial = one_at_a_time().await;
+    // "chained" passes another relay's H.264 through (nothing listens there; it stays offline).
+    let chained = StreamConfig::from_source("chained", "whep://127.0.0.1:9/sky/whep", "streams.chained.source").expect("a whep:// stream");
+    let relay = start_relay(vec![StreamConfig::test_scene("sky", Scene::DeepSky, 640, 360, 10.0), chained]).await;
+    let base = base_url(&relay);
+    let mut ws = open(&base, "sky").await;
+    let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+
+    // Off: the sky as the camera gives it, nearly black.
+    let (dark, dark_mean) = next_picture(&mut ws, &mut decoder).await;
+    assert!(dark < 40, "the deep sky's background is dark: median {dark}");
+    assert!(stream_info(&base, "sky").await.stretch == Stretch::Off);
+
+    // Auto, on the same socket: the background comes up to about a quarter (64), at once.
+    let res = patch(&base, "sky", r#"{"stretch": {"mode": "auto"}}"#).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<StreamInfo>().await.expect("StreamInfo").stretch, Stretch::AUTO);
+    let (auto, after) = picture_where(&mut ws, &mut decoder, 3, "auto", |m| (52..=76).contains(&m)).await;
+    assert!(after < Duration::from_secs(2), "seen {after:?} after the change");
+    let (_, auto_mean) = next_picture(&mut ws, &mut decoder).await;
+    assert!(auto_mean > dark_mean + 25.0, "brighter: mean {dark_mean:.1} -> {auto_mean:.1} (median {dark} -> {auto})");
+    let info = stream_info(&base, "sky").await;
+    let applied = info.stretch_levels.expect("the levels auto found are shown");
+    assert!(applied.black > 0.0 && applied.midtones < 0.2 && applied.white == 1.0, "{applied:?}");
+
+    // Snapshots stay the camera's original unless asked.
+    let original = snapshot_median(&base, "sky", "").await;
+    let stretched = snapshot_median(&base, "sky", "?stretch=1").await;
+    assert!(original.abs_diff(dark) <= 6, "snapshot {original}, stream off {dark}");
+    assert!(stretched.abs_diff(auto) <= 10, "stretched snapshot {stretched}, stream {auto}");
+
+    // Manual levels that clip the background black.
+    let black = f32::from(dark) / 255.0 + 0.05;
+    let res = patch(&base, "sky", &format!(r#"{{"stretch": {{"mode": "manual", "black": {black}, "white": 1.0, "midtones": 0.5}}}}"#)).await;
+    assert_eq!(res.status(), 200);
+    picture_where(&mut ws, &mut decoder, 3, "manual", |m| m <= 3).await;
+
+    // Off again: back to the original levels.
+    assert_eq!(patch(&base, "sky", r#"{"stretch": {"mode": "off"}}"#).await.status(), 200);
+    picture_where(&mut ws, &mut decoder, 3, "off", |m| m.abs_diff(dark) <= 4).await;
+    assert_eq!(stream_info(&base, "sky").await.stretch_levels, None);
+
+    // What cannot be applied is refused with a problem body, and changes nothing.
+    for (body, status) in [
+        (r#"{"stretch": {"mode": "manual", "black": 0.6, "white": 0.5, "midtones": 0.5}}"#, 422),
+        (r#"{"stretch": {"mode": "curves"}}"#, 422),
+        (r#"{"stretch": {"mode": "auto"}"#, 400),
+        (r#"{"strech": {"mode": "auto"}}"#, 422),
+    ] {
+        let res = patch(&base, "sky", body).await;
+        assert_eq!(res.status().as_u16(), status, "{body}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json", "{body}");
+    }
+    assert_eq!(patch(&base, "nowhere", r#"{"stretch": {"mode": "auto"}}"#).await.status(), 404);
+    // A passed-through stream is never decoded: nothing to stretch (turning it off is fine).
+    let res = patch(&base, "chained", r#"{"stretch": {"mode": "auto"}}"#).await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.expect("problem").contains("transcode"), "the problem says what to do");
+    assert_eq!(patch(&base, "chained", r#"{"stretch": {"mode": "off"}}"#).await.status(), 200);
+    assert_eq!(stream_info(&base, "sky").await.stretch, Stretch::Off);
+    let res = reqwest::get(format!("{base}/sky/snapshot.jpg?stretch=maybe")).await.expect("snapshot");
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_shows_a_new_stretch_at_once_and_changes_need_the_token() {
+    let _serial = one_at_a_time().await;
+    let security = SecurityConfig { token: Some("sekrit-token".into()), ..SecurityConfig::default() };
+    // One frame every 5 s: waiting for the next frame would take up to 5 s.
+    let relay = start_relay_with(vec![StreamConfig::test_scene("slow", Scene::DeepSky, 640, 360, 0.2)], security).await;
+    let base = base_url(&relay);
+    let url = format!("{}/slow/h264?token=sekrit-token", base.replacen("http://", "ws://", 1));
+    let mut ws = tokio_tungstenite::connect_async(url).await.expect("the rung opens").0;
+    let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+    let (dark, _) = next_picture(&mut ws, &mut decoder).await;
+
+    assert_eq!(patch(&base, "slow", r#"{"stretch": {"mode": "auto"}}"#).await.status(), 401, "no token, no change");
+    let res = reqwest::Client::new()
+        .patch(format!("{base}/api/v1/streams/slow"))
+        .bearer_auth("sekrit-token")
+        .json(&serde_json::json!({"stretch": {"mode": "auto"}}))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(res.status(), 200);
+    let (stretched, after) = picture_where(&mut ws, &mut decoder, 4, "slow auto", |m| m > dark + 20).await;
+    assert!(after < Duration::from_millis(1500), "the stretched picture came {after:?} after the change (median {dark} -> {stretched})");
+}
+
+/// Polls what the player shows until its luma median satisfies `wanted`.
+async fn shown_where(c: &fantoccini::Client, secs: u64, what: &str, wanted: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let median = shown_median(c).await;
+        if let Some(m) = median.filter(|&m| wanted(m)) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what}: the player shows a median of {median:?} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_the_stretch_shows_on_the_mjpeg_rung_and_changes_live_over_webrtc() {
+    let _serial = one_at_a_time().await;
+    let mut sky = StreamConfig::test_scene("sky", Scene::DeepSky, 640, 360, 10.0);
+    sky.stretch = Stretch::AUTO;
+    let relay = start_relay(vec![sky]).await;
+    let base = base_url(&relay);
+    // Without UDP or WebSockets the player falls back to MJPEG, which it asks for stretched.
+    let proxy = Proxy::start(&base, Mode::BlockUdp).await;
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    c.goto(&format!("{}/sky/", proxy.url())).await.expect("open page");
+    wait_for_page(c, "the MJPEG rung", 15, |v| v["state"] == "fallback" && v["transport"] == "mjpeg").await;
+    let mjpeg = shown_where(c, 5, "MJPEG, stretched", |m| (45..=85).contains(&m)).await;
+
+    proxy.set_mode(Mode::Pass);
+    wait_for_page(c, "WebRTC", 30, |v| v["state"] == "live" && v["transport"] == "webrtc" && v["canvas_visible"] == false).await;
+    let auto = shown_where(c, 5, "WebRTC, stretched", |m| (45..=85).contains(&m)).await;
+    scopecast_tests::browser::save_screenshot(c, "player-stretch-auto").await;
+    let session = c.execute("return document.querySelector('.scopecast').scopecast.sessionUrl", vec![]).await.expect("session");
+
+    assert_eq!(patch(&base, "sky", r#"{"stretch": {"mode": "off"}}"#).await.status(), 200);
+    let off = shown_where(c, 3, "WebRTC, stretch off", |m| m < 40).await;
+    scopecast_tests::browser::save_screenshot(c, "player-stretch-off").await;
+    assert_eq!(patch(&base, "sky", r#"{"stretch": {"mode": "auto"}}"#).await.status(), 200);
+    shown_where(c, 3, "WebRTC, stretched again", |m| (45..=85).contains(&m)).await;
+    let same = c.execute("return document.querySelector('.scopecast').scopecast.sessionUrl", vec![]).await.expect("session");
+    assert_eq!(session, same, "the same WebRTC session throughout (MJPEG {mjpeg}, auto {auto}, off {off})");
+    browser.close().await;
+    relay.shutdown().await;
+}
