@@ -4,6 +4,7 @@
 pub mod adapt;
 pub mod config;
 pub mod decode;
+pub mod focus;
 pub mod http;
 pub mod ingest;
 pub mod media;

@@ -6,16 +6,18 @@
 //! one watches. A viewer that joins gets an IDR at once, re-encoded from the last picture when
 //! no new frame is due, so even a 0.1 fps stream shows a picture immediately.
 
+use crate::focus::FocusControl;
 use crate::lock;
 use crate::media::encoder::fit_for_encoder;
 use crate::media::jpeg::JpegDecoder;
 use crate::media::scale::Scaler;
+use crate::media::sharpness;
 use crate::media::stretch::{StretchControl, Stretcher};
 use crate::media::{Codec, EncoderSettings, VideoEncoder, I420};
 use crate::timing::{self, TimedFrame, TimingLog};
 use crate::track::Track;
 use bytes::Bytes;
-use scopecast_shared::api::FrameTiming;
+use scopecast_shared::api::{FrameTiming, Sharpness};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -86,6 +88,8 @@ pub struct PipelineSettings {
     /// The stream's stretch, applied by the lead to each picture it decodes (its followers
     /// get the stretched picture); `None` for followers.
     pub stretch: Option<Arc<StretchControl>>,
+    /// This pipeline encodes the focus region: a crop of each source frame at native size.
+    pub focus: Option<Arc<FocusControl>>,
 }
 
 /// Capture time to 90 kHz RTP time: one per stream, whatever rendition encodes the picture.
@@ -492,6 +496,7 @@ struct EncoderWorker {
     encode_errors: LogLimiter,
     stretch: Option<Arc<StretchControl>>,
     stretcher: Stretcher,
+    focus: Option<Arc<FocusControl>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -502,6 +507,8 @@ enum WorkerError {
     Scale(#[from] crate::media::scale::ScaleError),
     #[error(transparent)]
     Encode(#[from] crate::media::encoder::VideoEncodeError),
+    #[error("no focus region is set, or the picture is smaller than one")]
+    NoRegion,
 }
 
 impl EncoderWorker {
@@ -526,6 +533,7 @@ impl EncoderWorker {
             encode_errors: LogLimiter::default(),
             stretch: settings.stretch.clone(),
             stretcher: Stretcher::default(),
+            focus: settings.focus.clone(),
         })
     }
 
@@ -551,11 +559,38 @@ impl EncoderWorker {
         self.size.unwrap_or_else(|| fit_for_encoder(width, height))
     }
 
-    /// Decodes and scales a source frame into the current picture. Buffers are swapped, not
-    /// reallocated, so a steady stream allocates nothing per frame.
+    /// Decodes and scales (or crops) a source frame into the current picture, stretches it,
+    /// and stamps its stage times.
     fn load(&mut self, frame: CapturedFrame, started_ms: f64) -> Result<(), WorkerError> {
         let (captured_ms, arrived_ms) = (frame.captured_ms, timing::wall_ms(frame.arrived));
-        let (raw, (w, h)) = match frame.data {
+        match self.focus.clone() {
+            Some(focus) => self.crop(frame.data, &focus, captured_ms)?,
+            None => self.scale(frame.data)?,
+        }
+        if let (Some(control), Some(picture)) = (&self.stretch, &mut self.picture) {
+            // In place, at output size, before the followers get it: one pass over luma.
+            self.stretcher.apply(control, picture, frame.captured);
+        }
+        self.pending_capture = Some(frame.captured);
+        self.picture_captured = Some(frame.captured);
+        self.pending_timing = Some(FrameTiming {
+            rtp_timestamp: 0,
+            keyframe: false,
+            captured_ms,
+            arrived_ms,
+            started_ms,
+            decoded_ms: timing::now_ms(),
+            encoded_ms: 0.0,
+            sent_ms: None,
+        });
+        self.pending_idr = self.cadence.source_frame(frame.captured);
+        Ok(())
+    }
+
+    /// The source frame at output size. Buffers are swapped, not reallocated, so a steady
+    /// stream allocates nothing per frame.
+    fn scale(&mut self, data: SourceFrame) -> Result<(), WorkerError> {
+        let (raw, (w, h)) = match data {
             SourceFrame::Jpeg(jpeg) => {
                 let info = self.jpeg.info(&jpeg)?;
                 let target = self.target_size(info.width, info.height);
@@ -582,23 +617,26 @@ impl EncoderWorker {
                 }
             });
         }
-        if let (Some(control), Some(picture)) = (&self.stretch, &mut self.picture) {
-            // In place, at output size, before the followers get it: one pass over luma.
-            self.stretcher.apply(control, picture, frame.captured);
-        }
-        self.pending_capture = Some(frame.captured);
-        self.picture_captured = Some(frame.captured);
-        self.pending_timing = Some(FrameTiming {
-            rtp_timestamp: 0,
-            keyframe: false,
-            captured_ms,
-            arrived_ms,
-            started_ms,
-            decoded_ms: timing::now_ms(),
-            encoded_ms: 0.0,
-            sent_ms: None,
-        });
-        self.pending_idr = self.cadence.source_frame(frame.captured);
+        Ok(())
+    }
+
+    /// The focus region of the source frame at its native resolution, and its sharpness
+    /// (measured before any stretch: HFR needs the camera's linear levels).
+    fn crop(&mut self, data: SourceFrame, focus: &FocusControl, captured_ms: f64) -> Result<(), WorkerError> {
+        let raw = match data {
+            SourceFrame::Jpeg(jpeg) => {
+                self.jpeg.decode(&jpeg, 1, &mut self.decoded)?;
+                None
+            }
+            SourceFrame::Raw(pic) => Some(pic),
+        };
+        let src = raw.as_deref().unwrap_or(&self.decoded);
+        let region = focus.crop_for(src.width, src.height).ok_or(WorkerError::NoRegion)?;
+        let mut out = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
+        out.crop_from(src, region);
+        let figure = sharpness::measure(out.y(), out.width, out.height, out.width);
+        focus.record(Sharpness { captured_ms: captured_ms as u64, ..figure });
+        self.picture = Some(out);
         Ok(())
     }
 
@@ -842,6 +880,7 @@ mod tests {
             keyframe_min_interval: Duration::from_millis(500),
             clock: RtpClock::new(),
             stretch: None,
+            focus: None,
         }
     }
 

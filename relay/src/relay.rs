@@ -66,6 +66,7 @@ impl Relay {
                 keyframe_min_interval: Duration::from_millis(500),
                 clock: crate::pipeline::RtpClock::new(),
                 stretch: Some(Arc::new(crate::media::stretch::StretchControl::new(stream.stretch))),
+                focus: None,
             };
             // A picture source's track is made by its encoder, which makes keyframes on request;
             // a passed-through source's keeps its GOP for joiners.
@@ -93,8 +94,19 @@ impl Relay {
             }
             let followers = renditions.iter().map(|r| Arc::clone(&r.encoder)).collect();
             let stretch = settings.stretch.clone().unwrap_or_default();
+            // The focus view: a crop at native size, its own encoder fed the source frames.
+            let focus = if passthrough_only {
+                None
+            } else {
+                let control = Arc::new(crate::focus::FocusControl::default());
+                let name = format!("{}.{}", stream.name, scopecast_shared::api::FOCUS_RENDITION);
+                let settings = PipelineSettings { size: None, focus: Some(Arc::clone(&control)), ..settings.clone() };
+                let track = Track::new(&name, false, settings.keyframe_min_interval);
+                let encoder = Pipeline::start(&name, settings, Arc::clone(&track), Vec::new())?;
+                Some(crate::stream::FocusTrack { control, track, encoder })
+            };
             let encoder = if passthrough_only { None } else { Some(Pipeline::start(&stream.name, settings, Arc::clone(&track), followers)?) };
-            let hub = Stream::new(stream.clone(), track, encoder, renditions, stretch);
+            let hub = Stream::new(stream.clone(), track, encoder, renditions, stretch, focus);
             if matches!(stream.source, SourceConfig::Whep { .. } | SourceConfig::Rtsp { .. } | SourceConfig::Exec { .. } | SourceConfig::Whip { .. }) {
                 // Pictures for MJPEG clients and snapshots of a passed-through stream.
                 tokio::spawn(crate::decode::run_stills(Arc::clone(&hub)));

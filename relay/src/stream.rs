@@ -7,6 +7,7 @@
 //! kind, and is what starts and stops an on-demand source.
 
 use crate::config::{redact, SourceConfig, StreamConfig};
+use crate::focus::FocusControl;
 use crate::ingest::health::{Health, SourceEvent};
 use crate::media::jpeg::{encode_i420, JpegDecoder, JpegError};
 use crate::media::stretch::{self, StretchControl};
@@ -15,8 +16,8 @@ use crate::pipeline::{CapturedFrame, Pipeline, SourceFrame};
 use crate::timing::unix_ms;
 use crate::track::Track;
 use bytes::Bytes;
+use scopecast_shared::api::{FocusRegion, FocusRequest, Stretch, StretchLevels, FOCUS_RENDITION};
 use scopecast_shared::api::{RenditionInfo, VideoPath};
-use scopecast_shared::api::{Stretch, StretchLevels};
 use scopecast_shared::sdp::ViewerCodec;
 use scopecast_shared::{SourceKind, SourceState, StateEvent, StreamInfo, Viewers};
 use std::collections::VecDeque;
@@ -249,6 +250,15 @@ pub struct Stream {
     pub renditions: Vec<RenditionTrack>,
     /// How the encoder stretches pictures; the API changes it while streaming.
     pub stretch: Arc<StretchControl>,
+    /// The focus view; `None` for a stream that is never decoded (whep://).
+    pub focus: Option<FocusTrack>,
+}
+
+/// The focus region's rendition: its own encoder, fed the source frames while watched.
+pub struct FocusTrack {
+    pub control: Arc<FocusControl>,
+    pub track: Arc<Track>,
+    pub encoder: Arc<Pipeline>,
 }
 
 /// A smaller rendition: its encoder follows the stream's own (which decodes for it).
@@ -284,6 +294,7 @@ impl Stream {
         encoder: Option<Arc<Pipeline>>,
         renditions: Vec<RenditionTrack>,
         stretch: Arc<StretchControl>,
+        focus: Option<FocusTrack>,
     ) -> Arc<Self> {
         let initial = if config.on_demand { SourceState::Idle } else { SourceState::Connecting };
         let video = match (&config.source, &encoder) {
@@ -315,6 +326,7 @@ impl Stream {
             publish: Mutex::default(),
             renditions,
             stretch,
+            focus,
         })
     }
 
@@ -357,10 +369,55 @@ impl Stream {
         };
         self.latest.send_replace(Some(Arc::new(still)));
         self.last_frame_ms.store(captured_whole_ms, Ordering::Relaxed);
+        if let Some(focus) = self.focus.as_ref().filter(|f| f.encoder.is_watched() && f.control.region().is_some()) {
+            let data = match &data {
+                SourceFrame::Jpeg(jpeg) => SourceFrame::Jpeg(jpeg.clone()),
+                SourceFrame::Raw(picture) => SourceFrame::Raw(Arc::clone(picture)),
+            };
+            focus.encoder.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
+        }
         if let Some(encoder) = &self.encoder {
             encoder.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
         }
         self.report(SourceEvent::Frame);
+    }
+
+    /// The renditions a viewer may be moved between, as [`Stream::ladder`]; a viewer that
+    /// asks for the focus region gets that alone (it is never chosen for anyone).
+    pub fn ladder_for(&self, codec: ViewerCodec, wanted: Option<&str>) -> Vec<Step> {
+        match (wanted, &self.focus) {
+            (Some(FOCUS_RENDITION), Some(focus)) if codec == ViewerCodec::H264 && self.video().path != VideoPath::Passthrough => {
+                // A joiner gets the current picture's region at once, not at the next frame.
+                self.refresh_focus();
+                vec![Step {
+                    name: FOCUS_RENDITION.to_owned(),
+                    track: Arc::clone(&focus.track),
+                    bitrate_bps: u64::from(self.config.bitrate_bps),
+                    codec: Codec::H264,
+                }]
+            }
+            _ => self.ladder(codec),
+        }
+    }
+
+    /// Sets the focus region (the last request wins); its viewers see it from the current
+    /// picture on.
+    pub fn set_focus(&self, request: FocusRequest) -> Result<Result<FocusRegion, String>, NotDecoded> {
+        let focus = self.focus.as_ref().filter(|_| self.video().path != VideoPath::Passthrough).ok_or_else(|| NotDecoded(self.name().to_owned()))?;
+        let region = focus.control.set(request);
+        if region.is_ok() {
+            self.refresh_focus();
+        }
+        Ok(region)
+    }
+
+    /// The focus encoder gets the current picture again (a new region, a joiner).
+    fn refresh_focus(&self) {
+        if let (Some(focus), Some(frame)) = (&self.focus, self.latest().and_then(|s| s.source_frame())) {
+            if focus.control.region().is_some() {
+                focus.encoder.refresh(CapturedFrame::now(frame));
+            }
+        }
     }
 
     /// An encoded source's access unit, passed through to the track's readers.
@@ -467,6 +524,9 @@ impl Stream {
         if let Some(encoder) = &self.encoder {
             encoder.forget_picture();
         }
+        if let Some(focus) = &self.focus {
+            focus.encoder.forget_picture();
+        }
         self.track.reset();
         self.report(SourceEvent::Stopped);
     }
@@ -506,6 +566,9 @@ impl Stream {
         self.shutdown.send_replace(true);
         if let Some(encoder) = &self.encoder {
             encoder.stop();
+        }
+        if let Some(focus) = &self.focus {
+            focus.encoder.stop();
         }
     }
 
@@ -631,6 +694,7 @@ impl Stream {
             sessions: Vec::new(),
             stretch: self.stretch.get(),
             stretch_levels: self.stretch.applied(),
+            focus: self.focus.as_ref().and_then(|f| f.control.region()),
         }
     }
 }

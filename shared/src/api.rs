@@ -204,6 +204,10 @@ pub struct StreamInfo {
     #[serde(default)]
     #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub stretch_levels: Option<StretchLevels>,
+    /// The focus region, when one is set (`/api/v1/streams/{name}/focus`).
+    #[serde(default)]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
+    pub focus: Option<FocusRegion>,
 }
 
 /// A screen transfer function on luma, as PixInsight's STF: values under `black` go black,
@@ -287,6 +291,57 @@ impl Stretch {
         }
     }
 }
+
+/// How sharp a focus region is, per frame (see the relay's `media/sharpness.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sharpness {
+    /// Median half-flux radius of the stars found, in pixels of the camera; smaller is
+    /// sharper. `None` without stars.
+    pub hfr_px: Option<f32>,
+    /// Stars measured.
+    pub stars: u32,
+    /// Mean squared luma gradient; larger is sharper. For targets without stars; compares
+    /// frames of one target only.
+    pub gradient: f32,
+    /// Capture time of the frame measured (Unix ms).
+    pub captured_ms: u64,
+}
+
+/// A focus region, in the camera's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FocusRegion {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `PUT /api/v1/streams/{name}/focus`: a region, or a point to centre a default-sized one on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FocusRequest {
+    Region(FocusRegion),
+    Point { x: u32, y: u32 },
+}
+
+/// `GET /api/v1/streams/{name}/focus`, and the `focus` event on the stream's event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FocusInfo {
+    /// The region now (the last request wins), clamped to the picture.
+    pub region: FocusRegion,
+    /// Where to watch it: the stream's WHEP (or H.264 rung) with `?rendition=focus`.
+    pub rendition: String,
+    /// Viewers of the region; it is decoded and encoded only while there are any.
+    pub readers: u32,
+    /// The last frames' sharpness, oldest first (up to a minute of them).
+    pub history: Vec<Sharpness>,
+}
+
+/// Name of the focus region's rendition.
+pub const FOCUS_RENDITION: &str = "focus";
+/// Carries [`FocusInfo`] (with only the newest figure in `history`) on every measured frame.
+pub const EVENT_FOCUS: &str = "focus";
 
 /// `PATCH /api/v1/streams/{name}`: what to change; fields left out stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

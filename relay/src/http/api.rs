@@ -11,7 +11,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use scopecast_shared::api::{FrameTimings, PublishInfo, PublishState, StreamPatch, EVENT_STATE, EVENT_VIEWERS};
+use scopecast_shared::api::{
+    FocusInfo, FocusRequest, FrameTimings, PublishInfo, PublishState, StreamPatch, EVENT_FOCUS, EVENT_STATE, EVENT_VIEWERS, FOCUS_RENDITION,
+};
 use scopecast_shared::{SourceState, StreamInfo, StreamList};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -53,6 +55,54 @@ pub async fn patch_stream(
     Ok(Json(info(&state, &stream)))
 }
 
+/// The focus region, its viewers and the last minute of sharpness figures.
+fn focus_info(stream: &Stream) -> Option<FocusInfo> {
+    let focus = stream.focus.as_ref()?;
+    Some(FocusInfo {
+        region: focus.control.region()?,
+        rendition: FOCUS_RENDITION.to_owned(),
+        readers: focus.track.readers() as u32,
+        history: focus.control.history(),
+    })
+}
+
+fn no_focus(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no-focus-region", "No focus region", format!("stream '{name}' has no focus region; PUT one first"))
+}
+
+/// `GET /api/v1/streams/{name}/focus`: the region, or 404 while none is set.
+pub async fn get_focus(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<FocusInfo>, ApiError> {
+    let stream = state.stream(&name)?;
+    focus_info(&stream).map(Json).ok_or_else(|| no_focus(&name))
+}
+
+/// `PUT /api/v1/streams/{name}/focus`: `{"x", "y", "width", "height"}` in the camera's
+/// pixels, or `{"x", "y"}` for a default-sized region around a point. One region per stream:
+/// the last request wins, for every viewer of the focus rendition.
+pub async fn put_focus(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Json<FocusRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<FocusInfo>, ApiError> {
+    let stream = state.stream(&name)?;
+    let Json(request) = body.map_err(|e| ApiError::new(e.status(), "bad-request", "Bad request", e.body_text()))?;
+    let region = stream
+        .set_focus(request)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "not-decoded", "Stream not decoded", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-focus-region", "Bad focus region", e))?;
+    tracing::info!(stream = %name, ?region, "focus region set");
+    focus_info(&stream).map(Json).ok_or_else(|| no_focus(&name))
+}
+
+/// `DELETE /api/v1/streams/{name}/focus`: 204; its viewers keep their session and its last
+/// picture.
+pub async fn delete_focus(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    let stream = state.stream(&name)?;
+    let focus = stream.focus.as_ref().filter(|f| f.control.region().is_some()).ok_or_else(|| no_focus(&name))?;
+    focus.control.clear();
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A stream's status with its viewers' renditions.
 fn info(state: &AppState, stream: &Stream) -> StreamInfo {
     StreamInfo { sessions: state.viewer_renditions(stream.name()), ..stream.info() }
@@ -65,29 +115,40 @@ pub async fn get_timings(State(state): State<Arc<AppState>>, Path(name): Path<St
 }
 
 /// `state` events (the source's [`scopecast_shared::StateEvent`]) and `viewers` events, each
-/// sent at once with the current value and then on every change. Ends when the relay stops.
+/// sent at once with the current value and then on every change, and a `focus` event
+/// ([`FocusInfo`] with the newest figure alone) for every frame of the focus region measured.
+/// Ends when the relay stops.
 pub async fn stream_events(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let stream = state.stream(&name)?;
     let mut states = stream.subscribe_state();
     let mut viewers = stream.demand.subscribe();
     states.mark_changed();
     viewers.mark_changed();
-    let events = futures_util::stream::unfold((stream, states, viewers), |(stream, mut states, mut viewers)| async move {
-        let event = tokio::select! {
-            biased;
-            changed = states.changed() => {
-                changed.ok()?;
-                let current = states.borrow_and_update().clone();
-                Event::default().event(EVENT_STATE).json_data(current).ok()?
-            }
-            changed = viewers.changed() => {
-                changed.ok()?;
-                let current = *viewers.borrow_and_update();
-                Event::default().event(EVENT_VIEWERS).json_data(current).ok()?
-            }
-            () = stream.stopped() => return None,
-        };
-        Some((Ok::<Event, Infallible>(event), (stream, states, viewers)))
+    // A stream without a focus view has a channel that never changes.
+    let focus = stream.focus.as_ref().map_or_else(|| tokio::sync::watch::channel(None).1, |f| f.control.subscribe());
+    let events = futures_util::stream::unfold((stream, states, viewers, focus), |(stream, mut states, mut viewers, mut focus)| async move {
+        loop {
+            let event = tokio::select! {
+                biased;
+                changed = states.changed() => {
+                    changed.ok()?;
+                    let current = states.borrow_and_update().clone();
+                    Event::default().event(EVENT_STATE).json_data(current).ok()?
+                }
+                changed = viewers.changed() => {
+                    changed.ok()?;
+                    let current = *viewers.borrow_and_update();
+                    Event::default().event(EVENT_VIEWERS).json_data(current).ok()?
+                }
+                Ok(()) = focus.changed() => {
+                    let newest = *focus.borrow_and_update();
+                    let Some(info) = focus_info(&stream) else { continue };
+                    Event::default().event(EVENT_FOCUS).json_data(FocusInfo { history: newest.into_iter().collect(), ..info }).ok()?
+                }
+                () = stream.stopped() => return None,
+            };
+            return Some((Ok::<Event, Infallible>(event), (stream, states, viewers, focus)));
+        }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -43,7 +43,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
-    let steps = stream.ladder(ViewerCodec::H264);
+    let steps = stream.ladder_for(ViewerCodec::H264, query.rendition.as_deref());
     let step = match query.rendition.as_deref().filter(|r| *r != "auto") {
         None => steps.into_iter().next(),
         Some(wanted) => Some(steps.iter().find(|s| s.name == wanted).cloned().ok_or_else(|| {

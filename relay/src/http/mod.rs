@@ -221,6 +221,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams/{name}", get(api::get_stream).patch(api::patch_stream))
         .route("/api/v1/streams/{name}/events", get(api::stream_events))
         .route("/api/v1/streams/{name}/timings", get(api::get_timings))
+        .route("/api/v1/streams/{name}/focus", get(api::get_focus).put(api::put_focus).delete(api::delete_focus))
         .route("/api/v1/streams/{name}/publish/{target}", put(api::put_publish_target).delete(api::delete_publish_target))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))

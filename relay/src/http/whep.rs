@@ -87,7 +87,7 @@ pub async fn post_offer(State(state): State<Arc<AppState>>, Path(name): Path<Str
     let offer = read_body(req, SDP).await?;
     // H.264 where the browser takes it; VP8 (its own renditions) where it does not.
     let codec = crate::webrtc::sdp::check_offer(&offer).map_err(|e| offer_refused(WebRtcError::Offer(e)))?;
-    let steps = stream.ladder(codec);
+    let steps = stream.ladder_for(codec, pinned.as_deref());
     if steps.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -54,6 +54,25 @@ impl I420 {
         self.data.resize(y + 2 * c, 128);
     }
 
+    /// The `w x h` rectangle at (`x`, `y`) of `src` into `self` (reshaped to it); all four
+    /// even, so chroma rows and columns line up.
+    pub fn crop_from(&mut self, src: &I420, (x, y, w, h): (usize, usize, usize, usize)) {
+        debug_assert!(x % 2 == 0 && y % 2 == 0 && w % 2 == 0 && h % 2 == 0 && x + w <= src.width && y + h <= src.height);
+        self.reshape(w, h);
+        let (sw, scw) = (src.width, src.chroma_width());
+        let (dy, du, dv) = self.planes_mut();
+        for (row, out) in dy.chunks_exact_mut(w).enumerate() {
+            let start = (y + row) * sw + x;
+            out.copy_from_slice(&src.y()[start..start + w]);
+        }
+        for (plane, dst) in [(src.u(), du), (src.v(), dv)] {
+            for (row, out) in dst.chunks_exact_mut(w / 2).enumerate() {
+                let start = (y / 2 + row) * scw + x / 2;
+                out.copy_from_slice(&plane[start..start + w / 2]);
+            }
+        }
+    }
+
     pub fn y(&self) -> &[u8] {
         &self.data[..self.luma_len()]
     }
@@ -135,5 +154,18 @@ mod tests {
         p.reshape(5, 3);
         assert_eq!((p.y().len(), p.u().len(), p.v().len()), (15, 6, 6), "odd sizes round chroma up");
         assert!(p.y().iter().all(|&v| v == 16) && p.u().iter().all(|&v| v == 128), "a resized picture starts black");
+    }
+
+    #[test]
+    fn a_crop_takes_the_rectangle_in_every_plane() {
+        let mut src = I420::new(8, 6);
+        src.y_mut().iter_mut().enumerate().for_each(|(i, v)| *v = i as u8);
+        src.u_mut().iter_mut().enumerate().for_each(|(i, v)| *v = 100 + i as u8);
+        src.v_mut().iter_mut().enumerate().for_each(|(i, v)| *v = 200 + i as u8);
+        let mut out = I420::new(2, 2);
+        out.crop_from(&src, (2, 2, 4, 2));
+        assert_eq!((out.width, out.height), (4, 2));
+        assert_eq!(out.y(), &[18, 19, 20, 21, 26, 27, 28, 29]);
+        assert_eq!((out.u(), out.v()), (&[105u8, 106][..], &[205u8, 206][..]));
     }
 }

@@ -9,6 +9,7 @@ pub mod i420;
 pub mod jpeg;
 pub mod scale;
 pub mod scene;
+pub mod sharpness;
 pub mod simd;
 pub mod sky;
 pub mod stretch;
