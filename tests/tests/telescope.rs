@@ -1,12 +1,13 @@
 //! Tools for looking at the sky, end to end: the stretch, changed while streaming and seen in
 //! the pictures viewers decode (and in Chromium, on every rung of the player), in snapshots
-//! when asked for, and refused with a problem body when it cannot be applied.
+//! when asked for, and refused with a problem body when it cannot be applied; the focus view,
+//! a region at the camera's native resolution with its sharpness on the event stream.
 
 use futures_util::StreamExt;
 use openh264::formats::YUVSource;
 use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast::media::scene::Scene;
-use scopecast_shared::api::{StreamInfo, Stretch};
+use scopecast_shared::api::{FocusInfo, FocusRegion, StreamInfo, Stretch};
 use scopecast_shared::h264_ws::Unit;
 use scopecast_tests::browser::{shown_median, wait_for_page, Browser};
 use scopecast_tests::proxy::{Mode, Proxy};
@@ -219,4 +220,119 @@ async fn in_chromium_the_stretch_shows_on_the_mjpeg_rung_and_changes_live_over_w
     assert_eq!(session, same, "the same WebRTC session throughout (MJPEG {mjpeg}, auto {auto}, off {off})");
     browser.close().await;
     relay.shutdown().await;
+}
+
+/// Reads units until one decodes; returns its size and luma (rows packed).
+async fn next_luma(ws: &mut Socket, decoder: &mut openh264::decoder::Decoder) -> ((usize, usize), Vec<u8>) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(8), ws.next()).await.expect("a message within 8 s").expect("open").expect("no error");
+        let Message::Binary(bytes) = message else { continue };
+        let unit = Unit::parse(&bytes).expect("a unit");
+        if let Ok(Some(yuv)) = decoder.decode(unit.annexb) {
+            let (w, h) = yuv.dimensions();
+            let stride = yuv.strides().0;
+            return ((w, h), (0..h).flat_map(|row| yuv.y()[row * stride..row * stride + w].iter().copied()).collect());
+        }
+    }
+}
+
+async fn put_focus(base: &str, stream: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new().put(format!("{base}/api/v1/streams/{stream}/focus")).json(&body).send().await.expect("PUT focus")
+}
+
+/// Mean absolute difference of `region` (x, y, w, h) of a `width`-wide luma plane and `crop`.
+fn difference(plane: &[u8], width: usize, (x, y, w, h): (usize, usize, usize, usize), crop: &[u8]) -> f64 {
+    let mut sum = 0u64;
+    for row in 0..h {
+        for col in 0..w {
+            sum += u64::from(plane[(y + row) * width + x + col].abs_diff(crop[row * w + col]));
+        }
+    }
+    sum as f64 / (w * h) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_focus_region_plays_at_native_resolution_the_last_request_wins_and_its_sharpness_is_published() {
+    let _serial = one_at_a_time().await;
+    // A slow pattern (the same picture for 2 s) to compare pixels with the snapshot; a deep
+    // sky for stars.
+    let chained = StreamConfig::from_source("chained", "whep://127.0.0.1:9/sky/whep", "streams.chained.source").expect("a whep:// stream");
+    let relay = start_relay(vec![
+        StreamConfig::test_scene("pattern", Scene::Pattern, 1280, 720, 0.5),
+        StreamConfig::test_scene("sky", Scene::DeepSky, 1280, 720, 10.0),
+        chained,
+    ])
+    .await;
+    let base = base_url(&relay);
+    let res = reqwest::get(format!("{base}/api/v1/streams/pattern/focus")).await.expect("GET focus");
+    assert_eq!(res.status(), 404, "no region yet");
+
+    // A region of the pattern, 1:1 with the camera's pixels.
+    let res = put_focus(&base, "pattern", serde_json::json!({"x": 0, "y": 0, "width": 320, "height": 180})).await;
+    assert_eq!(res.status(), 200);
+    let info: FocusInfo = res.json().await.expect("FocusInfo");
+    assert_eq!((info.region, info.rendition.as_str()), (FocusRegion { x: 0, y: 0, width: 320, height: 180 }, "focus"));
+    let url = format!("{}/pattern/h264?rendition=focus", base.replacen("http://", "ws://", 1));
+    let mut ws = tokio_tungstenite::connect_async(url).await.expect("the focus rendition opens").0;
+    let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+    let ((w, h), region) = next_luma(&mut ws, &mut decoder).await;
+    assert_eq!((w, h), (320, 180), "the region's own size, not scaled");
+    let jpeg = reqwest::get(format!("{base}/pattern/snapshot.jpg")).await.expect("snapshot").bytes().await.expect("body");
+    let full = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::GRAY).expect("a JPEG");
+    assert_eq!(full.width, 1280);
+    let same = difference(&full.pixels, full.width, (0, 0, 320, 180), &region);
+    let shifted = difference(&full.pixels, full.width, (8, 8, 320, 180), &region);
+    assert!(same < 4.0 && shifted > 2.0 * same, "the region is the picture's own pixels at (0, 0): {same:.2} there, {shifted:.2} 8 px off");
+
+    // The last request wins, on the same socket: a point gets a default 256x256 region.
+    assert_eq!(put_focus(&base, "pattern", serde_json::json!({"x": 640, "y": 360})).await.status(), 200);
+    let started = Instant::now();
+    loop {
+        let ((w, h), _) = next_luma(&mut ws, &mut decoder).await;
+        if (w, h) == (256, 256) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "still {w}x{h} 3 s after the new region");
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "the new region shows at once, not at the next frame of a 0.5 fps stream");
+    let info: StreamInfo = reqwest::get(format!("{base}/api/v1/streams/pattern")).await.expect("status").json().await.expect("StreamInfo");
+    assert_eq!(info.focus, Some(FocusRegion { x: 512, y: 232, width: 256, height: 256 }), "the status shows it");
+    drop(ws);
+
+    // The deep sky: stars found, a half-flux radius on the event stream for every frame.
+    let mut events = scopecast_tests::clients::SseReader::open(&format!("{base}/api/v1/streams/sky/events")).await.expect("events");
+    assert_eq!(put_focus(&base, "sky", serde_json::json!({"x": 320, "y": 180, "width": 640, "height": 360})).await.status(), 200);
+    let url = format!("{}/sky/h264?rendition=focus", base.replacen("http://", "ws://", 1));
+    let mut sky = tokio_tungstenite::connect_async(url).await.expect("the focus rendition opens").0;
+    let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+    assert_eq!(next_luma(&mut sky, &mut decoder).await.0, (640, 360));
+    let event = events.until("focus", Duration::from_secs(5), |v| v["history"][0]["hfr_px"].is_number()).await.expect("a focus event with a half-flux radius");
+    let figure = &event.data["history"][0];
+    let hfr = figure["hfr_px"].as_f64().unwrap_or_default();
+    assert!((0.5..8.0).contains(&hfr) && figure["stars"].as_u64().unwrap_or(0) >= 3, "stars measured: {figure}");
+    for _ in 0..20 {
+        next_luma(&mut sky, &mut decoder).await;
+    }
+    let info: FocusInfo = reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").json().await.expect("FocusInfo");
+    assert!(info.history.len() >= 10 && info.readers == 1, "a figure per frame, kept for the graph: {} figures, {} readers", info.history.len(), info.readers);
+    drop(sky);
+    scopecast_tests::eventually_async(5, "the focus encoder unwatched", || async {
+        reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").json::<FocusInfo>().await.expect("FocusInfo").readers == 0
+    })
+    .await;
+
+    // Refusals, each with a problem body.
+    for (stream, body, status) in [
+        ("sky", serde_json::json!({"x": 0, "y": 0, "width": 8, "height": 8}), 422),
+        ("sky", serde_json::json!({"x": 0}), 422),
+        ("chained", serde_json::json!({"x": 10, "y": 10}), 409),
+        ("nowhere", serde_json::json!({"x": 10, "y": 10}), 404),
+    ] {
+        let res = put_focus(&base, stream, body.clone()).await;
+        assert_eq!(res.status().as_u16(), status, "{stream} {body}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    let res = reqwest::Client::new().delete(format!("{base}/api/v1/streams/sky/focus")).send().await.expect("DELETE");
+    assert_eq!(res.status(), 204);
+    assert_eq!(reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").status(), 404);
 }
