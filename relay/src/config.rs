@@ -250,6 +250,24 @@ struct StreamFile {
     /// "off", "auto", or a table: `{ mode = "manual", black = .., white = .., midtones = .. }`,
     /// `{ mode = "auto", target = .., clip = .. }`.
     stretch: Option<StretchFile>,
+    /// New frames kept as files.
+    stills: Option<StillsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StillsFile {
+    dir: PathBuf,
+    /// 0 (the default): every new frame; else at most one every this many seconds.
+    #[serde(default)]
+    every_s: f64,
+    /// The directory's cap; the oldest stills go first.
+    #[serde(default = "default_stills_mb")]
+    max_mb: f64,
+}
+
+fn default_stills_mb() -> f64 {
+    1024.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,6 +429,17 @@ pub struct StreamConfig {
     pub renditions: Vec<Rendition>,
     /// The stretch applied to pictures before encoding, until the API changes it.
     pub stretch: Stretch,
+    /// Where new frames are kept as files, if anywhere.
+    pub stills: Option<StillsConfig>,
+}
+
+/// A stream's stills: its new frames (the camera's JPEGs) kept on disk with a JSON sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StillsConfig {
+    pub dir: PathBuf,
+    /// Zero: every new frame; else at most one this often.
+    pub every: Duration,
+    pub max_bytes: u64,
 }
 
 /// One encoding of a stream's pictures besides its own, made only while someone watches it.
@@ -647,6 +676,18 @@ impl Config {
             if let Some(file) = s.stretch {
                 stream.stretch = stretch(&format!("{key}.stretch"), file, &stream)?;
             }
+            if let Some(st) = s.stills {
+                if !(0.0..=86_400.0).contains(&st.every_s) {
+                    return Err(invalid(format!("{key}.stills.every_s"), format!("{} is outside 0 .. 86400", st.every_s)));
+                }
+                if !(1.0..=10_000_000.0).contains(&st.max_mb) {
+                    return Err(invalid(format!("{key}.stills.max_mb"), format!("{} is outside 1 .. 10000000", st.max_mb)));
+                }
+                if st.dir.as_os_str().is_empty() {
+                    return Err(invalid(format!("{key}.stills.dir"), "a directory is needed"));
+                }
+                stream.stills = Some(StillsConfig { dir: st.dir, every: Duration::from_secs_f64(st.every_s), max_bytes: (st.max_mb * 1_048_576.0) as u64 });
+            }
             for (i, p) in s.publish.into_iter().enumerate() {
                 let target = publish_target(&format!("{key}.publish[{i}]"), p)?;
                 if stream.publish.iter().any(|t| t.name == target.name) {
@@ -874,6 +915,7 @@ impl StreamConfig {
             gop_cache: true,
             renditions: Vec::new(),
             stretch: Stretch::Off,
+            stills: None,
         }
     }
 
@@ -1045,6 +1087,8 @@ mod tests {
                 "streams.a.renditions",
             ),
             ("[streams.a]\nsource = \"test:\"\nstretch = \"strong\"\n", "streams.a.stretch"),
+            ("[streams.a]\nsource = \"test:\"\nstills = { dir = \"/tmp/s\", max_mb = 0 }\n", "streams.a.stills.max_mb"),
+            ("[streams.a]\nsource = \"test:\"\nstills = { dir = \"/tmp/s\", every_s = -1 }\n", "streams.a.stills.every_s"),
             ("[streams.a]\nsource = \"test:\"\nstretch = { mode = \"manual\", black = 0.6, white = 0.5, midtones = 0.5 }\n", "streams.a.stretch"),
             ("[streams.a]\nsource = \"rtsp://cam/1\"\nstretch = \"auto\"\n", "streams.a.stretch"),
             ("[streams.a]\nsource = \"whep://x/s\"\nstretch = \"auto\"\n", "streams.a.stretch"),

@@ -117,7 +117,7 @@ impl Decoder {
 /// any; returns when the stream stops.
 pub async fn run_stills(stream: Arc<Stream>) {
     let mut demand = stream.demand.subscribe();
-    let wanted = |v: &scopecast_shared::Viewers| v.mjpeg + v.snapshot > 0;
+    let wanted = |v: &scopecast_shared::Viewers| v.pictures() > 0;
     loop {
         tokio::select! {
             r = demand.wait_for(wanted) => if r.is_err() { return },
@@ -141,10 +141,10 @@ pub async fn run_stills(stream: Arc<Stream>) {
 
 async fn unwanted_for(demand: &mut tokio::sync::watch::Receiver<scopecast_shared::Viewers>, linger: Duration) {
     loop {
-        if demand.wait_for(|v| v.mjpeg + v.snapshot == 0).await.is_err() {
+        if demand.wait_for(|v| v.pictures() == 0).await.is_err() {
             return std::future::pending().await;
         }
-        if tokio::time::timeout(linger, demand.wait_for(|v| v.mjpeg + v.snapshot > 0)).await.is_err() {
+        if tokio::time::timeout(linger, demand.wait_for(|v| v.pictures() > 0)).await.is_err() {
             return;
         }
     }

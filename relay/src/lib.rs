@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod process;
 pub mod publish;
 pub mod relay;
+pub mod stills;
 pub mod stream;
 pub mod timing;
 pub mod tls;

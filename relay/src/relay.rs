@@ -24,6 +24,8 @@ pub enum RelayError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("stills directory {0}: {1}")]
+    Stills(std::path::PathBuf, std::io::Error),
 }
 
 pub struct Relay {
@@ -45,6 +47,7 @@ impl Relay {
         let engine = Arc::new(WebRtcEngine::new(&config.ice).await?);
         let mut streams = BTreeMap::new();
         let mut whip = BTreeMap::new();
+        let mut stills = BTreeMap::new();
         for stream in &config.streams {
             let fps = stream.max_fps.unwrap_or(25.0);
             let settings = PipelineSettings {
@@ -136,6 +139,12 @@ impl Relay {
                     whip.insert(stream.name.clone(), endpoint);
                 }
             }
+            if let Some(config) = &stream.stills {
+                let store = crate::stills::StillStore::open(&config.dir, config.max_bytes).map_err(|e| RelayError::Stills(config.dir.clone(), e))?;
+                let store = Arc::new(store);
+                tokio::spawn(crate::stills::record(Arc::clone(&hub), Arc::clone(&store), config.clone()));
+                stills.insert(stream.name.clone(), store);
+            }
             streams.insert(stream.name.clone(), hub);
         }
 
@@ -147,6 +156,7 @@ impl Relay {
         let udp_port = engine.udp_port();
         let mut state = AppState::new(streams, engine, config.security.clone());
         state.whip = whip;
+        state.stills = stills;
         let state = Arc::new(state);
         let rate_sampler = {
             let streams: Vec<Arc<Stream>> = state.streams.values().cloned().collect();

@@ -121,6 +121,8 @@ pub enum ViewerKind {
     Publish,
     /// A player on the H.264 rung (WebSocket).
     H264,
+    /// The stills recorder.
+    Stills,
 }
 
 /// Who watches a stream right now. Subscribers (an on-demand source, event streams) see every
@@ -156,6 +158,7 @@ fn slot(v: &mut Viewers, kind: ViewerKind) -> &mut u32 {
         ViewerKind::Snapshot => &mut v.snapshot,
         ViewerKind::Publish => &mut v.publish,
         ViewerKind::H264 => &mut v.h264,
+        ViewerKind::Stills => &mut v.stills,
     }
 }
 
@@ -558,7 +561,12 @@ impl Stream {
     /// Whether frames are wanted at full rate: a WebRTC viewer is attached or an MJPEG client
     /// reads (the test pattern slows down otherwise).
     pub fn is_watched(&self) -> bool {
-        self.track.readers() > 0 || self.renditions.iter().any(|r| r.track.readers() > 0) || self.demand.now().mjpeg > 0
+        let v = self.demand.now();
+        self.track.readers() > 0
+            || self.renditions.iter().any(|r| r.track.readers() > 0)
+            || self.focus.as_ref().is_some_and(|f| f.track.readers() > 0)
+            || v.mjpeg > 0
+            || v.stills > 0
     }
 
     /// Stops the source and the encoder.
@@ -711,7 +719,7 @@ mod tests {
         let b = d.join(ViewerKind::Mjpeg);
         let c = d.join(ViewerKind::Mjpeg);
         let e = d.join(ViewerKind::H264);
-        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0, publish: 0, h264: 1 });
+        assert_eq!(d.now(), Viewers { webrtc: 1, mjpeg: 2, snapshot: 0, publish: 0, h264: 1, stills: 0 });
         assert!(rx.has_changed().expect("open"));
         drop((a, b, e));
         assert_eq!(d.now().total(), 1);

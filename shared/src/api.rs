@@ -75,12 +75,55 @@ pub struct Viewers {
     /// Players on the H.264 rung (`/{stream}/h264`, a WebSocket): networks without UDP.
     #[serde(default)]
     pub h264: u32,
+    /// The stills recorder (new frames kept as files): it keeps the stream running too.
+    #[serde(default)]
+    pub stills: u32,
 }
 
 impl Viewers {
     pub fn total(&self) -> u32 {
-        self.webrtc + self.mjpeg + self.snapshot + self.publish + self.h264
+        self.webrtc + self.mjpeg + self.snapshot + self.publish + self.h264 + self.stills
     }
+
+    /// Consumers of whole pictures (JPEGs): what a passed-through stream decodes for.
+    pub fn pictures(&self) -> u32 {
+        self.mjpeg + self.snapshot + self.stills
+    }
+}
+
+/// One kept still: its JPEG (the camera's original) and this sidecar, side by side on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StillFile {
+    /// The JPEG's file name (`{capture ms}-{n}.jpg`); the sidecar is the same with `.json`.
+    pub name: String,
+    pub stream: String,
+    /// Capture time (Unix ms).
+    pub captured_ms: u64,
+    pub width: u32,
+    pub height: u32,
+    /// The JPEG's size.
+    pub bytes: u64,
+    /// The stream's stretch when it was kept (the file itself is not stretched).
+    pub stretch: Stretch,
+    #[serde(default)]
+    pub stretch_levels: Option<StretchLevels>,
+}
+
+/// `GET /api/v1/streams/{name}/stills`: newest first, with where to fetch each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StillList {
+    pub stills: Vec<StillEntry>,
+    /// What the directory holds now, and its cap.
+    pub total_bytes: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StillEntry {
+    #[serde(flatten)]
+    pub file: StillFile,
+    /// Path of the JPEG relative to the relay's root.
+    pub url: String,
 }
 
 /// Where a WHIP publish target stands.

@@ -267,9 +267,14 @@ fn record_stream(stream: &Stream) {
         metrics::counter!(metric, "stream" => name.clone()).absolute(value);
     }
     let viewers = stream.demand.now();
-    for (kind, n) in
-        [("webrtc", viewers.webrtc), ("mjpeg", viewers.mjpeg), ("snapshot", viewers.snapshot), ("publish", viewers.publish), ("h264", viewers.h264)]
-    {
+    for (kind, n) in [
+        ("webrtc", viewers.webrtc),
+        ("mjpeg", viewers.mjpeg),
+        ("snapshot", viewers.snapshot),
+        ("publish", viewers.publish),
+        ("h264", viewers.h264),
+        ("stills", viewers.stills),
+    ] {
         metrics::gauge!("scopecast_viewers", "stream" => name.clone(), "kind" => kind).set(f64::from(n));
     }
     for target in crate::lock(&stream.publish).iter() {

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use scopecast_shared::api::Stretch;
+use scopecast_shared::api::{StillEntry, StillList, Stretch};
 use scopecast_shared::SourceState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -146,6 +146,46 @@ pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>,
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         Body::from_stream(parts),
+    )
+        .into_response())
+}
+
+/// `?limit=N` on the stills list (100 by default).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct StillsQuery {
+    limit: Option<usize>,
+}
+
+fn no_stills(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no-stills", "No stills", format!("stream '{name}' keeps no stills (set stills = {{ dir = ... }} on it)"))
+}
+
+/// `GET /api/v1/streams/{name}/stills`: the kept stills, newest first.
+pub async fn list_stills(State(state): State<Arc<AppState>>, Path(name): Path<String>, Query(query): Query<StillsQuery>) -> Result<Response, ApiError> {
+    state.stream(&name)?;
+    let store = state.stills.get(&name).ok_or_else(|| no_stills(&name))?;
+    let (files, total_bytes) = store.list(query.limit.unwrap_or(100).min(10_000));
+    let stills = files.into_iter().map(|file| StillEntry { url: format!("/api/v1/streams/{name}/stills/{}", file.name), file }).collect();
+    Ok(axum::Json(StillList { stills, total_bytes, max_bytes: store.max_bytes() }).into_response())
+}
+
+/// `GET /api/v1/streams/{name}/stills/{file}`: one kept JPEG, as the camera sent it. A still
+/// never changes, so it may be cached for good.
+pub async fn get_still(State(state): State<Arc<AppState>>, Path((name, file)): Path<(String, String)>) -> Result<Response, ApiError> {
+    state.stream(&name)?;
+    let store = state.stills.get(&name).ok_or_else(|| no_stills(&name))?;
+    let unknown = || ApiError::new(StatusCode::NOT_FOUND, "unknown-still", "Unknown still", format!("stream '{name}' has no still '{file}' (any more)"));
+    let (path, info) = store.path_of(&file).ok_or_else(unknown)?;
+    // Deleted by the cap between the lookup and the read: as good as never there.
+    let jpeg = tokio::fs::read(&path).await.map_err(|_| unknown())?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+            (header::HeaderName::from_static("x-timestamp"), super::whep::header_value(&timestamp_header(info.captured_ms))),
+        ],
+        jpeg,
     )
         .into_response())
 }

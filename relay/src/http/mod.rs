@@ -57,6 +57,8 @@ pub struct AppState {
     pub process: Arc<crate::process::ProcessStats>,
     /// WHIP ingest endpoints, by stream (streams with `source = "whip"`).
     pub whip: BTreeMap<String, Arc<crate::ingest::whip::Endpoint>>,
+    /// Kept stills, by stream (streams with `stills`).
+    pub stills: BTreeMap<String, Arc<crate::stills::StillStore>>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             publishers: tokio::sync::Mutex::default(),
             process: Arc::default(),
             whip: BTreeMap::new(),
+            stills: BTreeMap::new(),
         }
     }
 
@@ -222,6 +225,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/streams/{name}/events", get(api::stream_events))
         .route("/api/v1/streams/{name}/timings", get(api::get_timings))
         .route("/api/v1/streams/{name}/focus", get(api::get_focus).put(api::put_focus).delete(api::delete_focus))
+        .route("/api/v1/streams/{name}/stills", get(media::list_stills))
+        .route("/api/v1/streams/{name}/stills/{file}", get(media::get_still))
         .route("/api/v1/streams/{name}/publish/{target}", put(api::put_publish_target).delete(api::delete_publish_target))
         .route("/{stream}/mjpeg", get(media::mjpeg))
         .route("/{stream}/snapshot.jpg", get(media::snapshot))
