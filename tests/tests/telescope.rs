@@ -1,13 +1,14 @@
 //! Tools for looking at the sky, end to end: the stretch, changed while streaming and seen in
 //! the pictures viewers decode (and in Chromium, on every rung of the player), in snapshots
 //! when asked for, and refused with a problem body when it cannot be applied; the focus view,
-//! a region at the camera's native resolution with its sharpness on the event stream.
+//! a region at the camera's native resolution with its sharpness on the event stream; stills
+//! kept on disk under a cap, listed and served.
 
 use futures_util::StreamExt;
 use openh264::formats::YUVSource;
 use scopecast::config::{SecurityConfig, StreamConfig};
 use scopecast::media::scene::Scene;
-use scopecast_shared::api::{FocusInfo, FocusRegion, StreamInfo, Stretch};
+use scopecast_shared::api::{FocusInfo, FocusRegion, StillFile, StillList, StreamInfo, Stretch};
 use scopecast_shared::h264_ws::Unit;
 use scopecast_tests::browser::{shown_median, wait_for_page, Browser};
 use scopecast_tests::proxy::{Mode, Proxy};
@@ -335,4 +336,68 @@ async fn the_focus_region_plays_at_native_resolution_the_last_request_wins_and_i
     let res = reqwest::Client::new().delete(format!("{base}/api/v1/streams/sky/focus")).send().await.expect("DELETE");
     assert_eq!(res.status(), 204);
     assert_eq!(reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stills_are_kept_under_the_cap_listed_newest_first_and_served() {
+    let _serial = one_at_a_time().await;
+    let dir = std::env::temp_dir().join(format!("scopecast-stills-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let every_frame = StreamConfig {
+        stills: Some(scopecast::config::StillsConfig { dir: dir.join("all"), every: Duration::ZERO, max_bytes: 120_000 }),
+        ..StreamConfig::test_scene("all", Scene::DeepSky, 320, 180, 5.0)
+    };
+    let each_second = StreamConfig {
+        stills: Some(scopecast::config::StillsConfig { dir: dir.join("slow"), every: Duration::from_secs(1), max_bytes: 10_000_000 }),
+        ..StreamConfig::test_scene("slow", Scene::DeepSky, 320, 180, 10.0)
+    };
+    let relay = start_relay(vec![every_frame, each_second, StreamConfig::test_pattern("none", 320, 180, 5.0)]).await;
+    let base = base_url(&relay);
+    let list = |stream: &'static str| {
+        let base = base.clone();
+        async move { reqwest::get(format!("{base}/api/v1/streams/{stream}/stills")).await.expect("list").json::<StillList>().await.expect("StillList") }
+    };
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+
+    // Every frame, under the cap: the oldest went.
+    let all = list("all").await;
+    assert!(all.total_bytes <= 120_000 && all.max_bytes == 120_000, "{} of {} bytes", all.total_bytes, all.max_bytes);
+    let times: Vec<u64> = all.stills.iter().map(|s| s.file.captured_ms).collect();
+    assert!(times.len() >= 3 && times.windows(2).all(|w| w[0] > w[1]), "newest first: {times:?}");
+    let on_disk = std::fs::read_dir(dir.join("all")).expect("dir").filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".jpg")).count();
+    assert_eq!(on_disk, all.stills.len(), "the cap deletes files, not just entries");
+    assert!(reqwest::get(format!("{base}/api/v1/streams/all")).await.expect("status").json::<StreamInfo>().await.expect("info").viewers.stills == 1);
+
+    // One served: the camera's JPEG with its capture time; its sidecar beside it on disk.
+    let newest = &all.stills[0];
+    let res = reqwest::get(format!("{base}{}", newest.url)).await.expect("still");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/jpeg");
+    assert!(res.headers()["cache-control"].to_str().unwrap_or_default().contains("immutable"));
+    let jpeg = res.bytes().await.expect("body");
+    let picture = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::GRAY).expect("a JPEG");
+    assert_eq!((picture.width, picture.height, jpeg.len() as u64), (320, 180, newest.file.bytes));
+    let sidecar: StillFile =
+        serde_json::from_slice(&std::fs::read(dir.join("all").join(newest.file.name.replace(".jpg", ".json"))).expect("sidecar")).expect("JSON");
+    assert_eq!(sidecar, newest.file);
+    assert_eq!((sidecar.stream.as_str(), sidecar.width, sidecar.height), ("all", 320, 180));
+
+    // One every second of a 10 fps stream.
+    let slow = list("slow").await;
+    let gaps: Vec<u64> = slow.stills.windows(2).map(|w| w[0].file.captured_ms - w[1].file.captured_ms).collect();
+    assert!((3..=6).contains(&slow.stills.len()) && gaps.iter().all(|&g| g >= 1000), "{} stills, gaps {gaps:?}", slow.stills.len());
+
+    // Nothing else is served.
+    for (path, status) in [
+        ("/api/v1/streams/all/stills/..%2F..%2Fetc%2Fpasswd", 404),
+        ("/api/v1/streams/all/stills/0000000000001-1.jpg", 404),
+        ("/api/v1/streams/none/stills", 404),
+        ("/api/v1/streams/nowhere/stills", 404),
+    ] {
+        let res = reqwest::get(format!("{base}{path}")).await.expect("GET");
+        assert_eq!(res.status().as_u16(), status, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json", "{path}");
+    }
+    relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
