@@ -87,12 +87,16 @@ impl Plane<'_> {
         let faint = bg + 3.0 * sigma;
         // Local maxima over the threshold with some body: a hot pixel stands alone.
         let mut peaks = Vec::new();
+        // Integer levels: `v > threshold` is `v > floor(threshold)`. Most pixels are sky and
+        // leave at this one comparison.
+        let Ok(floor) = u8::try_from(threshold.floor() as i64) else { return Vec::new() };
         for y in 2..self.height - 2 {
-            for x in 2..self.width - 2 {
-                let v = self.at(x, y);
-                if v <= threshold {
+            let row = &self.luma[y * self.stride..y * self.stride + self.width];
+            for (x, &level) in row.iter().enumerate().take(self.width - 2).skip(2) {
+                if level <= floor {
                     continue;
                 }
+                let v = f32::from(level);
                 let mut is_max = true;
                 let mut body = 0;
                 for (dx, dy) in [(-1i32, -1i32), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
@@ -222,20 +226,25 @@ impl Plane<'_> {
         None
     }
 
-    /// Mean squared central-difference gradient of luma, over the interior.
+    /// Mean squared central-difference gradient of luma, over the interior (exact integer
+    /// sums, a row at a time).
     fn gradient_energy(&self) -> f32 {
         if self.width < 3 || self.height < 3 {
             return 0.0;
         }
-        let mut sum = 0.0f64;
+        let row = |y: usize| &self.luma[y * self.stride..y * self.stride + self.width];
+        let mut sum = 0u64;
         for y in 1..self.height - 1 {
+            let (above, here, below) = (row(y - 1), row(y), row(y + 1));
+            let mut line = 0u64;
             for x in 1..self.width - 1 {
-                let gx = self.at(x + 1, y) - self.at(x - 1, y);
-                let gy = self.at(x, y + 1) - self.at(x, y - 1);
-                sum += f64::from(gx * gx + gy * gy);
+                let gx = i32::from(here[x + 1]) - i32::from(here[x - 1]);
+                let gy = i32::from(below[x]) - i32::from(above[x]);
+                line += (gx * gx + gy * gy) as u64;
             }
+            sum += line;
         }
-        (sum / ((self.width - 2) * (self.height - 2)) as f64) as f32
+        (sum as f64 / ((self.width - 2) * (self.height - 2)) as f64) as f32
     }
 }
 
