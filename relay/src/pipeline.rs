@@ -31,7 +31,8 @@ const RTP_PAYLOAD_MTU: usize = 1188;
 /// H.264 RTP clock.
 const RTP_CLOCK_HZ: u64 = 90_000;
 
-/// What a source hands to the pipeline.
+/// What a source hands to the pipeline. Cloning shares the bytes or the picture.
+#[derive(Clone)]
 pub enum SourceFrame {
     Jpeg(Bytes),
     /// Shared with the stream's latest still (the test pattern's picture).

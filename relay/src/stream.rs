@@ -373,11 +373,7 @@ impl Stream {
         self.latest.send_replace(Some(Arc::new(still)));
         self.last_frame_ms.store(captured_whole_ms, Ordering::Relaxed);
         if let Some(focus) = self.focus.as_ref().filter(|f| f.encoder.is_watched() && f.control.region().is_some()) {
-            let data = match &data {
-                SourceFrame::Jpeg(jpeg) => SourceFrame::Jpeg(jpeg.clone()),
-                SourceFrame::Raw(picture) => SourceFrame::Raw(Arc::clone(picture)),
-            };
-            focus.encoder.push_frame(CapturedFrame { data, captured, captured_ms, arrived });
+            focus.encoder.push_frame(CapturedFrame { data: data.clone(), captured, captured_ms, arrived });
         }
         if let Some(encoder) = &self.encoder {
             encoder.push_frame(CapturedFrame { data, captured, captured_ms, arrived });

@@ -18,25 +18,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The H.264 rung's socket: the same encoded stream a WebRTC viewer gets, easy to decode here.
-async fn open(base: &str, stream: &str) -> Socket {
-    let url = format!("{}/{stream}/h264", base.replacen("http://", "ws://", 1));
+/// The H.264 rung's socket (`query` such as `?rendition=focus`): the same encoded stream a
+/// WebRTC viewer gets, easy to decode here.
+async fn open(base: &str, stream: &str, query: &str) -> Socket {
+    let url = format!("{}/{stream}/h264{query}", base.replacen("http://", "ws://", 1));
     tokio_tungstenite::connect_async(url).await.expect("the rung opens").0
 }
 
 /// Reads units until one decodes to a picture; returns its luma median and mean.
 async fn next_picture(ws: &mut Socket, decoder: &mut openh264::decoder::Decoder) -> (u8, f64) {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(8), ws.next()).await.expect("a message within 8 s").expect("open").expect("no error");
-        let Message::Binary(bytes) = message else { continue };
-        let unit = Unit::parse(&bytes).expect("a unit");
-        if let Ok(Some(yuv)) = decoder.decode(unit.annexb) {
-            let (w, h) = yuv.dimensions();
-            let stride = yuv.strides().0;
-            let luma: Vec<u8> = (0..h).flat_map(|row| yuv.y()[row * stride..row * stride + w].iter().copied()).collect();
-            return levels(&luma);
-        }
-    }
+    levels(&next_luma(ws, decoder).await.1)
 }
 
 /// Median and mean of 8-bit samples.
@@ -94,7 +85,7 @@ async fn stretch_changes_live_for_viewers_and_on_request_for_snapshots() {
     let chained = StreamConfig::from_source("chained", "whep://127.0.0.1:9/sky/whep", "streams.chained.source").expect("a whep:// stream");
     let relay = start_relay(vec![StreamConfig::test_scene("sky", Scene::DeepSky, 640, 360, 10.0), chained]).await;
     let base = base_url(&relay);
-    let mut ws = open(&base, "sky").await;
+    let mut ws = open(&base, "sky", "").await;
     let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
 
     // Off: the sky as the camera gives it, nearly black.
@@ -160,8 +151,7 @@ async fn a_slow_stream_shows_a_new_stretch_at_once_and_changes_need_the_token() 
     // One frame every 5 s: waiting for the next frame would take up to 5 s.
     let relay = start_relay_with(vec![StreamConfig::test_scene("slow", Scene::DeepSky, 640, 360, 0.2)], security).await;
     let base = base_url(&relay);
-    let url = format!("{}/slow/h264?token=sekrit-token", base.replacen("http://", "ws://", 1));
-    let mut ws = tokio_tungstenite::connect_async(url).await.expect("the rung opens").0;
+    let mut ws = open(&base, "slow", "?token=sekrit-token").await;
     let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
     let (dark, _) = next_picture(&mut ws, &mut decoder).await;
 
@@ -273,8 +263,7 @@ async fn the_focus_region_plays_at_native_resolution_the_last_request_wins_and_i
     assert_eq!(res.status(), 200);
     let info: FocusInfo = res.json().await.expect("FocusInfo");
     assert_eq!((info.region, info.rendition.as_str()), (FocusRegion { x: 0, y: 0, width: 320, height: 180 }, "focus"));
-    let url = format!("{}/pattern/h264?rendition=focus", base.replacen("http://", "ws://", 1));
-    let mut ws = tokio_tungstenite::connect_async(url).await.expect("the focus rendition opens").0;
+    let mut ws = open(&base, "pattern", "?rendition=focus").await;
     let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
     let ((w, h), region) = next_luma(&mut ws, &mut decoder).await;
     assert_eq!((w, h), (320, 180), "the region's own size, not scaled");
@@ -303,8 +292,7 @@ async fn the_focus_region_plays_at_native_resolution_the_last_request_wins_and_i
     // The deep sky: stars found, a half-flux radius on the event stream for every frame.
     let mut events = scopecast_tests::clients::SseReader::open(&format!("{base}/api/v1/streams/sky/events")).await.expect("events");
     assert_eq!(put_focus(&base, "sky", serde_json::json!({"x": 320, "y": 180, "width": 640, "height": 360})).await.status(), 200);
-    let url = format!("{}/sky/h264?rendition=focus", base.replacen("http://", "ws://", 1));
-    let mut sky = tokio_tungstenite::connect_async(url).await.expect("the focus rendition opens").0;
+    let mut sky = open(&base, "sky", "?rendition=focus").await;
     let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
     assert_eq!(next_luma(&mut sky, &mut decoder).await.0, (640, 360));
     let event = events.until("focus", Duration::from_secs(5), |v| v["history"][0]["hfr_px"].is_number()).await.expect("a focus event with a half-flux radius");

@@ -46,10 +46,10 @@ pub async fn patch_stream(
     body: Result<Json<StreamPatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<StreamInfo>, ApiError> {
     let stream = state.stream(&name)?;
-    let Json(patch) = body.map_err(|e| ApiError::new(e.status(), "bad-request", "Bad request", e.body_text()))?;
+    let Json(patch) = body?;
     if let Some(stretch) = patch.stretch {
         stretch.check().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-stretch", "Bad stretch", e))?;
-        stream.set_stretch(stretch).map_err(|e| ApiError::new(StatusCode::CONFLICT, "not-decoded", "Stream not decoded", e.to_string()))?;
+        stream.set_stretch(stretch)?;
         tracing::info!(stream = %name, ?stretch, "stretch changed");
     }
     Ok(Json(info(&state, &stream)))
@@ -85,11 +85,8 @@ pub async fn put_focus(
     body: Result<Json<FocusRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<FocusInfo>, ApiError> {
     let stream = state.stream(&name)?;
-    let Json(request) = body.map_err(|e| ApiError::new(e.status(), "bad-request", "Bad request", e.body_text()))?;
-    let region = stream
-        .set_focus(request)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "not-decoded", "Stream not decoded", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-focus-region", "Bad focus region", e))?;
+    let Json(request) = body?;
+    let region = stream.set_focus(request)?.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad-focus-region", "Bad focus region", e))?;
     tracing::info!(stream = %name, ?region, "focus region set");
     focus_info(&stream).map(Json).ok_or_else(|| no_focus(&name))
 }

@@ -43,6 +43,20 @@ impl ApiError {
     }
 }
 
+/// A JSON body that did not parse (400) or did not fit the type (422, with what serde said).
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        Self::new(e.status(), "bad-request", "Bad request", e.body_text())
+    }
+}
+
+/// A change that needs decoded pictures, asked of a passed-through stream.
+impl From<crate::stream::NotDecoded> for ApiError {
+    fn from(e: crate::stream::NotDecoded) -> Self {
+        Self::new(StatusCode::CONFLICT, "not-decoded", "Stream not decoded", e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

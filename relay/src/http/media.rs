@@ -43,7 +43,7 @@ impl PictureQuery {
 /// The still's JPEG (stretched as the stream is, when asked), encoding off the async workers
 /// when that takes work.
 async fn jpeg_of(stream: &Stream, still: &Arc<Still>, stretched: bool) -> Result<Bytes, ApiError> {
-    let stretch = (stretched && stream.stretch.get() != Stretch::Off).then(|| (stream.stretch.get(), stream.stretch.applied()));
+    let stretch = Some(stream.stretch.get()).filter(|s| stretched && *s != Stretch::Off).map(|s| (s, stream.stretch.applied()));
     let result = match stretch {
         None if still.is_encoded() => still.jpeg(),
         None => {
@@ -87,16 +87,21 @@ pub async fn snapshot(State(state): State<Arc<AppState>>, Path(name): Path<Strin
     let _ = tokio::time::timeout(left, stills.wait_for(Option::is_some)).await;
     let still = stream.latest().ok_or_else(|| source_unavailable(&stream))?;
     let jpeg = jpeg_of(&stream, &still, stretched).await?;
-    Ok((
+    Ok(jpeg_response(jpeg, still.captured_ms, "no-store"))
+}
+
+/// A JPEG with its capture time (`X-Timestamp`) and how long it may be cached.
+fn jpeg_response(jpeg: impl Into<Body>, captured_ms: u64, cache: &'static str) -> Response {
+    (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::HeaderName::from_static("x-timestamp"), super::whep::header_value(&timestamp_header(still.captured_ms))),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+            (header::HeaderName::from_static("x-timestamp"), super::whep::header_value(&timestamp_header(captured_ms))),
         ],
-        jpeg,
+        jpeg.into(),
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn mjpeg(State(state): State<Arc<AppState>>, Path(name): Path<String>, Query(query): Query<PictureQuery>) -> Result<Response, ApiError> {
@@ -178,16 +183,7 @@ pub async fn get_still(State(state): State<Arc<AppState>>, Path((name, file)): P
     let (path, info) = store.path_of(&file).ok_or_else(unknown)?;
     // Deleted by the cap between the lookup and the read: as good as never there.
     let jpeg = tokio::fs::read(&path).await.map_err(|_| unknown())?;
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
-            (header::HeaderName::from_static("x-timestamp"), super::whep::header_value(&timestamp_header(info.captured_ms))),
-        ],
-        jpeg,
-    )
-        .into_response())
+    Ok(jpeg_response(jpeg, info.captured_ms, "public, max-age=31536000, immutable"))
 }
 
 #[cfg(test)]
