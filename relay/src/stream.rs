@@ -97,6 +97,15 @@ impl Still {
         self.jpeg.get().is_some()
     }
 
+    /// The camera's picture size: the picture's, else the JPEG header's (a few microseconds).
+    pub fn size(&self) -> Option<(u32, u32)> {
+        if let Some(p) = &self.picture {
+            return Some((p.width as u32, p.height as u32));
+        }
+        let header = turbojpeg::read_header(self.jpeg.get()?).ok()?;
+        Some((header.width as u32, header.height as u32))
+    }
+
     /// The still as a source frame again: its picture, else its JPEG.
     fn source_frame(&self) -> Option<SourceFrame> {
         match (&self.picture, self.jpeg.get()) {
@@ -546,6 +555,12 @@ impl Stream {
         Ok(())
     }
 
+    /// The newest source frame's capture time (Unix ms), of a decoded or a passed-through
+    /// stream alike; `None` before the first.
+    pub fn last_frame_ms(&self) -> Option<u64> {
+        Some(self.last_frame_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
     pub fn latest(&self) -> Option<Arc<Still>> {
         self.latest.borrow().clone()
     }
@@ -661,7 +676,6 @@ impl Stream {
             let m = crate::lock(&self.meters);
             (m.fps_in.rate(), m.fps_out.rate(), m.bytes_out.rate() * 8.0)
         };
-        let last_frame = self.last_frame_ms.load(Ordering::Relaxed);
         StreamInfo {
             name: name.clone(),
             source,
@@ -686,7 +700,7 @@ impl Stream {
             frames_encoded: stats.frames_encoded.load(Ordering::Relaxed),
             frames_dropped: stats.frames_dropped.load(Ordering::Relaxed),
             frames_rejected: stats.frames_rejected.load(Ordering::Relaxed),
-            last_frame_ms: (last_frame > 0).then_some(last_frame),
+            last_frame_ms: self.last_frame_ms(),
             whep_url: format!("/{name}/whep"),
             mjpeg_url: format!("/{name}/mjpeg"),
             snapshot_url: format!("/{name}/snapshot.jpg"),

@@ -520,6 +520,25 @@ pub struct PlayerStreamInfo {
     pub fps_in: f64,
 }
 
+/// What the player reads of [`FocusInfo`] (the `focus` event and `GET .../focus`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlayerFocus {
+    pub region: FocusRegion,
+    pub history: Vec<Sharpness>,
+}
+
+/// What the player's strip reads of [`StillList`]: each still's address and capture time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlayerStillList {
+    pub stills: Vec<PlayerStill>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlayerStill {
+    pub url: String,
+    pub captured_ms: u64,
+}
+
 /// The stream list as the relay's page reads it ([`StreamList`]): the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PlayerStreamList {
@@ -535,6 +554,23 @@ pub struct PlayerStreamName {
 pub const EVENT_STATE: &str = "state";
 /// Carries [`Viewers`].
 pub const EVENT_VIEWERS: &str = "viewers";
+/// Carries [`FrameEvent`].
+pub const EVENT_FRAME: &str = "frame";
+
+/// Server-Sent Event `frame`: the source's newest picture, so a player can say how old the one
+/// it shows is. Sent when a new frame arrives, at most about once a second (at once after a
+/// quiet second: a slow stream's every frame is told as it comes).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameEvent {
+    /// Capture time, Unix ms (the camera's stamp, else arrival).
+    pub captured_ms: u64,
+    /// Its age when the event was sent, by the relay's clock: `captured_ms` read against the
+    /// browser's clock would carry the two clocks' difference.
+    pub age_ms: u64,
+    /// The camera's own picture size (the focus region's coordinates), when known.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
 
 #[cfg(test)]
 mod tests {

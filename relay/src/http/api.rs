@@ -12,12 +12,14 @@ use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use scopecast_shared::api::{
-    FocusInfo, FocusRequest, FrameTimings, PublishInfo, PublishState, StreamPatch, EVENT_FOCUS, EVENT_STATE, EVENT_VIEWERS, FOCUS_RENDITION,
+    FocusInfo, FocusRequest, FrameEvent, FrameTimings, PublishInfo, PublishState, StreamPatch, EVENT_FOCUS, EVENT_FRAME, EVENT_STATE, EVENT_VIEWERS,
+    FOCUS_RENDITION,
 };
 use scopecast_shared::{SourceState, StreamInfo, StreamList};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub async fn healthz() -> &'static str {
     "ok"
@@ -123,31 +125,75 @@ pub async fn stream_events(State(state): State<Arc<AppState>>, Path(name): Path<
     viewers.mark_changed();
     // A stream without a focus view has a channel that never changes.
     let focus = stream.focus.as_ref().map_or_else(|| tokio::sync::watch::channel(None).1, |f| f.control.subscribe());
-    let events = futures_util::stream::unfold((stream, states, viewers, focus), |(stream, mut states, mut viewers, mut focus)| async move {
+    let stills = stream.subscribe_stills();
+    let mut second = tokio::time::interval(FRAME_EVENT_EVERY);
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watch = Watch { stream, states, viewers, focus, stills, second, told: None };
+    let events = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
+            // A new frame is told at once unless one was told within the second; the ticker
+            // tells the newest each second (and a passed-through stream's, which has no still).
+            let quiet = w.told.is_none_or(|(_, at)| at.elapsed() >= FRAME_EVENT_EVERY);
             let event = tokio::select! {
                 biased;
-                changed = states.changed() => {
+                changed = w.states.changed() => {
                     changed.ok()?;
-                    let current = states.borrow_and_update().clone();
+                    let current = w.states.borrow_and_update().clone();
                     Event::default().event(EVENT_STATE).json_data(current).ok()?
                 }
-                changed = viewers.changed() => {
+                changed = w.viewers.changed() => {
                     changed.ok()?;
-                    let current = *viewers.borrow_and_update();
+                    let current = *w.viewers.borrow_and_update();
                     Event::default().event(EVENT_VIEWERS).json_data(current).ok()?
                 }
-                Ok(()) = focus.changed() => {
-                    let newest = *focus.borrow_and_update();
-                    let Some(info) = focus_info(&stream) else { continue };
+                Ok(()) = w.focus.changed() => {
+                    let newest = *w.focus.borrow_and_update();
+                    let Some(info) = focus_info(&w.stream) else { continue };
                     Event::default().event(EVENT_FOCUS).json_data(FocusInfo { history: newest.into_iter().collect(), ..info }).ok()?
                 }
-                () = stream.stopped() => return None,
+                Ok(()) = w.stills.changed(), if quiet => {
+                    w.stills.borrow_and_update();
+                    let Some(frame) = w.new_frame() else { continue };
+                    Event::default().event(EVENT_FRAME).json_data(frame).ok()?
+                }
+                _ = w.second.tick() => {
+                    let Some(frame) = w.new_frame() else { continue };
+                    Event::default().event(EVENT_FRAME).json_data(frame).ok()?
+                }
+                () = w.stream.stopped() => return None,
             };
-            return Some((Ok::<Event, Infallible>(event), (stream, states, viewers, focus)));
+            return Some((Ok::<Event, Infallible>(event), w));
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The `frame` event is sent at most this often.
+const FRAME_EVENT_EVERY: Duration = Duration::from_secs(1);
+
+/// What one event stream watches, and the last frame it told (its capture time, and when).
+struct Watch {
+    stream: Arc<Stream>,
+    states: tokio::sync::watch::Receiver<scopecast_shared::StateEvent>,
+    viewers: tokio::sync::watch::Receiver<scopecast_shared::api::Viewers>,
+    focus: tokio::sync::watch::Receiver<Option<scopecast_shared::api::Sharpness>>,
+    stills: tokio::sync::watch::Receiver<Option<Arc<crate::stream::Still>>>,
+    second: tokio::time::Interval,
+    told: Option<(u64, std::time::Instant)>,
+}
+
+impl Watch {
+    /// The newest frame, unless it was told already.
+    fn new_frame(&mut self) -> Option<FrameEvent> {
+        let captured_ms = self.stream.last_frame_ms()?;
+        if self.told.is_some_and(|(ms, _)| ms == captured_ms) {
+            return None;
+        }
+        self.told = Some((captured_ms, std::time::Instant::now()));
+        let size = self.stream.latest().and_then(|s| s.size()).or(self.stream.video().size);
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Some(FrameEvent { captured_ms, age_ms: now_ms.saturating_sub(captured_ms), width: size.map(|s| s.0), height: size.map(|s| s.1) })
+    }
 }
 
 /// Body of `PUT /api/v1/streams/{name}/publish/{target}`.
