@@ -3,8 +3,10 @@
 // Import this module (from the relay: /static/scopecast-player.js) to register the element.
 // Attributes: src (the stream's URL), or whep (a WHEP endpoint on any server, used as it is:
 // Cloudflare Stream's .../webRTC/play, MediaMTX, an SFU), token, fallback, controls, autoplay, overlay, rendition (one to pin, or auto); "false"
-// or "off" turns a default-on one off. It also exports mount(element, options), returning a
-// handle whose destroy() ends the WHEP session.
+// or "off" turns a default-on one off. The sky tools: zoom, fullscreen (on), snapshot (on),
+// reticle (or reticle="circles"), histogram, age (on), focus, stills (or stills="8").
+// It also exports mount(element, options), returning a handle whose destroy() ends the WHEP
+// session.
 import init, { mount } from "./player/scopecast_client.js";
 
 export const ready = init();
@@ -20,7 +22,10 @@ function addStyles() {
   }
 }
 
-const ATTRIBUTES = ["src", "whep", "token", "fallback", "controls", "autoplay", "overlay", "rendition"];
+const ATTRIBUTES = [
+  "src", "whep", "token", "fallback", "controls", "autoplay", "overlay", "rendition",
+  "zoom", "fullscreen", "snapshot", "reticle", "histogram", "age", "focus", "stills",
+];
 
 export class ScopecastPlayer extends HTMLElement {
   static get observedAttributes() { return ATTRIBUTES; }

@@ -4,6 +4,7 @@
 mod h264;
 mod net;
 mod player;
+mod sky;
 mod stats;
 mod view;
 
@@ -43,12 +44,44 @@ fn option_bool(options: &JsValue, key: &str, default: bool) -> bool {
     }
 }
 
+fn tools(options: &JsValue) -> sky::Tools {
+    let embed = sky::Tools::embed();
+    let reticle = match option_str(options, "reticle").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("circles") => Some(sky::Reticle::Circles),
+        _ if option_bool(options, "reticle", false) => Some(sky::Reticle::Cross),
+        _ => None,
+    };
+    let stills = match option_str(options, "stills") {
+        Some(n) if n.trim().parse::<u32>().is_ok() => n.trim().parse().unwrap_or(0).min(50),
+        _ if option_bool(options, "stills", false) => sky::DEFAULT_STILLS,
+        _ => 0,
+    };
+    sky::Tools {
+        zoom: option_bool(options, "zoom", embed.zoom),
+        fullscreen: option_bool(options, "fullscreen", embed.fullscreen),
+        snapshot: option_bool(options, "snapshot", embed.snapshot),
+        reticle,
+        histogram: option_bool(options, "histogram", embed.histogram),
+        age: option_bool(options, "age", embed.age),
+        focus: option_bool(options, "focus", embed.focus),
+        stills,
+        start_hidden: false,
+    }
+}
+
 /// Mounts a live view into `element`. Options: `src` (the stream's URL on a Scopecast relay) or
 /// `whep` (a WHEP endpoint on any server, used as it is: WebRTC only), `token`,
 /// `fallback` (MJPEG when WebRTC is down; default true), `controls` (the details toggle;
 /// default true), `overlay` (details shown at start; default false), `autoplay` (connect at
 /// once; default true, else on a click), `rendition` (one of the relay's renditions to pin from
 /// the start, or `auto`, the default: the relay chooses by the viewer's link).
+///
+/// The sky tools (each an attribute of `<scopecast-player>` too): `zoom` (wheel, pinch, drag,
+/// keys; double click or `1` for 1:1 pixels), `fullscreen` (default true), `snapshot` (saves
+/// the camera's original JPEG named with its capture time; default true), `reticle` (a cross,
+/// or `circles`), `histogram`, `age` ("new frame 3 s ago" on slow streams; default true),
+/// `focus` (click a star or draw a box: that region at the camera's own pixels, with its
+/// sharpness figure), `stills` (a strip of the last stills the relay kept: a number, or 6).
 #[wasm_bindgen]
 pub fn mount(element: HtmlElement, options: JsValue) -> Result<PlayerHandle, JsValue> {
     let whep = option_str(&options, "whep");
@@ -66,6 +99,7 @@ pub fn mount(element: HtmlElement, options: JsValue) -> Result<PlayerHandle, JsV
         fallback: option_bool(&options, "fallback", true),
         autoplay: option_bool(&options, "autoplay", true),
         rendition: option_str(&options, "rendition").filter(|r| r != "auto"),
+        tools: tools(&options),
     };
     let controls = option_bool(&options, "controls", true);
     let overlay = option_bool(&options, "overlay", false);

@@ -10,6 +10,31 @@ pub fn window() -> web_sys::Window {
     web_sys::window().expect("a browser window")
 }
 
+pub fn document() -> web_sys::Document {
+    window().document().expect("a document")
+}
+
+/// Relative URLs (a page served by the relay) against the page's own address.
+pub fn absolute(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_owned();
+    }
+    crate::headers::resolve(&window().location().href().unwrap_or_default(), url)
+}
+
+/// Bytes as a `Blob` of type `mime`.
+pub fn blob(bytes: &[u8], mime: &str) -> Result<web_sys::Blob, JsValue> {
+    let parts = js_sys::Array::of1(&Uint8Array::from(bytes));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts)
+}
+
+/// An object URL for bytes (revoke it when done).
+pub fn blob_url(bytes: &[u8], mime: &str) -> Result<String, JsValue> {
+    web_sys::Url::create_object_url_with_blob(&blob(bytes, mime)?)
+}
+
 /// Wall-clock Unix time in ms.
 pub fn unix_ms() -> u64 {
     js_sys::Date::now() as u64

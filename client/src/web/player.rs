@@ -4,10 +4,12 @@
 
 use super::h264;
 use super::net::{self, Req};
+use super::sky::Tools;
 use super::stats::{self, Stats};
 use crate::headers::{self, StreamUrls};
 use crate::ladder::{Command, Event, Ladder, Rung, Transport};
 use crate::sdpfrag::{self, IceParams};
+use crate::sky::{Layout, PictureAge};
 use crate::stall::{self, FrameClock};
 use futures_util::StreamExt;
 use gloo_events::EventListener;
@@ -16,7 +18,7 @@ use gloo_net::http::Method;
 use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Array, Object, Reflect};
 use leptos::prelude::*;
-use scopecast_shared::api::{PlayerStreamInfo, ViewerRendition};
+use scopecast_shared::api::{FrameEvent, PlayerFocus, PlayerStreamInfo, ViewerRendition, EVENT_FOCUS, EVENT_FRAME, EVENT_STATE};
 use scopecast_shared::multipart::{boundary_from_content_type, Event as PartEvent, MultipartParser, DEFAULT_MAX_PART};
 use scopecast_shared::{SourceState, StateEvent};
 use std::cell::{Cell, RefCell};
@@ -47,7 +49,19 @@ pub struct Ui {
     pub stats: Stats,
     /// The WebRTC session's rendition on a Scopecast relay: which, why, and the choices.
     pub rendition: Option<ViewerRendition>,
+    /// The source's newest frame, from the relay's `frame` events.
+    pub age: PictureAge,
+    /// The camera's own picture size (the focus region's coordinates), when the relay says.
+    pub camera: Option<(u32, u32)>,
+    /// The player's box (CSS pixels) and the size of the picture shown in it, for the sky
+    /// tools' geometry.
+    pub layout: Layout,
+    /// The focus region and its sharpness figures, oldest first (with the `focus` tool).
+    pub focus: Option<PlayerFocus>,
 }
+
+/// Sharpness figures kept for the focus graph: 30 s at 10 fps, 5 min at 1 fps.
+const FOCUS_HISTORY: usize = 300;
 
 /// Options of one view (from the element's attributes or `mount`'s options).
 #[derive(Debug, Clone)]
@@ -62,6 +76,8 @@ pub struct Options {
     pub autoplay: bool,
     /// A rendition to pin from the start (a Scopecast relay's); `None` lets the relay choose.
     pub rendition: Option<String>,
+    /// Which sky tools the view has.
+    pub tools: Tools,
 }
 
 /// The DOM the controller drives.
@@ -117,6 +133,9 @@ pub struct Player {
     ticks: u64,
     stats: Stats,
     rendition: Option<ViewerRendition>,
+    age: PictureAge,
+    camera: Option<(u32, u32)>,
+    focus: Option<PlayerFocus>,
     /// Ends the session when the page goes away (unmount cleanups do not run then).
     on_pagehide: Option<EventListener>,
     me: Weak<RefCell<Player>>,
@@ -175,6 +194,9 @@ impl Player {
                 ticks: 0,
                 stats: Stats::default(),
                 rendition: None,
+                age: PictureAge::default(),
+                camera: None,
+                focus: None,
                 on_pagehide: None,
                 me: me.clone(),
             })
@@ -220,6 +242,13 @@ impl Player {
         });
     }
 
+    /// The focus region the relay now has (from the view's own request), with its history.
+    pub fn set_focus(this: &Shared, focus: PlayerFocus) {
+        let mut p = this.borrow_mut();
+        p.focus = Some(focus);
+        p.publish();
+    }
+
     /// Ends the session on the relay and releases everything. Idempotent.
     pub fn stop(this: &Shared) {
         dispatch(this, Event::Stop);
@@ -240,6 +269,10 @@ impl Player {
             retry_in_ms: self.ladder.retry_in_ms(now),
             stats: self.stats.clone(),
             rendition: self.rendition.clone(),
+            age: self.age,
+            camera: self.camera,
+            layout: self.layout(),
+            focus: self.focus.clone(),
         };
         // Attributes for CSS, tests and host pages; the pc for those who want its stats.
         let root = &self.el.root;
@@ -262,6 +295,17 @@ impl Player {
         }
     }
 
+    /// The box and the picture in it: the video's while WebRTC plays, else the canvas's.
+    fn layout(&self) -> Layout {
+        let root = &self.el.root;
+        let (pw, ph) = match self.ladder.transport() {
+            Transport::WebRtc => (self.el.video.video_width(), self.el.video.video_height()),
+            Transport::H264 | Transport::Mjpeg => (self.el.canvas.width(), self.el.canvas.height()),
+            Transport::None => (0, 0),
+        };
+        Layout { width: root.client_width().into(), height: root.client_height().into(), picture_width: pw.into(), picture_height: ph.into() }
+    }
+
     fn start_ticker(&mut self) {
         let me = self.me.clone();
         self.ticker = Some(Interval::new(TICK_MS, move || {
@@ -279,26 +323,57 @@ impl Player {
         }
         let url = with_token_query(&self.urls.events, self.opts.token.as_deref());
         let Ok(mut es) = EventSource::new(&url) else { return };
-        let Ok(mut states) = es.subscribe(scopecast_shared::api::EVENT_STATE) else { return };
+        let (Ok(states), Ok(frames), Ok(focus)) = (es.subscribe(EVENT_STATE), es.subscribe(EVENT_FRAME), es.subscribe(EVENT_FOCUS)) else { return };
+        let mut events = futures_util::stream::select(futures_util::stream::select(states, frames), focus);
         let me = self.me.clone();
         spawn_local(async move {
             // Reconnects are the browser's; an error item means closed for good (or by us).
-            while let Some(Ok((_, ev))) = states.next().await {
+            while let Some(Ok((name, ev))) = events.next().await {
                 let Some(p) = me.upgrade() else { return };
                 let Some(data) = ev.data().as_string() else { continue };
-                let Ok(state) = serde_json::from_str::<StateEvent>(&data) else { continue };
-                let mut p = p.borrow_mut();
-                let back_live = state.state == SourceState::Live && p.source != Some(SourceState::Live);
-                p.source = Some(state.state);
-                p.source_error = state.last_error;
-                if back_live {
-                    // The camera came back: its frames, not the once-a-second repeat, set the pace.
-                    p.webrtc_clock.start(net::mono_ms());
+                if p.borrow_mut().on_event(&name, &data) {
+                    p.borrow_mut().publish();
                 }
-                p.publish();
             }
         });
         self.events = Some(es);
+    }
+}
+
+impl Player {
+    /// One event from the relay's event stream; `true` when the view has something new.
+    fn on_event(&mut self, name: &str, data: &str) -> bool {
+        match name {
+            EVENT_STATE => {
+                let Ok(state) = serde_json::from_str::<StateEvent>(data) else { return false };
+                let back_live = state.state == SourceState::Live && self.source != Some(SourceState::Live);
+                self.source = Some(state.state);
+                self.source_error = state.last_error;
+                if back_live {
+                    // The camera came back: its frames, not the once-a-second repeat, set the pace.
+                    self.webrtc_clock.start(net::mono_ms());
+                }
+            }
+            EVENT_FRAME => {
+                let Ok(frame) = serde_json::from_str::<FrameEvent>(data) else { return false };
+                self.age.on_frame(frame.captured_ms, frame.age_ms, net::mono_ms() as f64);
+                self.camera = frame.width.zip(frame.height);
+            }
+            // Only a view with the focus tool keeps the figures (one per frame of the region).
+            EVENT_FOCUS if self.opts.tools.focus => {
+                let Ok(newest) = serde_json::from_str::<PlayerFocus>(data) else { return false };
+                match &mut self.focus {
+                    Some(f) if f.region == newest.region => {
+                        f.history.extend(newest.history);
+                        let excess = f.history.len().saturating_sub(FOCUS_HISTORY);
+                        f.history.drain(..excess);
+                    }
+                    _ => self.focus = Some(newest),
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -599,7 +674,7 @@ async fn negotiate(me: &Weak<RefCell<Player>>, generation: u32) -> Result<(), Ev
         let detail = net::problem_detail(&res).await;
         return Err(Event::Refused { status, retry_after_ms, detail });
     }
-    let location = net::header(&res, "location").map(|l| headers::resolve(&absolute(&whep), &l));
+    let location = net::header(&res, "location").map(|l| headers::resolve(&net::absolute(&whep), &l));
     let etag = net::header(&res, "etag");
     let links = net::header(&res, "link").unwrap_or_default();
     let answer = net::text(&res).await;
@@ -637,15 +712,6 @@ async fn ice_servers_of(whep: &str, token: Option<&str>) -> Vec<headers::IceServ
         Ok(res) if res.ok() => headers::ice_servers([net::header(&res, "link").unwrap_or_default().as_str()]),
         _ => Vec::new(),
     }
-}
-
-/// Relative URLs (a page served by the relay) against the page's own address.
-fn absolute(url: &str) -> String {
-    if url.contains("://") {
-        return url.to_owned();
-    }
-    let here = net::window().location().href().unwrap_or_default();
-    headers::resolve(&here, url)
 }
 
 fn new_peer_connection(servers: &[headers::IceServer]) -> Result<RtcPeerConnection, JsValue> {
@@ -915,11 +981,7 @@ async fn mjpeg_loop(me: &Weak<RefCell<Player>>, abort: &AbortController) -> Resu
 }
 
 async fn draw_jpeg(jpeg: &[u8], canvas: &HtmlCanvasElement, ctx: &CanvasRenderingContext2d) -> Result<(), JsValue> {
-    let bytes = js_sys::Uint8Array::from(jpeg);
-    let parts = Array::of1(&bytes);
-    let opts = web_sys::BlobPropertyBag::new();
-    opts.set_type("image/jpeg");
-    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts)?;
+    let blob = net::blob(jpeg, "image/jpeg")?;
     let bitmap: web_sys::ImageBitmap = net::wait(net::window().create_image_bitmap_with_blob(&blob)?).await?.dyn_into()?;
     if canvas.width() != bitmap.width() || canvas.height() != bitmap.height() {
         canvas.set_width(bitmap.width());
@@ -943,7 +1005,7 @@ fn fallback_frame(p: &Shared) {
 /// The H.264 rung (`/{stream}/h264` as a WebSocket, the pinned rendition's if any) into the
 /// canvas; its frames and its end are reported while it is fallback `id`.
 fn start_h264(p: &Player, id: u32) -> Result<h264::Rung, JsValue> {
-    let mut url = with_token_query(&absolute(&p.urls.h264), p.opts.token.as_deref());
+    let mut url = with_token_query(&net::absolute(&p.urls.h264), p.opts.token.as_deref());
     if let Some(r) = &p.opts.rendition {
         url = with_query(&url, "rendition", r);
     }
