@@ -27,6 +27,15 @@ impl Browser {
 
     /// As `start`, with more Chromium flags (a trusted certificate, an ICE policy...).
     pub async fn start_with(extra_args: &[String]) -> anyhow::Result<Self> {
+        Self::launch(extra_args, serde_json::json!({})).await
+    }
+
+    /// As `start`, saving downloads into `dir` without asking.
+    pub async fn start_downloading_to(dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::launch(&[], serde_json::json!({ "download.default_directory": dir, "download.prompt_for_download": false })).await
+    }
+
+    async fn launch(extra_args: &[String], prefs: serde_json::Value) -> anyhow::Result<Self> {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -57,7 +66,7 @@ impl Browser {
         .chain(extra_args.iter().cloned())
         .collect::<Vec<_>>();
         let mut caps = serde_json::Map::new();
-        caps.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }));
+        caps.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": "/usr/bin/chromium", "args": args, "prefs": prefs }));
         let mut last = None;
         for _ in 0..50 {
             match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())

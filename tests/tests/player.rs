@@ -222,8 +222,9 @@ async fn the_player_is_served_gzipped_and_mjpeg_is_not() {
     let wasm_etag = wasm.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let gz = wasm.bytes().await.expect("body");
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
-    // The size budget (BENCHMARKS.md, "Player download size"): every viewer downloads it.
-    assert!(gz.len() <= 170 * 1024, "the player's wasm is {:.1} KB gzipped, over the 170 KB budget", gz.len() as f64 / 1024.0);
+    // The size limit (BENCHMARKS.md, "Player download size": 170 KB is the budget, 230 KB the
+    // limit while the sky tools' overlays are Leptos bindings): every viewer downloads it.
+    assert!(gz.len() <= 230 * 1024, "the player's wasm is {:.1} KB gzipped, over the 230 KB limit", gz.len() as f64 / 1024.0);
     // A reload revalidates instead of downloading it again.
     let etag = wasm_etag.expect("the wasm has an ETag");
     let again = client.get(format!("{}/static/player/scopecast_client_bg.wasm", base_url(&relay))).header("if-none-match", &etag).send().await.expect("wasm");

@@ -287,10 +287,35 @@ async fn the_focus_region_plays_at_native_resolution_the_last_request_wins_and_i
     assert!(started.elapsed() < Duration::from_secs(1), "the new region shows at once, not at the next frame of a 0.5 fps stream");
     let info: StreamInfo = reqwest::get(format!("{base}/api/v1/streams/pattern")).await.expect("status").json().await.expect("StreamInfo");
     assert_eq!(info.focus, Some(FocusRegion { x: 512, y: 232, width: 256, height: 256 }), "the status shows it");
+
+    // The newest frame's capture time on the event stream: every frame of a slow stream...
+    let mut events = scopecast_tests::clients::SseReader::open(&format!("{base}/api/v1/streams/pattern/events")).await.expect("events");
+    let frames_before = stream_info(&base, "pattern").await.frames_in;
+    let started = Instant::now();
+    let mut told: Vec<u64> = Vec::new();
+    while started.elapsed() < Duration::from_millis(6_500) {
+        let Some(e) = events.until("frame", Duration::from_millis(300), |_| true).await else { continue };
+        assert_eq!((e.data["width"].as_u64(), e.data["height"].as_u64()), (Some(1280), Some(720)), "the camera's size: {}", e.data);
+        assert!(e.data["age_ms"].as_u64().is_some_and(|a| a < 1_000), "told as it comes: {}", e.data);
+        let captured = e.data["captured_ms"].as_u64().unwrap_or_default();
+        assert!(told.last().is_none_or(|&last| captured > last), "each frame told once, in order: {captured} after {told:?}");
+        told.push(captured);
+    }
+    let frames = stream_info(&base, "pattern").await.frames_in - frames_before;
+    assert!(frames >= 2 && (told.len() as u64).abs_diff(frames) <= 1, "{} frame events for {frames} new frames: {told:?}", told.len());
     drop(ws);
+    // ... and about one a second of a fast one.
+    let mut events = scopecast_tests::clients::SseReader::open(&format!("{base}/api/v1/streams/sky/events")).await.expect("events");
+    let started = Instant::now();
+    let mut frames = 0;
+    while started.elapsed() < Duration::from_millis(3_500) {
+        if events.until("frame", Duration::from_millis(500), |_| true).await.is_some() {
+            frames += 1;
+        }
+    }
+    assert!((2..=7).contains(&frames), "{frames} frame events in 3.5 s of a 10 fps stream");
 
     // The deep sky: stars found, a half-flux radius on the event stream for every frame.
-    let mut events = scopecast_tests::clients::SseReader::open(&format!("{base}/api/v1/streams/sky/events")).await.expect("events");
     assert_eq!(put_focus(&base, "sky", serde_json::json!({"x": 320, "y": 180, "width": 640, "height": 360})).await.status(), 200);
     let mut sky = open(&base, "sky", "?rendition=focus").await;
     let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
@@ -386,6 +411,250 @@ async fn stills_are_kept_under_the_cap_listed_newest_first_and_served() {
         assert_eq!(res.status().as_u16(), status, "{path}");
         assert_eq!(res.headers()["content-type"], "application/problem+json", "{path}");
     }
+    relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `script` (its last statement's value returned) in the page.
+async fn js(c: &fantoccini::Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// Polls `script` until `wanted` holds on its value, within `secs`.
+async fn js_until(c: &fantoccini::Client, secs: u64, what: &str, script: &str, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let v = js(c, script).await;
+        if wanted(&v) {
+            return v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(secs), "{what}: still {v} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The embedding example playing `stream`, with the player's `attributes` set.
+async fn embed(c: &fantoccini::Client, base: &str, stream: &str, attributes: &[(&str, &str)]) {
+    c.goto(&format!("{base}/static/embed.html?stream={stream}")).await.expect("open the embed example");
+    let set: String = attributes.iter().map(|(k, v)| format!("el.setAttribute({k:?}, {v:?});")).collect();
+    js(c, &format!("const el = document.getElementById('scope'); el.style.width = '960px'; el.style.height = '540px'; {set} return true")).await;
+}
+
+/// Pointer events on the picture at the given points of the player's box (CSS pixels): down
+/// at the first, moves through the rest, up at the last.
+async fn pointer_path(c: &fantoccini::Client, points: &[(f64, f64)]) {
+    let script = r#"
+        const points = arguments[0];
+        const stage = document.querySelector(".scopecast-stage");
+        const box = document.querySelector(".scopecast").getBoundingClientRect();
+        const at = (p, type) => stage.dispatchEvent(new PointerEvent(type, { pointerId: 7, button: 0, buttons: 1, isPrimary: true,
+            clientX: box.left + p[0], clientY: box.top + p[1], bubbles: true, cancelable: true }));
+        at(points[0], "pointerdown");
+        points.slice(1).forEach((p) => at(p, "pointermove"));
+        at(points[points.length - 1], "pointerup");
+        return true;
+    "#;
+    let points: Vec<serde_json::Value> = points.iter().map(|(x, y)| serde_json::json!([x, y])).collect();
+    c.execute(script, vec![serde_json::Value::Array(points)]).await.expect("pointer events");
+}
+
+/// A picture pixel of a 1280x720 camera shown whole in the player's 16:9 box, as a point of
+/// the box.
+async fn on_box(c: &fantoccini::Client, (x, y): (f64, f64)) -> (f64, f64) {
+    let w = js(c, "return document.querySelector('.scopecast').clientWidth").await.as_f64().expect("width");
+    (x * w / 1280.0, y * w / 1280.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_the_sky_tools_zoom_draw_a_reticle_and_histogram_save_snapshots_and_focus() {
+    let _serial = one_at_a_time().await;
+    let relay = start_relay(vec![StreamConfig::test_scene("sky", Scene::DeepSky, 1280, 720, 10.0)]).await;
+    let base = base_url(&relay);
+    let downloads = std::env::temp_dir().join(format!("scopecast-downloads-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&downloads);
+    std::fs::create_dir_all(&downloads).expect("downloads dir");
+    let browser = Browser::start_downloading_to(&downloads).await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    embed(c, &base, "sky", &[("zoom", ""), ("reticle", "circles"), ("histogram", ""), ("focus", "")]).await;
+    wait_for_page(c, "WebRTC", 30, |v| v["state"] == "live" && v["transport"] == "webrtc" && v["width"] == 1280).await;
+
+    // The reticle: centred on the picture, with its circles.
+    let reticle = js_until(c, 5, "the reticle", r#"
+        const r = document.querySelector(".scopecast-reticle"), box = document.querySelector(".scopecast").getBoundingClientRect();
+        if (!r) return null;
+        const b = r.getBoundingClientRect();
+        return { dx: b.left + b.width / 2 - (box.left + box.width / 2), dy: b.top + b.height / 2 - (box.top + box.height / 2), w: b.width, circles: r.querySelectorAll("circle").length };
+    "#, |v| !v.is_null()).await;
+    assert!(reticle["dx"].as_f64().unwrap_or(99.0).abs() < 1.0 && reticle["dy"].as_f64().unwrap_or(99.0).abs() < 1.0, "centred: {reticle}");
+    assert!(reticle["w"].as_f64().unwrap_or_default() > 900.0 && reticle["circles"] == 3, "over the whole picture: {reticle}");
+
+    // The histogram: the levels of the picture shown (a dark sky).
+    let histogram = js_until(c, 5, "the histogram", "return Number(document.querySelector('.scopecast-histogram')?.dataset.median ?? -1)", |v| {
+        v.as_i64().unwrap_or(-1) >= 0
+    })
+    .await;
+    let shown = shown_median(c).await.expect("a picture");
+    assert!(histogram.as_u64().expect("median").abs_diff(shown) <= 6, "histogram median {histogram}, picture {shown}");
+    scopecast_tests::browser::save_screenshot(c, "player-sky-tools").await;
+
+    // Zoom: the wheel zooms about the cursor (and the page does not scroll), 1 is 1:1, 0 fits.
+    let wheel = js(
+        c,
+        r#"
+        const root = document.querySelector(".scopecast"), b = root.getBoundingClientRect();
+        const e = new WheelEvent("wheel", { deltaY: -400, clientX: b.left + 100, clientY: b.top + 100, bubbles: true, cancelable: true });
+        root.dispatchEvent(e);
+        return e.defaultPrevented;
+    "#,
+    )
+    .await;
+    assert!(wheel == true, "the page does not scroll");
+    let zoom = "return Number(document.querySelector('.scopecast').dataset.zoom)";
+    js_until(c, 2, "zoomed in by the wheel", zoom, |v| v.as_f64().is_some_and(|z| z > 1.5)).await;
+    // Keys (the view re-renders a moment later: polled).
+    let key = |k: &'static str| {
+        format!("const root = document.querySelector('.scopecast'); root.focus(); root.dispatchEvent(new KeyboardEvent('keydown', {{ key: '{k}', bubbles: true, cancelable: true }})); return true")
+    };
+    js(c, &key("0")).await;
+    js_until(c, 2, "fit again", zoom, |v| v.as_f64() == Some(1.0)).await;
+    js(c, &key("1")).await;
+    let native = js_until(c, 2, "1:1", zoom, |v| v.as_f64().is_some_and(|z| z > 1.0)).await;
+    // At 1:1 the 1280 px picture covers 1280 device pixels.
+    let shown_width =
+        js(c, "const b = document.querySelector('.scopecast video').getBoundingClientRect(); return Math.min(b.width, b.height * 16 / 9) * devicePixelRatio")
+            .await;
+    assert!((shown_width.as_f64().unwrap_or_default() - 1280.0).abs() < 2.0, "1:1 at zoom {native}: {shown_width} px wide");
+    // A drag pans (the layer moves with the pointer).
+    let before = js(c, "return document.querySelector('.scopecast video').getBoundingClientRect().left").await.as_f64().unwrap_or_default();
+    pointer_path(c, &[(500.0, 300.0), (480.0, 300.0), (440.0, 300.0)]).await;
+    let left = "return document.querySelector('.scopecast video').getBoundingClientRect().left";
+    js_until(c, 2, "panned 60 px left", left, |v| v.as_f64().is_some_and(|after| (before - after - 60.0).abs() < 1.0)).await;
+    scopecast_tests::browser::save_screenshot(c, "player-zoom-1to1").await;
+    js(c, &key("0")).await;
+    js_until(c, 2, "fit again", zoom, |v| v.as_f64() == Some(1.0)).await;
+
+    // The snapshot: the camera's JPEG, saved under its capture time.
+    c.find(fantoccini::Locator::Css(".scopecast-tool-snapshot")).await.expect("the snapshot button").click().await.expect("click");
+    let name = js_until(c, 10, "the snapshot", "return document.querySelector('.scopecast').dataset.snapshot || null", |v| v.is_string()).await;
+    let name = name.as_str().unwrap_or_default().to_owned();
+    assert!(name.starts_with("sky-20") && name.ends_with("Z.jpg") && !name.contains(':'), "{name}");
+    let file = downloads.join(&name);
+    let started = Instant::now();
+    while !file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{name} not downloaded: {:?}", std::fs::read_dir(&downloads).map(|d| d.count()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let saved = turbojpeg::decompress(&std::fs::read(&file).expect("read"), turbojpeg::PixelFormat::GRAY).expect("a JPEG");
+    assert_eq!((saved.width, saved.height), (1280, 720), "the camera's own size");
+
+    // Focus: a box drawn on the picture becomes that region at the camera's pixels.
+    c.find(fantoccini::Locator::Css(".scopecast-tool-focus")).await.expect("the focus button").click().await.expect("click");
+    let (from, to) = (on_box(c, (400.0, 200.0)).await, on_box(c, (720.0, 440.0)).await);
+    pointer_path(c, &[from, ((from.0 + to.0) / 2.0, (from.1 + to.1) / 2.0), to]).await;
+    scopecast_tests::eventually_async(5, "a region set", || async {
+        reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").status() == 200
+    })
+    .await;
+    let info: FocusInfo = reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").json().await.expect("FocusInfo");
+    let r = info.region;
+    assert!(r.x.abs_diff(400) <= 4 && r.y.abs_diff(200) <= 4 && r.width.abs_diff(320) <= 4 && r.height.abs_diff(240) <= 4, "{r:?}");
+    let focus = js_until(
+        c,
+        15,
+        "the focus view playing with a figure",
+        r#"
+        const panel = document.querySelector(".scopecast-focus");
+        const v = panel && panel.querySelector("video");
+        if (!v || !v.videoWidth) return null;
+        return { w: v.videoWidth, h: v.videoHeight, figure: panel.querySelector(".scopecast-focus-figure").textContent,
+            points: panel.querySelector("polyline").getAttribute("points").split(" ").filter(Boolean).length,
+            outline: !!document.querySelector(".scopecast-stage .scopecast-region") };
+    "#,
+        |v| v["figure"].as_str().is_some_and(|f| f.starts_with("HFR")) && v["points"].as_u64().unwrap_or(0) >= 5,
+    )
+    .await;
+    assert_eq!((focus["w"].as_u64(), focus["h"].as_u64()), (Some(u64::from(r.width)), Some(u64::from(r.height))), "native pixels: {focus}");
+    assert!(focus["outline"] == true, "the region is outlined on the picture: {focus}");
+    scopecast_tests::browser::save_screenshot(c, "player-focus").await;
+    // A click is a point: the relay's default region around it.
+    js(c, "document.querySelector('.scopecast').dataset.aiming === 'true' || document.querySelector('.scopecast-tool-focus').click(); return true").await;
+    let centre = on_box(c, (640.0, 360.0)).await;
+    pointer_path(c, &[centre]).await;
+    scopecast_tests::eventually_async(5, "the region around the click", || async {
+        let info: FocusInfo = reqwest::get(format!("{base}/api/v1/streams/sky/focus")).await.expect("GET").json().await.expect("FocusInfo");
+        info.region.width == 256 && info.region.x.abs_diff(512) <= 4 && info.region.y.abs_diff(232) <= 4
+    })
+    .await;
+    js_until(c, 5, "the focus view at the new size", "const v = document.querySelector('.scopecast-focus video'); return v ? v.videoWidth : 0", |v| v == 256)
+        .await;
+
+    // Fullscreen, from a real click.
+    c.find(fantoccini::Locator::Css(".scopecast-tool-fullscreen")).await.expect("the fullscreen button").click().await.expect("click");
+    js_until(c, 5, "fullscreen", "return document.fullscreenElement === document.querySelector('.scopecast')", |v| v == true).await;
+    browser.close().await;
+    let _ = std::fs::remove_dir_all(&downloads);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_a_slow_stream_shows_its_pictures_age_and_a_strip_of_stills() {
+    let _serial = one_at_a_time().await;
+    let dir = std::env::temp_dir().join(format!("scopecast-stills-strip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let slow = StreamConfig {
+        stills: Some(scopecast::config::StillsConfig { dir: dir.clone(), every: Duration::ZERO, max_bytes: 50_000_000 }),
+        ..StreamConfig::test_scene("slow", Scene::DeepSky, 1280, 720, 0.2)
+    };
+    let relay = start_relay(vec![slow]).await;
+    let base = base_url(&relay);
+    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let c = &browser.client;
+    embed(c, &base, "slow", &[("stills", "4")]).await;
+    wait_for_page(c, "WebRTC", 30, |v| v["state"] == "live" && v["transport"] == "webrtc").await;
+
+    // For 14 s (almost three frames): the age as shown, and the bar toward the next frame.
+    let probe = r#"
+        const a = document.querySelector(".scopecast-age"), bar = a && a.querySelector(".scopecast-age-bar");
+        return a ? { ms: Number(a.dataset.ageMs), text: a.firstChild.textContent, progress: bar ? Number(bar.dataset.progress) : null } : null;
+    "#;
+    let started = Instant::now();
+    let (mut seen, mut resets, mut last_ms, mut shot) = (Vec::new(), 0, 0.0, false);
+    while started.elapsed() < Duration::from_secs(14) {
+        let v = js(c, probe).await;
+        if let Some(ms) = v["ms"].as_f64() {
+            let text = v["text"].as_str().unwrap_or_default().to_owned();
+            let whole = (ms / 1000.0).floor();
+            assert_eq!(text, format!("new frame {whole} s ago"), "{v}");
+            assert!(ms < 6_500.0, "never older than the 5 s interval and a little: {v}");
+            if let Some(p) = v["progress"].as_f64() {
+                assert!((p - (ms / 5_000.0).min(1.0)).abs() < 0.1, "the bar is the share of the 5 s interval gone: {v}");
+                if !shot && p > 0.5 {
+                    scopecast_tests::browser::save_screenshot(c, "player-age").await;
+                    shot = true;
+                }
+            }
+            seen.push(ms);
+            last_ms = ms;
+        } else if last_ms > 0.0 {
+            // Young again: a new frame came.
+            resets += 1;
+            last_ms = 0.0;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(seen.iter().any(|&ms| ms >= 4_000.0), "an old picture's age was shown: {seen:?}");
+    assert!(resets >= 2, "each new frame resets the age: {resets} resets, {seen:?}");
+    assert!(shot, "the progress bar was shown");
+
+    // The strip: the last stills, loaded.
+    let strip = js_until(c, 10, "the stills strip", "return [...document.querySelectorAll('.scopecast-stills img')].map((i) => i.naturalWidth)", |v| {
+        v.as_array().is_some_and(|a| a.len() >= 2 && a.iter().all(|w| w == 1280))
+    })
+    .await;
+    scopecast_tests::browser::save_screenshot(c, "player-stills").await;
+    assert!(strip.as_array().is_some_and(|a| a.len() <= 4), "at most the 4 asked for: {strip}");
+    browser.close().await;
     relay.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
