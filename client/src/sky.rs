@@ -92,10 +92,16 @@ impl Zoom {
 
     /// A point of the box in the picture's pixels, or `None` outside the picture.
     pub fn to_picture(&self, at: (f64, f64), layout: &Layout) -> Option<(f64, f64)> {
+        let (x, y) = self.to_picture_unbounded(at, layout)?;
+        ((0.0..layout.picture_width).contains(&x) && (0.0..layout.picture_height).contains(&y)).then_some((x, y))
+    }
+
+    /// As [`Zoom::to_picture`], for points outside the picture too (a box dragged past its
+    /// edge); `None` only while the sizes are unknown.
+    pub fn to_picture_unbounded(&self, at: (f64, f64), layout: &Layout) -> Option<(f64, f64)> {
         let (left, top, fit) = layout.contain()?;
         let (lx, ly) = self.to_layer(at);
-        let (x, y) = ((lx - left) / fit, (ly - top) / fit);
-        ((0.0..layout.picture_width).contains(&x) && (0.0..layout.picture_height).contains(&y)).then_some((x, y))
+        Some(((lx - left) / fit, (ly - top) / fit))
     }
 
     /// The CSS transform of the picture's layer.
@@ -398,6 +404,9 @@ mod tests {
         // A 4:3 picture in a 16:9 box: bars left and right.
         let (z, l) = (Zoom::default(), layout(800.0, 450.0, 640.0, 480.0));
         assert_eq!(z.to_picture((50.0, 200.0), &l), None, "on the bar");
+        // Outside, for a box dragged past the edge: 50 box px left of the picture, at 0.9375 box
+        // px per picture px.
+        assert_eq!(z.to_picture_unbounded((50.0, 0.0), &l), Some((-50.0 / 0.9375, 0.0)));
         let (x, y) = z.to_picture((400.0, 225.0), &l).expect("centre");
         assert!((x - 320.0).abs() < 1e-9 && (y - 240.0).abs() < 1e-9);
         let (x, _) = z.to_picture((100.0, 0.0), &l).expect("left edge");

@@ -387,7 +387,7 @@ fn source_str(s: SourceState) -> &'static str {
 }
 
 /// `EventSource` and `<img>` cannot send headers: the relay takes the token as `?token=`.
-fn with_token_query(url: &str, token: Option<&str>) -> String {
+pub(super) fn with_token_query(url: &str, token: Option<&str>) -> String {
     match token {
         Some(t) if !url.contains("token=") => with_query(url, "token", t),
         _ => url.to_owned(),

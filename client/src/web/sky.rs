@@ -3,7 +3,7 @@
 //! the view itself, in `view.rs`). Their arithmetic is in [`crate::sky`].
 
 use super::net::{self, Req};
-use super::player::{Options, Ui};
+use super::player::{with_token_query, Options, Ui};
 use super::view::LiveView;
 use crate::headers::{self, StreamUrls};
 use crate::sky::{self, Layout, Zoom};
@@ -246,11 +246,9 @@ pub fn focus_request(ui: &Ui, zoom: &Zoom, at: (f64, f64), from: Option<(f64, f6
     let l = &ui.layout;
     let (cw, ch) = ui.camera.map_or((l.picture_width, l.picture_height), |(w, h)| (f64::from(w), f64::from(h)));
     let k = cw / l.picture_width.max(1.0);
-    let clamp = |(x, y): (f64, f64)| (x.clamp(0.0, l.picture_width), y.clamp(0.0, l.picture_height));
     let to_camera = |p: (f64, f64)| {
-        let (lx, ly) = zoom.to_layer(p);
-        let (left, top, fit) = l.contain()?;
-        let (x, y) = clamp(((lx - left) / fit, (ly - top) / fit));
+        let (x, y) = zoom.to_picture_unbounded(p, l)?;
+        let (x, y) = (x.clamp(0.0, l.picture_width), y.clamp(0.0, l.picture_height));
         Some(((x * k).min(cw - 1.0), (y * k).min(ch - 1.0)))
     };
     match from {
@@ -354,11 +352,7 @@ pub fn StillsStrip(ui: RwSignal<Ui>, urls: StreamUrls, token: Option<String>, co
                 .into_iter()
                 .rev()
                 .map(|s| {
-                    let url = headers::resolve(&base, &s.url);
-                    let url = match &token {
-                        Some(t) => format!("{url}?token={}", js_sys::encode_uri_component(t)),
-                        None => url,
-                    };
+                    let url = with_token_query(&headers::resolve(&base, &s.url), token.as_deref());
                     let time: String = js_sys::Date::new(&JsValue::from_f64(s.captured_ms as f64)).to_locale_time_string("en-GB").into();
                     (url, time)
                 })

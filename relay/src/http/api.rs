@@ -191,8 +191,7 @@ impl Watch {
         }
         self.told = Some((captured_ms, std::time::Instant::now()));
         let size = self.stream.latest().and_then(|s| s.size()).or(self.stream.video().size);
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Some(FrameEvent { captured_ms, age_ms: now_ms.saturating_sub(captured_ms), width: size.map(|s| s.0), height: size.map(|s| s.1) })
+        Some(FrameEvent { captured_ms, age_ms: crate::timing::unix_ms().saturating_sub(captured_ms), width: size.map(|s| s.0), height: size.map(|s| s.1) })
     }
 }
 
