@@ -10,6 +10,7 @@ use crate::focus::FocusControl;
 use crate::lock;
 use crate::media::encoder::fit_for_encoder;
 use crate::media::jpeg::JpegDecoder;
+use crate::media::jpeg_region::RegionDecoder;
 use crate::media::scale::Scaler;
 use crate::media::sharpness;
 use crate::media::stretch::{StretchControl, Stretcher};
@@ -498,6 +499,8 @@ struct EncoderWorker {
     stretch: Option<Arc<StretchControl>>,
     stretcher: Stretcher,
     focus: Option<Arc<FocusControl>>,
+    /// The focus pipeline's decoder of just its region (made at its first frame).
+    region: Option<RegionDecoder>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -535,6 +538,7 @@ impl EncoderWorker {
             stretch: settings.stretch.clone(),
             stretcher: Stretcher::default(),
             focus: settings.focus.clone(),
+            region: None,
         })
     }
 
@@ -621,23 +625,33 @@ impl EncoderWorker {
         Ok(())
     }
 
-    /// The focus region of the source frame at its native resolution, and its sharpness
-    /// (measured before any stretch: HFR needs the camera's linear levels).
+    /// The focus region of the source frame at its native resolution (a JPEG's region
+    /// decoded alone, not the whole frame), and its sharpness (measured before any stretch:
+    /// HFR needs the camera's linear levels).
     fn crop(&mut self, data: SourceFrame, focus: &FocusControl, captured_ms: f64) -> Result<(), WorkerError> {
-        let raw = match data {
+        match data {
             SourceFrame::Jpeg(jpeg) => {
-                self.jpeg.decode(&jpeg, 1, &mut self.decoded)?;
-                None
+                let decoder = match &mut self.region {
+                    Some(d) => d,
+                    None => self.region.insert(RegionDecoder::new()?),
+                };
+                let (w, h) = decoder.size(&jpeg)?;
+                let region = focus.crop_for(w, h).ok_or(WorkerError::NoRegion)?;
+                // Into the scratch picture first: a bad frame leaves the last picture shown.
+                decoder.decode(&jpeg, region, &mut self.decoded)?;
+                let spare = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
+                self.picture = Some(std::mem::replace(&mut self.decoded, spare));
             }
-            SourceFrame::Raw(pic) => Some(pic),
-        };
-        let src = raw.as_deref().unwrap_or(&self.decoded);
-        let region = focus.crop_for(src.width, src.height).ok_or(WorkerError::NoRegion)?;
-        let mut out = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
-        out.crop_from(src, region);
+            SourceFrame::Raw(pic) => {
+                let region = focus.crop_for(pic.width, pic.height).ok_or(WorkerError::NoRegion)?;
+                let mut out = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
+                out.crop_from(&pic, region);
+                self.picture = Some(out);
+            }
+        }
+        let Some(out) = &self.picture else { return Ok(()) };
         let figure = sharpness::measure(out.y(), out.width, out.height, out.width);
         focus.record(Sharpness { captured_ms: captured_ms as u64, ..figure });
-        self.picture = Some(out);
         Ok(())
     }
 

@@ -15,6 +15,8 @@ pub enum JpegError {
     BadSize(usize, usize),
     #[error("unsupported JPEG chroma subsampling {0:?}")]
     Subsampling(Subsamp),
+    #[error("JPEG region: {0}")]
+    Region(String),
     #[error("no picture to encode")]
     NoPicture,
 }

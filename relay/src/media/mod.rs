@@ -7,6 +7,7 @@ pub mod encoder;
 pub mod h264;
 pub mod i420;
 pub mod jpeg;
+pub mod jpeg_region;
 pub mod scale;
 pub mod scene;
 pub mod sharpness;
