@@ -3,12 +3,12 @@
 # BENCHMARKS.md between its <!-- bench:NAME --> markers. Takes about 10 minutes; run it on a
 # quiet machine (it measures CPU). Needs what scripts/setup-debian.sh installs.
 #   scripts/bench.sh                 all of them
-#   scripts/bench.sh fanout latency  some of them (transcode, vp8, fanout, fanout-rtsp, first-frame, latency, rungs, stretch, size)
+#   scripts/bench.sh fanout latency  some of them (transcode, vp8, fanout, fanout-rtsp, first-frame, latency, rungs, stretch, focus, size)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p scopecast -p scopecast-tests --bins
 mkdir -p target/bench
-which=("$@"); [ ${#which[@]} -gt 0 ] || which=(transcode vp8 fanout fanout-rtsp first-frame latency rungs stretch size)
+which=("$@"); [ ${#which[@]} -gt 0 ] || which=(transcode vp8 fanout fanout-rtsp first-frame latency rungs stretch focus size)
 for b in "${which[@]}"; do
   echo "== $b" >&2
   case "$b" in
@@ -20,6 +20,7 @@ for b in "${which[@]}"; do
     latency) target/release/latency-bench --secs 30 > /dev/null ;;
     rungs) target/release/rungs-bench --secs 20 > /dev/null ;;
     stretch) target/release/stretch-bench --frames 100 --runs 5 > /dev/null ;;
+    focus) target/release/focus-bench --frames 40 --runs 5 > /dev/null ;;
     size) scripts/player-size.sh > target/bench/size.md ;;
     *) echo "unknown benchmark $b" >&2; exit 2 ;;
   esac
