@@ -40,6 +40,7 @@ pub enum SourceFrame {
     Raw(Arc<I420>),
 }
 
+#[derive(Clone)]
 pub struct CapturedFrame {
     pub data: SourceFrame,
     /// When the frame was made or arrived (monotonic), for RTP timestamps.
@@ -131,6 +132,10 @@ pub struct PipelineStats {
     pub keyframes: AtomicU64,
     pub width: AtomicUsize,
     pub height: AtomicUsize,
+    /// The size the last source frame was decoded at: smaller than the output when only
+    /// smaller followers are watched (the JPEG's DCT reduction).
+    pub decoded_width: AtomicUsize,
+    pub decoded_height: AtomicUsize,
 }
 
 /// A stream slower than this gets an IDR for every new frame, and a repeat of the picture in
@@ -266,6 +271,13 @@ impl Pipeline {
         self.is_watched() || self.followers.iter().any(|f| f.is_watched())
     }
 
+    /// The largest output size among the watched followers, when all have one: what a picture
+    /// decoded for them alone must cover.
+    fn followers_size(&self) -> Option<(usize, usize)> {
+        let sizes: Option<Vec<(usize, usize)>> = self.followers.iter().filter(|f| f.is_watched()).map(|f| f.settings.size).collect();
+        sizes?.into_iter().max_by_key(|&(w, h)| w * h)
+    }
+
     /// A follower wants the current picture (its joiner found none).
     fn feed_followers(&self) {
         lock(&self.slot).feed = true;
@@ -311,6 +323,7 @@ impl Pipeline {
                     }
                     if std::mem::take(&mut slot.forget) {
                         worker.picture = None;
+                        worker.last_frame = None;
                     }
                     if std::mem::take(&mut slot.feed) {
                         if let Some(picture) = &worker.picture {
@@ -336,6 +349,10 @@ impl Pipeline {
                     };
                 }
             };
+            // A joiner of this track while the picture is a small one made for the followers:
+            // the same source frame again, at full size (not handed to the followers twice).
+            let reload = frame.is_none() && keyframe && worker.reduced;
+            let frame = if reload { worker.last_frame.clone() } else { frame };
             if let Some(frame) = frame {
                 if !worker.accept(&frame, keyframe, self.settings.max_fps) {
                     self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
@@ -343,7 +360,8 @@ impl Pipeline {
                 }
                 let started_ms = timing::now_ms();
                 let captured = frame.captured;
-                if let Err(e) = worker.load(frame, started_ms) {
+                let for_followers = if self.is_watched() { None } else { self.followers_size() };
+                if let Err(e) = worker.load(frame, started_ms, for_followers) {
                     self.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     if let Some(count) = worker.decode_errors.hit(Instant::now()) {
                         tracing::warn!(stream = %self.name, count, "skipping undecodable frame: {e}");
@@ -352,7 +370,12 @@ impl Pipeline {
                         continue;
                     }
                     // A joiner still gets the previous picture as an IDR, below.
+                } else if reload {
+                    // Not a new frame: no stage times (its capture is old news).
+                    worker.pending_timing = None;
                 } else if let Some(picture) = &worker.picture {
+                    self.stats.decoded_width.store(picture.width, Ordering::Relaxed);
+                    self.stats.decoded_height.store(picture.height, Ordering::Relaxed);
                     self.hand_to_followers(picture, captured);
                 }
                 if !self.is_watched() {
@@ -501,6 +524,11 @@ struct EncoderWorker {
     focus: Option<Arc<FocusControl>>,
     /// The focus pipeline's decoder of just its region (made at its first frame).
     region: Option<RegionDecoder>,
+    /// `picture` was decoded small, for the followers alone; a joiner of this pipeline's own
+    /// track gets `last_frame` decoded again at full size.
+    reduced: bool,
+    /// The source frame `picture` came from (shared bytes, not a copy).
+    last_frame: Option<CapturedFrame>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -539,6 +567,8 @@ impl EncoderWorker {
             stretcher: Stretcher::default(),
             focus: settings.focus.clone(),
             region: None,
+            reduced: false,
+            last_frame: None,
         })
     }
 
@@ -566,12 +596,16 @@ impl EncoderWorker {
 
     /// Decodes and scales (or crops) a source frame into the current picture, stretches it,
     /// and stamps its stage times.
-    fn load(&mut self, frame: CapturedFrame, started_ms: f64) -> Result<(), WorkerError> {
+    /// `for_followers`: nobody watches this pipeline's own output, and its followers need at
+    /// most this size.
+    fn load(&mut self, frame: CapturedFrame, started_ms: f64, for_followers: Option<(usize, usize)>) -> Result<(), WorkerError> {
         let (captured_ms, arrived_ms) = (frame.captured_ms, timing::wall_ms(frame.arrived));
+        let kept = frame.clone();
         match self.focus.clone() {
             Some(focus) => self.crop(frame.data, &focus, captured_ms)?,
-            None => self.scale(frame.data)?,
+            None => self.scale(frame.data, for_followers)?,
         }
+        self.last_frame = Some(kept);
         if let (Some(control), Some(picture)) = (&self.stretch, &mut self.picture) {
             // In place, at output size, before the followers get it: one pass over luma.
             self.stretcher.apply(control, picture, frame.captured);
@@ -593,14 +627,24 @@ impl EncoderWorker {
     }
 
     /// The source frame at output size. Buffers are swapped, not reallocated, so a steady
-    /// stream allocates nothing per frame.
-    fn scale(&mut self, data: SourceFrame) -> Result<(), WorkerError> {
+    /// stream allocates nothing per frame. A JPEG decoded for smaller followers alone is
+    /// decoded as small as the DCT allows for the largest of them, and not scaled here.
+    fn scale(&mut self, data: SourceFrame, for_followers: Option<(usize, usize)>) -> Result<(), WorkerError> {
+        self.reduced = false;
         let (raw, (w, h)) = match data {
             SourceFrame::Jpeg(jpeg) => {
                 let info = self.jpeg.info(&jpeg)?;
                 let target = self.target_size(info.width, info.height);
-                self.jpeg.decode(&jpeg, info.reduction_for(target.0, target.1), &mut self.decoded)?;
-                (None, target)
+                let small = for_followers.filter(|&(fw, fh)| fw * fh < target.0 * target.1);
+                let (want_w, want_h) = small.unwrap_or(target);
+                let reduction = info.reduction_for(want_w, want_h);
+                self.jpeg.decode(&jpeg, reduction, &mut self.decoded)?;
+                if small.is_some() && reduction > info.reduction_for(target.0, target.1) {
+                    self.reduced = true;
+                    (None, (self.decoded.width, self.decoded.height))
+                } else {
+                    (None, target)
+                }
             }
             SourceFrame::Raw(pic) => {
                 let target = self.target_size(pic.width, pic.height);
@@ -947,6 +991,45 @@ mod tests {
         lead.stop();
         std::thread::sleep(Duration::from_millis(50));
         assert!(follower.is_stopped(), "stopping the lead stops its followers");
+    }
+
+    #[test]
+    fn jpegs_for_small_followers_alone_are_decoded_small_and_a_joiner_of_the_lead_gets_full_size_at_once() {
+        let lead_settings = settings(None);
+        let small = PipelineSettings { size: Some((320, 180)), clock: lead_settings.clock, ..settings(None) };
+        let small_track = Track::new("small", false, small.keyframe_min_interval);
+        let follower = Pipeline::start("small", small, Arc::clone(&small_track), Vec::new()).expect("start");
+        let track = Track::new("t", false, lead_settings.keyframe_min_interval);
+        let lead = Pipeline::start("t", lead_settings, Arc::clone(&track), vec![Arc::clone(&follower)]).expect("start");
+        let mut picture = I420::new(1280, 720);
+        crate::media::testpattern::TestPattern::new("t", 1280, 720).render(1_795_000_000_000, &mut picture);
+        let jpeg = Bytes::from(crate::media::jpeg::encode_i420(&picture, 85).expect("jpeg"));
+        let frame = || CapturedFrame::now(SourceFrame::Jpeg(jpeg.clone()));
+        let decoded = || (lead.stats.decoded_width.load(Ordering::Relaxed), lead.stats.decoded_height.load(Ordering::Relaxed));
+
+        let (small_guard, mut small_rx) = attach(&small_track);
+        lead.push_frame(frame());
+        let first = recv(&mut small_rx);
+        assert_eq!((first.width, first.height), (320, 180));
+        assert_eq!(decoded(), (320, 180), "a quarter in the DCT: the follower's size, nothing larger");
+        lead.push_frame(frame());
+        assert_eq!((recv(&mut small_rx).width, decoded()), (320, (320, 180)));
+
+        // A joiner of the full rendition between frames: the same frame again, at full size,
+        // without waiting for the next one (a slow stream's may be minutes away).
+        let (guard, mut rx) = attach(&track);
+        let full = recv(&mut rx);
+        assert!(full.keyframe && (full.width, full.height) == (1280, 720), "keyframe {} at {}x{}", full.keyframe, full.width, full.height);
+        assert!(full.timing.is_none(), "a picture decoded again carries no stage times");
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(f) = small_rx.try_recv() {
+            assert!(f.timing.is_none(), "the followers do not get the same frame twice (only a repeat of theirs)");
+        }
+        lead.push_frame(frame());
+        assert_eq!((recv(&mut rx).width, recv(&mut small_rx).width), (1280, 320));
+        assert_eq!(decoded(), (1280, 720), "watched: decoded at its own size");
+        drop((small_guard, guard));
+        lead.stop();
     }
 
     /// The mean luma of an encoded keyframe, decoded.
