@@ -5,10 +5,16 @@
 //! click) at the top, the middle and the bottom of the picture: libjpeg-turbo still reads
 //! the compressed rows above the region, so the bottom is the dearest.
 //!
+//!
+//! And the same idea for the stream's small renditions (`target/bench/reduced.md`): what the
+//! lead's thread pays per frame when only a small rendition is watched, the JPEG decoded at
+//! full size and scaled down against decoded at the DCT's reduction for it.
+//!
 //! `cargo run --release -p scopecast-tests --bin focus-bench [-- --frames N --runs R]`
 
 use scopecast::media::jpeg::JpegDecoder;
 use scopecast::media::jpeg_region::RegionDecoder;
+use scopecast::media::scale::Scaler;
 use scopecast::media::I420;
 use scopecast_tests::bench::{median, thread_cpu};
 use scopecast_tests::corpus;
@@ -60,7 +66,36 @@ fn main() -> anyhow::Result<()> {
     print!("{md}");
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/focus.md", md)?;
+    let reduced = reduced(&inputs, runs)?;
+    print!("\n{reduced}");
+    std::fs::write("target/bench/reduced.md", reduced)?;
     Ok(())
+}
+
+/// The lead's decode for followers of 640x360 and 320x180 alone: full size then scaled, or
+/// reduced in the DCT (then scaled the rest of the way, as the follower does).
+fn reduced(inputs: &[corpus::Input], runs: usize) -> anyhow::Result<String> {
+    let mut md = format!("CPU ms per frame for the followers' picture, medians of {runs} runs; the lead's own rendition unwatched.\n\n");
+    md.push_str("| input | source | follower | full decode + scale | DCT reduction + scale | ratio |\n| --- | --- | --- | --- | --- | --- |\n");
+    for input in inputs {
+        for (fw, fh) in [(640, 360), (320, 180)] {
+            let (mut full, mut small) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                for (times, reduce) in [(&mut full, false), (&mut small, true)] {
+                    let (mut decoder, mut decoded, mut scaler) = (JpegDecoder::new()?, I420::new(2, 2), Scaler::default());
+                    times.push(per_frame(&input.jpegs, |j, out| {
+                        let denom = if reduce { decoder.info(j)?.reduction_for(fw, fh) } else { 1 };
+                        decoder.decode(j, denom, &mut decoded)?;
+                        scaler.scale(&decoded, out, fw, fh)?;
+                        Ok(())
+                    })?);
+                }
+            }
+            let (full, small) = (median(&full), median(&small));
+            md.push_str(&format!("| {} | {}x{} | {fw}x{fh} | {full:.2} | {small:.2} | {:.1}x |\n", input.name, input.width, input.height, full / small));
+        }
+    }
+    Ok(md)
 }
 
 /// Thread CPU ms per frame of `work` over the frames.
