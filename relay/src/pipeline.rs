@@ -630,25 +630,19 @@ impl EncoderWorker {
     /// stream allocates nothing per frame. A JPEG decoded for smaller followers alone is
     /// decoded as small as the DCT allows for the largest of them, and not scaled here.
     fn scale(&mut self, data: SourceFrame, for_followers: Option<(usize, usize)>) -> Result<(), WorkerError> {
-        self.reduced = false;
-        let (raw, (w, h)) = match data {
+        let (raw, (w, h), reduced) = match data {
             SourceFrame::Jpeg(jpeg) => {
                 let info = self.jpeg.info(&jpeg)?;
                 let target = self.target_size(info.width, info.height);
-                let small = for_followers.filter(|&(fw, fh)| fw * fh < target.0 * target.1);
-                let (want_w, want_h) = small.unwrap_or(target);
-                let reduction = info.reduction_for(want_w, want_h);
+                let full = info.reduction_for(target.0, target.1);
+                let reduction = for_followers.map_or(full, |(fw, fh)| info.reduction_for(fw, fh).max(full));
                 self.jpeg.decode(&jpeg, reduction, &mut self.decoded)?;
-                if small.is_some() && reduction > info.reduction_for(target.0, target.1) {
-                    self.reduced = true;
-                    (None, (self.decoded.width, self.decoded.height))
-                } else {
-                    (None, target)
-                }
+                let reduced = reduction > full;
+                (None, if reduced { (self.decoded.width, self.decoded.height) } else { target }, reduced)
             }
             SourceFrame::Raw(pic) => {
                 let target = self.target_size(pic.width, pic.height);
-                (Some(pic), target)
+                (Some(pic), target, false)
             }
         };
         let src = raw.as_deref().unwrap_or(&self.decoded);
@@ -666,6 +660,8 @@ impl EncoderWorker {
                 }
             });
         }
+        // Only now: after an error, the picture kept is the one `reduced` describes.
+        self.reduced = reduced;
         Ok(())
     }
 
@@ -673,27 +669,26 @@ impl EncoderWorker {
     /// decoded alone, not the whole frame), and its sharpness (measured before any stretch:
     /// HFR needs the camera's linear levels).
     fn crop(&mut self, data: SourceFrame, focus: &FocusControl, captured_ms: f64) -> Result<(), WorkerError> {
-        match data {
+        let out = match data {
             SourceFrame::Jpeg(jpeg) => {
+                let info = self.jpeg.info(&jpeg)?;
+                let region = focus.crop_for(info.width, info.height).ok_or(WorkerError::NoRegion)?;
                 let decoder = match &mut self.region {
                     Some(d) => d,
                     None => self.region.insert(RegionDecoder::new()?),
                 };
-                let (w, h) = decoder.size(&jpeg)?;
-                let region = focus.crop_for(w, h).ok_or(WorkerError::NoRegion)?;
                 // Into the scratch picture first: a bad frame leaves the last picture shown.
-                decoder.decode(&jpeg, region, &mut self.decoded)?;
+                decoder.decode(&jpeg, &info, region, &mut self.decoded)?;
                 let spare = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
-                self.picture = Some(std::mem::replace(&mut self.decoded, spare));
+                self.picture.insert(std::mem::replace(&mut self.decoded, spare))
             }
             SourceFrame::Raw(pic) => {
                 let region = focus.crop_for(pic.width, pic.height).ok_or(WorkerError::NoRegion)?;
                 let mut out = self.picture.take().unwrap_or_else(|| I420::new(2, 2));
                 out.crop_from(&pic, region);
-                self.picture = Some(out);
+                self.picture.insert(out)
             }
-        }
-        let Some(out) = &self.picture else { return Ok(()) };
+        };
         let figure = sharpness::measure(out.y(), out.width, out.height, out.width);
         focus.record(Sharpness { captured_ms: captured_ms as u64, ..figure });
         Ok(())
@@ -964,14 +959,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_follower_encodes_the_leads_pictures_at_its_size_on_the_same_clock() {
-        let lead_settings = settings(Some((640, 480)));
-        let small = PipelineSettings { size: Some((160, 120)), clock: lead_settings.clock, ..settings(None) };
+    /// A lead of `lead_size` with one follower of `follower_size` on its clock: (lead, its
+    /// track, follower, its track).
+    fn lead_and_follower(lead_size: Option<(usize, usize)>, follower_size: (usize, usize)) -> (Arc<Pipeline>, Arc<Track>, Arc<Pipeline>, Arc<Track>) {
+        let lead_settings = settings(lead_size);
+        let small = PipelineSettings { size: Some(follower_size), clock: lead_settings.clock, ..settings(None) };
         let small_track = Track::new("small", false, small.keyframe_min_interval);
         let follower = Pipeline::start("small", small, Arc::clone(&small_track), Vec::new()).expect("start");
         let track = Track::new("t", false, lead_settings.keyframe_min_interval);
         let lead = Pipeline::start("t", lead_settings, Arc::clone(&track), vec![Arc::clone(&follower)]).expect("start");
+        (lead, track, follower, small_track)
+    }
+
+    #[test]
+    fn a_follower_encodes_the_leads_pictures_at_its_size_on_the_same_clock() {
+        let (lead, track, follower, small_track) = lead_and_follower(Some((640, 480)), (160, 120));
         let frame = || CapturedFrame::now(SourceFrame::Raw(Arc::new(I420::new(640, 480))));
         lead.push_frame(frame());
         std::thread::sleep(Duration::from_millis(100));
@@ -995,12 +997,7 @@ mod tests {
 
     #[test]
     fn jpegs_for_small_followers_alone_are_decoded_small_and_a_joiner_of_the_lead_gets_full_size_at_once() {
-        let lead_settings = settings(None);
-        let small = PipelineSettings { size: Some((320, 180)), clock: lead_settings.clock, ..settings(None) };
-        let small_track = Track::new("small", false, small.keyframe_min_interval);
-        let follower = Pipeline::start("small", small, Arc::clone(&small_track), Vec::new()).expect("start");
-        let track = Track::new("t", false, lead_settings.keyframe_min_interval);
-        let lead = Pipeline::start("t", lead_settings, Arc::clone(&track), vec![Arc::clone(&follower)]).expect("start");
+        let (lead, track, _follower, small_track) = lead_and_follower(None, (320, 180));
         let mut picture = I420::new(1280, 720);
         crate::media::testpattern::TestPattern::new("t", 1280, 720).render(1_795_000_000_000, &mut picture);
         let jpeg = Bytes::from(crate::media::jpeg::encode_i420(&picture, 85).expect("jpeg"));

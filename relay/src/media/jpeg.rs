@@ -30,7 +30,7 @@ impl JpegInfo {
 }
 
 /// Most progressive scans accepted in one JPEG.
-const MAX_SCANS: u32 = 100;
+pub(super) const MAX_SCANS: u32 = 100;
 
 /// Reusable decoder state: the libjpeg-turbo handle and a scratch buffer.
 pub struct JpegDecoder {

@@ -1,6 +1,6 @@
 //! One region of a JPEG decoded without decoding the rest: the focus view's source. For a
 //! 256x256 region of a 4K frame this is 1.4x (at the bottom) to 10x (at the top) cheaper than
-//! a full decode, 2.5x in the middle (BENCHMARKS.md): libjpeg-turbo skips the IDCT and colour
+//! a full decode, 2.4-2.8x in the middle (BENCHMARKS.md): libjpeg-turbo skips the IDCT and colour
 //! conversion outside the region's columns, entropy-decodes the rows above it without
 //! reconstructing them, and stops after its last row.
 //!
@@ -13,13 +13,9 @@
 #![allow(unsafe_code)]
 
 use super::i420::I420;
-use super::jpeg::JpegError;
+use super::jpeg::{JpegError, JpegInfo, MAX_SCANS};
 use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
-
-/// Most progressive scans accepted in one JPEG (as `jpeg.rs`: a scan is a pass over the
-/// whole picture).
-const MAX_SCANS: c_int = 100;
 
 /// A TurboJPEG decompression handle and a scratch buffer for the region's RGB.
 pub struct RegionDecoder {
@@ -42,13 +38,8 @@ impl Handle {
         }
         let handle = Self(raw);
         // SAFETY: a valid handle; an integer parameter.
-        unsafe { tj::tj3Set(handle.0, tj::TJPARAM_TJPARAM_SCANLIMIT as c_int, MAX_SCANS) };
+        unsafe { tj::tj3Set(handle.0, tj::TJPARAM_TJPARAM_SCANLIMIT as c_int, MAX_SCANS as c_int) };
         Ok(handle)
-    }
-
-    fn get(&self, param: tj::TJPARAM) -> c_int {
-        // SAFETY: a valid handle; reading a parameter has no other precondition.
-        unsafe { tj::tj3Get(self.0, param as c_int) }
     }
 
     /// The handle's last error, as a result.
@@ -70,33 +61,16 @@ impl Drop for Handle {
     }
 }
 
-/// The width of an iMCU column for a subsampling (TurboJPEG's `tjMCUWidth`): a cropping
-/// region's left edge must fall on one.
-fn mcu_width(subsamp: c_int) -> Option<usize> {
-    Some(match subsamp {
-        s if s == tj::TJSAMP_TJSAMP_444 as c_int || s == tj::TJSAMP_TJSAMP_GRAY as c_int || s == tj::TJSAMP_TJSAMP_440 as c_int => 8,
-        s if s == tj::TJSAMP_TJSAMP_441 as c_int => 8,
-        s if s == tj::TJSAMP_TJSAMP_422 as c_int || s == tj::TJSAMP_TJSAMP_420 as c_int => 16,
-        s if s == tj::TJSAMP_TJSAMP_411 as c_int => 32,
-        _ => return None,
-    })
-}
-
 impl RegionDecoder {
     pub fn new() -> Result<Self, JpegError> {
         Ok(Self { handle: Handle::new()?, rgb: Vec::new() })
     }
 
-    /// The JPEG's size, from its header.
-    pub fn size(&mut self, jpeg: &[u8]) -> Result<(usize, usize), JpegError> {
-        let result = self.read_header(jpeg);
-        self.recover(result)
-    }
-
     /// Decodes the `w x h` rectangle at (`x`, `y`) of the JPEG (all four even, inside the
-    /// picture) into `out`, reshaped to `w x h`.
-    pub fn decode(&mut self, jpeg: &[u8], (x, y, w, h): (usize, usize, usize, usize), out: &mut I420) -> Result<(), JpegError> {
-        let result = self.decode_region(jpeg, (x, y, w, h), out);
+    /// picture) into `out`, reshaped to `w x h`. `info` is the JPEG's, from
+    /// [`JpegDecoder::info`](super::jpeg::JpegDecoder::info), which checks its size.
+    pub fn decode(&mut self, jpeg: &[u8], info: &JpegInfo, region: (usize, usize, usize, usize), out: &mut I420) -> Result<(), JpegError> {
+        let result = self.decode_region(jpeg, info, region, out);
         self.recover(result)
     }
 
@@ -110,28 +84,17 @@ impl RegionDecoder {
         result
     }
 
-    fn read_header(&mut self, jpeg: &[u8]) -> Result<(usize, usize), JpegError> {
-        // SAFETY: a valid handle; the pointer and length describe `jpeg`, which TurboJPEG
-        // only reads.
-        let status = unsafe { tj::tj3DecompressHeader(self.handle.0, jpeg.as_ptr(), jpeg.len() as _) };
-        self.handle.check(status)?;
-        let (w, h) = (self.handle.get(tj::TJPARAM_TJPARAM_JPEGWIDTH), self.handle.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT));
-        let (w, h) = (usize::try_from(w).unwrap_or(0), usize::try_from(h).unwrap_or(0));
-        if !(2..=8192).contains(&w) || !(2..=8192).contains(&h) {
-            return Err(JpegError::BadSize(w, h));
-        }
-        Ok((w, h))
-    }
-
-    fn decode_region(&mut self, jpeg: &[u8], (x, y, w, h): (usize, usize, usize, usize), out: &mut I420) -> Result<(), JpegError> {
-        let (width, height) = self.read_header(jpeg)?;
+    fn decode_region(&mut self, jpeg: &[u8], info: &JpegInfo, (x, y, w, h): (usize, usize, usize, usize), out: &mut I420) -> Result<(), JpegError> {
+        let (width, height) = (info.width, info.height);
         if w < 2 || h < 2 || x % 2 != 0 || y % 2 != 0 || w % 2 != 0 || h % 2 != 0 || x + w > width || y + h > height {
             return Err(JpegError::Region(format!("{w}x{h} at {x},{y} is not an even region of a {width}x{height} picture")));
         }
-        let subsamp = self.handle.get(tj::TJPARAM_TJPARAM_SUBSAMP);
-        let mcu = mcu_width(subsamp).ok_or_else(|| JpegError::Region(format!("unknown chroma subsampling {subsamp}")))?;
+        // SAFETY: a valid handle; the pointer and length describe `jpeg`, which TurboJPEG
+        // only reads. (The cropping region needs the header read on this handle.)
+        let status = unsafe { tj::tj3DecompressHeader(self.handle.0, jpeg.as_ptr(), jpeg.len() as _) };
+        self.handle.check(status)?;
         // The decoded columns start on an iMCU boundary at or left of the region.
-        let left = x - x % mcu;
+        let left = x - x % info.subsamp.mcu_width();
         let cols = x + w - left;
         let region = tj::tjregion { x: left as c_int, y: y as c_int, w: cols as c_int, h: h as c_int };
         // SAFETY: a valid handle whose header was just read (the call's precondition).
@@ -221,13 +184,14 @@ mod tests {
     fn a_region_decodes_as_the_same_pixels_of_the_full_picture() {
         let jpeg = encode_i420(&picture(1280, 720), 90).expect("jpeg");
         let mut full = I420::new(2, 2);
-        JpegDecoder::new().expect("decoder").decode(&jpeg, 1, &mut full).expect("full decode");
+        let mut whole = JpegDecoder::new().expect("decoder");
+        whole.decode(&jpeg, 1, &mut full).expect("full decode");
+        let info = whole.info(&jpeg).expect("header");
         let mut d = RegionDecoder::new().expect("handle");
-        assert_eq!(d.size(&jpeg).expect("header"), (1280, 720));
         // Left edges on and off the 16-pixel iMCU grid, and the picture's corners.
         for region in [(512, 232, 256, 256), (100, 50, 98, 64), (0, 0, 64, 32), (1280 - 66, 720 - 34, 66, 34), (0, 0, 1280, 720)] {
             let mut part = I420::new(2, 2);
-            d.decode(&jpeg, region, &mut part).unwrap_or_else(|e| panic!("{region:?}: {e}"));
+            d.decode(&jpeg, &info, region, &mut part).unwrap_or_else(|e| panic!("{region:?}: {e}"));
             let mut expected = I420::new(2, 2);
             expected.crop_from(&full, region);
             assert_eq!((part.width, part.height), (region.2, region.3));
@@ -240,22 +204,24 @@ mod tests {
     #[test]
     fn bad_regions_and_garbage_are_errors_and_the_decoder_goes_on() {
         let jpeg = encode_i420(&picture(320, 240), 85).expect("jpeg");
+        let info = JpegDecoder::new().expect("decoder").info(&jpeg).expect("header");
         let mut d = RegionDecoder::new().expect("handle");
         let mut out = I420::new(2, 2);
         for bad in [(300, 0, 64, 64), (0, 0, 33, 32), (1, 0, 32, 32), (0, 220, 64, 64)] {
-            assert!(matches!(d.decode(&jpeg, bad, &mut out), Err(JpegError::Region(_))), "{bad:?}");
+            assert!(matches!(d.decode(&jpeg, &info, bad, &mut out), Err(JpegError::Region(_))), "{bad:?}");
         }
         let mut truncated = jpeg[..jpeg.len() / 3].to_vec();
         truncated.extend_from_slice(&[0xff, 0xd9]);
         let noise: Vec<u8> = [0xff, 0xd8].into_iter().chain((0..5_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)).collect();
-        assert!(d.decode(&noise, (0, 0, 64, 64), &mut out).is_err());
+        // Garbage after a good header was read (`info` is the good frame's): the handle's own
+        // header read refuses it.
+        assert!(d.decode(&noise, &info, (0, 0, 64, 64), &mut out).is_err());
         for garbage in [&noise, &truncated] {
             // A truncated JPEG may decode (libjpeg pads the missing rows): either way, no panic,
             // and the next good frame decodes.
-            let _ = d.decode(garbage, (0, 0, 64, 64), &mut out);
-            d.decode(&jpeg, (32, 32, 64, 64), &mut out).expect("a good frame after garbage");
+            let _ = d.decode(garbage, &info, (0, 0, 64, 64), &mut out);
+            d.decode(&jpeg, &info, (32, 32, 64, 64), &mut out).expect("a good frame after garbage");
             assert_eq!((out.width, out.height), (64, 64));
         }
-        assert!(d.size(&noise).is_err());
     }
 }

@@ -48,8 +48,12 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })?);
             for (i, region) in regions.into_iter().enumerate() {
-                let mut d = RegionDecoder::new()?;
-                alone[i].push(per_frame(&input.jpegs, |j, out| Ok(d.decode(j, region, out)?))?);
+                // As the focus encoder does: the header through the stream's decoder, then the region.
+                let (mut header, mut d) = (JpegDecoder::new()?, RegionDecoder::new()?);
+                alone[i].push(per_frame(&input.jpegs, |j, out| {
+                    let info = header.info(j)?;
+                    Ok(d.decode(j, &info, region, out)?)
+                })?);
             }
         }
         let full = median(&full);
