@@ -1067,8 +1067,10 @@ mod tests {
         assert!(dark.y().iter().all(|&v| v == 32), "the source's picture is untouched");
         assert_eq!(control.applied().map(|l| l.white), Some(0.25));
         control.set(Stretch::Off);
-        lead.make_keyframe();
+        // The frame first: a keyframe asked for before it could go out as an IDR of the
+        // picture the encoder already has (the stretched one), if its thread wakes in between.
         lead.push_frame(CapturedFrame::now(SourceFrame::Raw(Arc::clone(&dark))));
+        lead.make_keyframe();
         let next = loop {
             let f = recv(&mut rx);
             if f.keyframe {
