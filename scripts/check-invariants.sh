@@ -24,6 +24,10 @@ fi
 if grep -En '(tokio|webrtc|axum)::' relay/src/adapt.rs; then
   fail "relay/src/adapt.rs uses tokio, webrtc or axum"
 fi
+# So is the judge of a viewer's probes: packet types in, a rate out.
+if grep -En '(tokio|axum)::' relay/src/webrtc/twcc.rs; then
+  fail "relay/src/webrtc/twcc.rs uses tokio or axum"
+fi
 # The player's logic (client/src/*.rs) is plain Rust tested natively; only client/src/web/
 # touches the browser.
 if grep -lE '(web_sys|js_sys|wasm_bindgen|leptos)' client/src/*.rs | grep -v '^client/src/lib.rs$'; then

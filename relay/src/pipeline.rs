@@ -473,6 +473,15 @@ impl ViewerCursor {
         self.waiting_for_keyframe = true;
     }
 
+    /// The sequence number and timestamp for a padding packet sent now (after a frame's
+    /// packets: it takes the next number and the last timestamp); `None` before any frame.
+    pub fn padding(&mut self) -> Option<(u16, u32)> {
+        let timestamp = self.last_timestamp?;
+        let sequence = self.sequence;
+        self.sequence = self.sequence.wrapping_add(1);
+        Some((sequence, timestamp))
+    }
+
     /// Whether `frame` is to be sent; a delta frame is skipped while waiting for a keyframe.
     pub fn admit(&mut self, frame: &RtpFrame) -> bool {
         if self.waiting_for_keyframe && !frame.keyframe {

@@ -430,7 +430,15 @@ pub struct ViewerRendition {
     /// Loss its receiver reports (smoothed), percent.
     pub loss_percent: f64,
     /// The browser's estimate of its link (REMB), where it sends one, bits per second.
+    /// Browsers that send transport-wide feedback instead (Chromium, given it) send none.
     pub estimate_bps: Option<u64>,
+    /// What its transport-wide feedback says arrived, over about the last second, bits per
+    /// second; `None` from a viewer that sends none.
+    #[serde(default)]
+    pub received_bps: Option<u64>,
+    /// What the last probe of its link (before a step up) found, bits per second.
+    #[serde(default)]
+    pub probed_bps: Option<u64>,
     /// Every rendition it may be moved to, top first.
     pub renditions: Vec<String>,
 }

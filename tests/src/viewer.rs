@@ -436,6 +436,13 @@ struct FrameAssembler {
 impl FrameAssembler {
     fn push(&mut self, packet: &webrtc::rtp::packet::Packet) -> Option<Vec<u8>> {
         let h = &packet.header;
+        // Padding (the relay's probes of the link): a number taken, nothing to decode.
+        if packet.payload.is_empty() && h.padding {
+            if self.next_sequence == Some(h.sequence_number) {
+                self.next_sequence = Some(h.sequence_number.wrapping_add(1));
+            }
+            return None;
+        }
         if self.timestamp != Some(h.timestamp) {
             *self = Self { timestamp: Some(h.timestamp), next_sequence: self.next_sequence, ..Self::default() };
         }

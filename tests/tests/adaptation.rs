@@ -3,9 +3,9 @@
 //! a rendition its link carries within 10 s and plays on, while the other keeps the full
 //! picture. The timeline (rendition, loss, frame rate each second, then with the cap lifted)
 //! goes to target/adaptation-timeline.md for BENCHMARKS.md, with the longest freeze and the
-//! loss. Not asserted yet, because not met (BENCHMARKS.md says by how much): no freeze over 1 s
-//! and under 2 % loss (a step up is tried blind, without probing, and costs 2-3 s on this
-//! link), and back at full within 30 s of the cap lifting (steps up back off to 2 minutes).
+//! loss. Issue 12's goals are asserted: after settling, no freeze over 1 s and under 2 % loss
+//! for 60 s (steps up are probed first, `relay/src/webrtc/twcc.rs`, so one that does not fit
+//! is never tried), and back at full within 30 s of the cap lifting.
 //!
 //! ```text
 //!   test (root ns) ── 10.78.1.1 ═ 10.78.1.2 ── R: the relay ── 10.78.2.1 ═[tbf 1 Mbit/s]═ 10.78.2.2 ── C: Chromium
@@ -237,6 +237,10 @@ async fn a_capped_viewer_settles_on_a_rendition_that_fits_while_an_uncapped_one_
         sessions.len(),
         back_at.map_or("not within 30 s".to_owned(), |t| format!("{:.0} s after the cap lifted", t.as_secs_f64()))
     );
+    assert!(gap <= Duration::from_secs(1), "a freeze of {gap:?} behind the cap");
+    assert!(loss < 0.02, "{:.2} % lost behind the cap", loss * 100.0);
+    assert_eq!(sessions.len(), 1, "the player kept its session");
+    assert!(back_at.is_some(), "not back at full within 30 s of the cap lifting");
 
     let _ = stop_capped.send(());
     let _ = tokio::task::spawn_blocking(move || capped_thread.join()).await;

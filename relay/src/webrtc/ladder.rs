@@ -1,7 +1,9 @@
-//! One viewer's renditions: the chooser (`adapt.rs`, pure) fed by the viewer's RTCP, and the
-//! choice its media task follows at the next keyframe of the chosen rendition. A publish
+//! One viewer's renditions: the chooser (`adapt.rs`, pure) fed by the viewer's RTCP, the
+//! transport-wide numbering its probes are judged by (`twcc.rs`, pure), and the choice its
+//! media task follows at the next keyframe of the chosen rendition. A publish
 //! target, or a stream without smaller renditions, has a ladder of one step and no chooser.
 
+use super::twcc::TransportLog;
 use crate::adapt::Chooser;
 use crate::lock;
 use crate::stream::Step;
@@ -13,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use webrtc::rtcp::receiver_report::ReceiverReport;
+use webrtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 pub struct ViewerLadder {
@@ -24,15 +27,21 @@ pub struct ViewerLadder {
     current: AtomicUsize,
     /// Packets sent to this viewer, and the rate they went at (sampled as RTCP comes).
     pub packets_sent: AtomicU64,
+    /// Bytes of media sent to this viewer (what a probe's padding adds to).
+    pub media_bytes_sent: AtomicU64,
     /// The sequence number of the last packet sent (NACKs for much older ones are stale).
     pub last_sequence: std::sync::atomic::AtomicU16,
     rate: Mutex<RateSample>,
+    /// Transport-wide sequence numbers of what was sent, for the viewer's feedback.
+    transport: Mutex<TransportLog>,
 }
 
 struct RateSample {
     at: Instant,
     packets: u64,
     packets_per_s: u64,
+    media_bytes: u64,
+    media_bps: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +61,10 @@ impl ViewerLadder {
             target: watch::channel(first).0,
             current: AtomicUsize::new(first),
             packets_sent: AtomicU64::new(0),
+            media_bytes_sent: AtomicU64::new(0),
             last_sequence: std::sync::atomic::AtomicU16::new(0),
-            rate: Mutex::new(RateSample { at: Instant::now(), packets: 0, packets_per_s: 0 }),
+            rate: Mutex::new(RateSample { at: Instant::now(), packets: 0, packets_per_s: 0, media_bytes: 0, media_bps: 0 }),
+            transport: Mutex::new(TransportLog::default()),
         }))
     }
 
@@ -85,12 +96,49 @@ impl ViewerLadder {
         }
     }
 
-    /// The viewer's RTCP: receiver reports and REMB feed the chooser, then time is checked.
+    /// The transport-wide sequence number of a packet of `bytes` going out now.
+    pub fn transport_sequence(&self, bytes: usize) -> u16 {
+        lock(&self.transport).sent(bytes)
+    }
+
+    /// A probe the chooser wants started now: the padding's rate, bits per second (what the
+    /// probe's rate adds to the media being sent, which is often under its rendition's
+    /// bitrate: a quiet picture encodes small).
+    pub fn take_probe(&self) -> Option<u64> {
+        let bps = lock(self.chooser.as_ref()?).take_probe()?;
+        let sending = lock(&self.rate).media_bps;
+        lock(&self.transport).start_probe();
+        Some(bps.saturating_sub(sending).max(bps / 4))
+    }
+
+    /// The probe's padding is all sent.
+    pub fn end_probe(&self) {
+        lock(&self.transport).end_probe(Instant::now());
+    }
+
+    /// The viewer's RTCP: receiver reports, transport-wide feedback and REMB feed the chooser,
+    /// then time is checked.
     pub fn on_rtcp(&self, packets: &[Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>]) {
         let Some(chooser) = &self.chooser else { return };
         let now = Instant::now();
         self.sample_packet_rate(now);
         let mut chooser = lock(chooser);
+        {
+            let mut transport = lock(&self.transport);
+            for p in packets {
+                if let Some(fb) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                    // It sends transport-wide feedback: steps up are probed first.
+                    chooser.can_probe();
+                    if let Some(r) = transport.feedback(fb, now) {
+                        chooser.probed(r.bps, r.lost, r.packets, now);
+                    }
+                }
+            }
+            // A probe whose feedback never came whole is judged on what did.
+            if let Some(r) = transport.probe_result(now) {
+                chooser.probed(r.bps, r.lost, r.packets, now);
+            }
+        }
         for p in packets {
             let any = p.as_any();
             if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
@@ -127,12 +175,12 @@ impl ViewerLadder {
     /// For the API: `session` names the viewer.
     pub fn info(&self, session: &str) -> ViewerRendition {
         let current = self.current.load(Ordering::Relaxed);
-        let (reason, pinned, loss, estimate) = match &self.chooser {
+        let (reason, pinned, loss, estimate, probed) = match &self.chooser {
             Some(c) => {
                 let c = lock(c);
-                (c.why().to_string(), c.pinned().is_some(), c.loss(), c.estimate())
+                (c.why().to_string(), c.pinned().is_some(), c.loss(), c.estimate(), c.probed_bps())
             }
-            None => (crate::adapt::Why::OnlyOne.to_string(), false, 0.0, None),
+            None => (crate::adapt::Why::OnlyOne.to_string(), false, 0.0, None, None),
         };
         ViewerRendition {
             session: session.to_owned(),
@@ -141,19 +189,23 @@ impl ViewerLadder {
             pinned,
             loss_percent: (loss * 1000.0).round() / 10.0,
             estimate_bps: estimate,
+            received_bps: lock(&self.transport).received_bps,
+            probed_bps: probed,
             renditions: self.steps.iter().map(|s| s.name.clone()).collect(),
         }
     }
 
-    /// Packets per second sent lately (how far back a NACK is still fresh), sampled at most
-    /// every half second.
+    /// Packets per second sent lately (how far back a NACK is still fresh) and the media's
+    /// rate, sampled at most every half second.
     fn sample_packet_rate(&self, now: Instant) {
         let packets = self.packets_sent.load(Ordering::Relaxed);
+        let media_bytes = self.media_bytes_sent.load(Ordering::Relaxed);
         let mut r = lock(&self.rate);
         let elapsed = now.saturating_duration_since(r.at).as_secs_f64();
         if elapsed >= 0.5 {
             r.packets_per_s = ((packets - r.packets) as f64 / elapsed) as u64;
-            (r.at, r.packets) = (now, packets);
+            r.media_bps = ((media_bytes - r.media_bytes) as f64 * 8.0 / elapsed) as u64;
+            (r.at, r.packets, r.media_bytes) = (now, packets, media_bytes);
         }
     }
 }

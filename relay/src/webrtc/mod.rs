@@ -7,6 +7,7 @@ pub mod ladder;
 pub mod nack;
 pub mod publish;
 pub mod pull;
+mod twcc;
 /// The SDP checks live in `scopecast_shared::sdp` (pure, fuzzed without building the relay).
 pub use scopecast_shared::sdp;
 mod udp_mux;
@@ -18,7 +19,7 @@ use ladder::ViewerLadder;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use udp_mux::SessionMux;
 use webrtc::api::interceptor_registry::register_default_interceptors;
@@ -40,6 +41,7 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
+use webrtc::rtp::extension::transport_cc_extension::TransportCcExtension;
 use webrtc::rtp::extension::HeaderExtension;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType};
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
@@ -204,7 +206,7 @@ impl WebRtcEngine {
         let top = Arc::clone(&ladder.step(0).track);
         let capability = match ladder.step(0).codec {
             crate::media::Codec::H264 => viewer_capability(viewer_fmtp(top.profile(), offer)),
-            crate::media::Codec::Vp8 => with_remb(vp8_capability()),
+            crate::media::Codec::Vp8 => with_viewer_feedback(vp8_capability()),
         };
         let local_track = Arc::new(TrackLocalStaticRTP::new(capability.clone(), "video".into(), format!("scopecast-{}", top.name)));
         // The track must be added before the remote description, or the answer is not
@@ -372,6 +374,15 @@ fn build_api(ice: &IceConfig, bind: std::net::SocketAddr, mux: Arc<SessionMux>, 
     // skipping its jitter buffer's target delay, render delay and smoothing (about 20 ms in
     // Chromium). Negotiated only with browsers that offer it; the crate writes it only then.
     media.register_header_extension(RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() }, RTPCodecType::Video, None)?;
+    if direction == Media::SendsWithVp8 {
+        // Transport-wide sequence numbers: viewers report each packet's arrival, which
+        // probes a viewer's link before a step up (`twcc.rs`).
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: webrtc::sdp::extmap::TRANSPORT_CC_URI.to_owned() },
+            RTPCodecType::Video,
+            None,
+        )?;
+    }
     let registry = match direction {
         Media::Receives | Media::ReceivesWithAudio => register_default_interceptors(Registry::new(), &mut media)?,
         Media::Sends | Media::SendsWithVp8 => sending_interceptors(&mut media),
@@ -435,15 +446,17 @@ fn h264_capability() -> RTCRtpCodecCapability {
     h264_capability_with(H264_FMTP)
 }
 
-/// What a viewer's answer names: also goog-remb, so a browser that does not get
-/// transport-wide sequence numbers sends its receive-side estimate of the link (REMB), which
-/// moves the viewer between renditions.
+/// What a viewer's answer names: also transport-cc, so the browser reports when each packet
+/// arrived (what probes of its link are judged by), and goog-remb, so a browser that does
+/// not do transport-wide feedback sends its receive-side estimate of the link (REMB, shown
+/// in the API).
 fn viewer_capability(fmtp: &str) -> RTCRtpCodecCapability {
-    with_remb(h264_capability_with(fmtp))
+    with_viewer_feedback(h264_capability_with(fmtp))
 }
 
-fn with_remb(mut capability: RTCRtpCodecCapability) -> RTCRtpCodecCapability {
+fn with_viewer_feedback(mut capability: RTCRtpCodecCapability) -> RTCRtpCodecCapability {
     capability.rtcp_feedback.push(RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() });
+    capability.rtcp_feedback.push(RTCPFeedback { typ: "transport-cc".into(), parameter: String::new() });
     capability
 }
 
@@ -603,7 +616,7 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
         if !cursor.admit(frame) {
             continue;
         }
-        if !udp_mux::held_sends(send_frame(&track, &mut cursor, frame)).await {
+        if !udp_mux::held_sends(send_frame(&track, &ladder, &mut cursor, frame)).await {
             return;
         }
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -613,7 +626,15 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
     let mut after = reader.after;
     // The rendition being moved to, read until its first keyframe.
     let mut pending: Option<(usize, crate::track::Reader)> = None;
+    // A probe of the viewer's link running (`twcc.rs`): padding paced between the frames.
+    let mut probe: Option<Padding> = None;
     loop {
+        let padding_due = async {
+            match &probe {
+                Some(p) => tokio::time::sleep_until((p.started + PADDING_TICK * p.ticks()).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let next_pending = async {
             match pending.as_mut() {
                 Some((_, r)) => r.live.recv().await,
@@ -621,7 +642,7 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
             }
         };
         let frame = tokio::select! {
-            r = frames.recv() => r,
+            r = frames.recv() => Ok(r),
             r = next_pending => {
                 match r {
                     Ok(f) if f.keyframe => {
@@ -629,7 +650,7 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
                         (current, _guard, frames, after) = (index, reader.guard, reader.live, None);
                         ladder.switched(current);
                         cursor.switched(&f);
-                        Ok(f)
+                        Ok(Ok(f))
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
@@ -651,7 +672,25 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
                 }
                 continue;
             }
+            _ = padding_due => Err(PaddingDue),
             _ = closed.wait_for(|c| *c) => return,
+        };
+        // Sent here, not in its branch: the select's output holds a non-Send guard.
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(PaddingDue) => {
+                let Some(p) = probe.as_mut() else { continue };
+                let due = p.due(Instant::now());
+                if !udp_mux::held_sends(send_padding(&track, &ladder, &mut cursor, due)).await {
+                    return;
+                }
+                p.sent += due;
+                if p.sent >= p.total {
+                    ladder.end_probe();
+                    probe = None;
+                }
+                continue;
+            }
         };
         let frame = match frame {
             Ok(f) if after.is_some_and(|after| f.index <= after) => continue, // sent from the backlog
@@ -668,28 +707,92 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
             stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        // A frame's packets leave together, as GSO batches.
-        if !udp_mux::held_sends(send_frame(&track, &mut cursor, &frame)).await {
+        // A frame's packets leave together, as GSO batches; a probe of the viewer's link, when
+        // one is due, right after them (it must not delay the picture).
+        if !udp_mux::held_sends(send_frame(&track, &ladder, &mut cursor, &frame)).await {
             return;
+        }
+        if probe.is_none() {
+            probe = ladder.take_probe().map(|bps| Padding { started: Instant::now(), bps, total: twcc::probe_packets(bps), sent: 0 });
         }
         if let Some(t) = &frame.timing {
             t.mark_sent();
         }
-        ladder.packets_sent.fetch_add(frame.packets.len() as u64, Ordering::Relaxed);
         ladder.last_sequence.store(cursor.last_sequence(), Ordering::Relaxed);
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Writes one frame's packets, numbered for this viewer; false once the viewer is gone.
-async fn send_frame(track: &TrackLocalStaticRTP, cursor: &mut ViewerCursor, frame: &crate::pipeline::RtpFrame) -> bool {
+async fn send_frame(track: &TrackLocalStaticRTP, ladder: &ViewerLadder, cursor: &mut ViewerCursor, frame: &crate::pipeline::RtpFrame) -> bool {
+    let mut bytes = 0;
     for packet in &frame.packets {
-        // Minimum and maximum delay 0: render as soon as decoded (skipped when not negotiated).
-        let asap = [HeaderExtension::PlayoutDelay(PlayoutDelayExtension::new(0, 0))];
-        if let Err(e) = track.write_rtp_with_extensions(&cursor.stamp(packet), &asap).await {
-            tracing::debug!("viewer write failed: {e}");
+        let packet = cursor.stamp(packet);
+        bytes += packet.payload.len() + RTP_OVERHEAD;
+        let transport = ladder.transport_sequence(packet.payload.len() + RTP_OVERHEAD);
+        if !write_packet(track, &packet, transport).await {
             return false;
         }
+    }
+    ladder.packets_sent.fetch_add(frame.packets.len() as u64, Ordering::Relaxed);
+    ladder.media_bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    true
+}
+
+/// Bytes a packet carries besides its payload: RTP header and extensions, SRTP's tag.
+const RTP_OVERHEAD: usize = 12 + 12 + 10;
+
+/// The media task's wake-up for the next padding packets.
+struct PaddingDue;
+
+/// Padding sent out at a steady rate, `PADDING_TICK` apart.
+struct Padding {
+    started: Instant,
+    bps: u64,
+    total: usize,
+    sent: usize,
+}
+
+const PADDING_TICK: Duration = Duration::from_millis(5);
+
+impl Padding {
+    /// Ticks until the next packet is due (its send time, in ticks from the start).
+    fn ticks(&self) -> u32 {
+        let at = self.sent as f64 * twcc::PROBE_PACKET_BYTES as f64 * 8.0 / self.bps.max(1) as f64;
+        (at / PADDING_TICK.as_secs_f64()).floor() as u32
+    }
+
+    /// Packets due by `now` (at least one: it was woken for one).
+    fn due(&self, now: Instant) -> usize {
+        let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
+        let by_now = (elapsed * self.bps as f64 / 8.0 / twcc::PROBE_PACKET_BYTES as f64).floor() as usize + 1;
+        by_now.clamp(self.sent + 1, self.total) - self.sent
+    }
+}
+
+/// Writes `packets` padding packets (`twcc.rs`); false once the viewer is gone.
+async fn send_padding(track: &TrackLocalStaticRTP, ladder: &ViewerLadder, cursor: &mut ViewerCursor, packets: usize) -> bool {
+    for _ in 0..packets {
+        let Some((sequence, timestamp)) = cursor.padding() else { return true };
+        let packet = twcc::probe_packet(sequence, timestamp);
+        let transport = ladder.transport_sequence(webrtc::util::MarshalSize::marshal_size(&packet) + 10);
+        if !write_packet(track, &packet, transport).await {
+            return false;
+        }
+    }
+    ladder.packets_sent.fetch_add(packets as u64, Ordering::Relaxed);
+    true
+}
+
+async fn write_packet(track: &TrackLocalStaticRTP, packet: &webrtc::rtp::packet::Packet, transport: u16) -> bool {
+    let extensions = [
+        // Minimum and maximum delay 0: render as soon as decoded (skipped when not negotiated).
+        HeaderExtension::PlayoutDelay(PlayoutDelayExtension::new(0, 0)),
+        HeaderExtension::TransportCc(TransportCcExtension { transport_sequence: transport }),
+    ];
+    if let Err(e) = track.write_rtp_with_extensions(packet, &extensions).await {
+        tracing::debug!("viewer write failed: {e}");
+        return false;
     }
     true
 }
