@@ -67,6 +67,8 @@ pub enum Why {
     Probed {
         kbps: u64,
     },
+    /// A TCP rung's frames queued past its limit.
+    Backlog,
     /// A probe found the link does not carry the next step.
     ProbeShort {
         kbps: u64,
@@ -83,6 +85,7 @@ impl std::fmt::Display for Why {
             Why::Loss { percent } => write!(f, "down: {percent:.1} % loss"),
             Why::Nacked { percent } => write!(f, "down: {percent:.1} % of packets NACKed"),
             Why::Stable { secs } => write!(f, "up: stable for {secs} s"),
+            Why::Backlog => write!(f, "down: the link backed up"),
             Why::Probed { kbps } => write!(f, "up: a probe found {}", rate(*kbps)),
             Why::ProbeShort { kbps, needed_kbps } => write!(f, "held: a probe found {} of the {} the next step needs", rate(*kbps), rate(*needed_kbps)),
             Why::OnlyOne => write!(f, "the only rendition"),
@@ -317,6 +320,14 @@ impl Chooser {
         if share >= LOSS_HIGH && window_sent >= 20 {
             self.down(self.current + 1, Why::Nacked { percent: (share.min(1.0) * 1000.0).round() / 10.0 }, now);
         }
+    }
+
+    /// The viewer's link backed up (a TCP rung's frames queued past its limit, so it skipped
+    /// to a keyframe): down a step. TCP loses nothing, so this is its only sign of a link too
+    /// slow for the rendition.
+    pub fn backed_up(&mut self, now: Instant) {
+        self.stable_since = now;
+        self.down(self.current + 1, Why::Backlog, now);
     }
 
     /// A REMB estimate of the viewer's link, bits per second (kept for the API; see the
@@ -582,6 +593,29 @@ mod tests {
         run(&mut c, t0, 13, 14, 0);
         assert_eq!(c.current(), 0, "no verdict in 3 s: the step itself");
         assert!(matches!(c.why(), Why::Stable { .. }), "{:?}", c.why());
+    }
+
+    #[test]
+    fn a_backed_up_link_steps_down_and_a_blind_step_up_that_backs_up_again_backs_off() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        c.backed_up(secs(t0, 1.0));
+        assert_eq!((c.current(), c.why().to_string()), (1, "down: the link backed up".to_owned()));
+        c.backed_up(secs(t0, 2.0));
+        assert_eq!(c.current(), 1, "held: the step down has not shown yet");
+        // No feedback on a TCP rung: after 10 s without a backup, a step up on trial.
+        for tenth in 30..=125 {
+            c.tick(secs(t0, f64::from(tenth) / 10.0));
+        }
+        assert_eq!(c.current(), 0);
+        c.backed_up(secs(t0, 13.0));
+        assert_eq!(c.current(), 1, "the step up did not fit");
+        for tenth in 131..=320 {
+            c.tick(secs(t0, f64::from(tenth) / 10.0));
+        }
+        assert_eq!(c.current(), 1, "the next try waits 20 s");
+        c.tick(secs(t0, 33.1));
+        assert_eq!(c.current(), 0);
     }
 
     #[test]

@@ -473,6 +473,14 @@ impl ViewerCursor {
         self.waiting_for_keyframe = true;
     }
 
+    /// The timestamp `frame` is sent with (its first packet's, moved as `switched` says), for
+    /// a reader that sends whole frames, not numbered packets (the H.264 rung).
+    pub fn frame_timestamp(&mut self, frame: &RtpFrame) -> Option<u32> {
+        let timestamp = frame.packets.first()?.header.timestamp.wrapping_add(self.timestamp_offset);
+        self.last_timestamp = Some(timestamp);
+        Some(timestamp)
+    }
+
     /// The sequence number and timestamp for a padding packet sent now (after a frame's
     /// packets: it takes the next number and the last timestamp); `None` before any frame.
     pub fn padding(&mut self) -> Option<(u16, u32)> {

@@ -163,6 +163,80 @@ mod h264_rung {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
 
+    /// Reads units from `ws` for at most `within`, at most `bps` (`None`: as fast as they
+    /// come), decoding each, until `done` says so of a decoded picture's size; returns whether
+    /// it did. Timestamps must only go forward, through every move.
+    async fn read_until(
+        ws: &mut Socket,
+        decoder: &mut openh264::decoder::Decoder,
+        last_ts: &mut Option<u64>,
+        bps: Option<u64>,
+        within: Duration,
+        done: impl Fn((usize, usize)) -> bool,
+    ) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            let (_, ts, annexb) = next_unit(ws).await;
+            assert!(last_ts.is_none_or(|last| ts > last), "timestamps only go forward: {ts} after {last_ts:?}");
+            *last_ts = Some(ts);
+            let size = decode(decoder, &annexb).map(|d| d.0);
+            if size.is_some_and(&done) {
+                return true;
+            }
+            if let Some(bps) = bps {
+                tokio::time::sleep(Duration::from_secs_f64(annexb.len() as f64 * 8.0 / bps as f64)).await;
+            }
+        }
+        false
+    }
+
+    /// On "auto", a player whose TCP backs up (it reads slower than the full rendition comes,
+    /// through a small receive buffer, as a slow link's would fill) is moved down a rendition;
+    /// reading fast again, it is back at full within 30 s, without a new connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_auto_the_rung_moves_down_when_tcp_backs_up_and_back_up_when_it_drains() {
+        let _serial = one_at_a_time().await;
+        let relay = start_relay(vec![scopecast_tests::laddered_pattern("sky")]).await;
+        let base = base_url(&relay);
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+        let tcp = socket.connect(relay.http_addr()).await.expect("connect");
+        let url = format!("{}/sky/h264?rendition=auto", base.replacen("http://", "ws://", 1));
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.expect("the rung opens");
+        let mut decoder = openh264::decoder::Decoder::new().expect("decoder");
+        let mut last_ts = None;
+
+        // As fast as it comes: the full rendition, and how fast that is.
+        assert!(read_until(&mut ws, &mut decoder, &mut last_ts, None, Duration::from_secs(5), |s| s == (1280, 720)).await, "starts at full");
+        let started = std::time::Instant::now();
+        let mut bytes = 0;
+        while started.elapsed() < Duration::from_secs(2) {
+            bytes += next_unit(&mut ws).await.2.len();
+        }
+        let full_bps = (bytes as f64 * 8.0 / started.elapsed().as_secs_f64()) as u64;
+
+        // A quarter of that: a smaller rendition within 20 s.
+        let slow = std::time::Instant::now();
+        let moved = read_until(&mut ws, &mut decoder, &mut last_ts, Some(full_bps / 4), Duration::from_secs(20), |(w, _)| w < 1280).await;
+        assert!(moved, "still full 20 s after reading at {} kbit/s (full is {} kbit/s)", full_bps / 4000, full_bps / 1000);
+        eprintln!("moved down {:?} after reading slower than full's {} kbit/s", slow.elapsed(), full_bps / 1000);
+
+        // Fast again: full within 30 s (10 s without a backup, then a step at a time).
+        let fast = std::time::Instant::now();
+        let back = read_until(&mut ws, &mut decoder, &mut last_ts, None, Duration::from_secs(30), |s| s == (1280, 720)).await;
+        assert!(back, "not back at full 30 s after reading fast again");
+        eprintln!("back at full {:?} after reading fast again", fast.elapsed());
+        // And it plays on there.
+        let mut decoded = 0;
+        for _ in 0..25 {
+            let (_, _, annexb) = next_unit(&mut ws).await;
+            decoded += usize::from(decode(&mut decoder, &annexb).is_some_and(|d| d.0 == (1280, 720)));
+        }
+        assert!(decoded >= 24, "{decoded} of 25 full-size pictures");
+        drop(ws);
+        relay.shutdown().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_rung_starts_at_a_keyframe_plays_a_chosen_rendition_and_skips_ahead_when_the_reader_falls_behind() {
         let _serial = one_at_a_time().await;

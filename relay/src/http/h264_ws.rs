@@ -2,12 +2,17 @@
 //! per message (framing: `scopecast_shared::h264_ws`), for players whose network blocks
 //! WebRTC's UDP. They decode it themselves (WebCodecs), at a fraction of MJPEG's bandwidth.
 //!
-//! The same encodes WebRTC viewers get (`?rendition=NAME`, else the stream's own), read from
-//! the same track. It starts at a keyframe, and when TCP backs up it skips to the next one
-//! rather than queueing: a slow link sees a jump, never seconds of delay.
+//! The same encodes WebRTC viewers get, read from the same tracks: `?rendition=NAME` for one,
+//! else the relay chooses (`adapt.rs`'s Chooser, as for a WebRTC viewer). It starts at a
+//! keyframe, and when TCP backs up it skips to the next one rather than queueing: a slow link
+//! sees a jump, never seconds of delay. A backup also moves the player a rendition down (TCP
+//! loses nothing, so it is the only sign of a link too slow); after 10 s without one it
+//! tries a step up, on trial (there is no feedback to probe with). A move happens at the new
+//! rendition's keyframe, with timestamps running on.
 
 use super::error::ApiError;
 use super::AppState;
+use crate::adapt::Chooser;
 use crate::pipeline::{depacketize, ViewerCursor};
 use crate::stream::{Step, Stream, ViewerKind};
 use crate::track::KeyframeReason;
@@ -20,7 +25,7 @@ use scopecast_shared::sdp::ViewerCodec;
 use scopecast_shared::{OfflinePolicy, SourceState};
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Frames waiting for this socket beyond which it skips to the next keyframe (at 25 fps about
@@ -43,20 +48,23 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
-    let steps = stream.ladder_for(ViewerCodec::H264, query.rendition.as_deref());
-    let step = match query.rendition.as_deref().filter(|r| *r != "auto") {
-        None => steps.into_iter().next(),
-        Some(wanted) => Some(steps.iter().find(|s| s.name == wanted).cloned().ok_or_else(|| {
+    let mut steps = stream.ladder_for(ViewerCodec::H264, query.rendition.as_deref());
+    if steps.is_empty() {
+        return Err(ApiError::internal("a stream always has its own H.264 track"));
+    }
+    // One rendition by name, or the relay's choice among them all.
+    if let Some(wanted) = query.rendition.as_deref().filter(|r| *r != scopecast_shared::api::RENDITION_AUTO) {
+        let Some(step) = steps.iter().find(|s| s.name == wanted).cloned() else {
             let known: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
-            ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown-rendition",
                 "Unknown rendition",
                 format!("stream '{name}' has no H.264 rendition '{wanted}' (it has: {})", known.join(", ")),
-            )
-        })?),
-    };
-    let step = step.ok_or_else(|| ApiError::internal("a stream always has its own H.264 track"))?;
+            ));
+        };
+        steps = vec![step];
+    }
     let demand = stream.demand.join(ViewerKind::H264);
     if stream.config.offline_policy == OfflinePolicy::Reject && !stream.is_live() && stream.wait_started(stream.config.start_timeout).await != SourceState::Live
     {
@@ -65,18 +73,20 @@ pub async fn upgrade(
     }
     Ok(ws.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| async move {
         let _demand = demand;
-        tracing::debug!(stream = stream.name(), rendition = step.name, "H.264 rung opened");
-        let sent = send_units(socket, &stream, &step).await;
-        tracing::debug!(stream = stream.name(), rendition = step.name, sent, "H.264 rung closed");
+        tracing::debug!(stream = stream.name(), rendition = steps[0].name, "H.264 rung opened");
+        let sent = send_units(socket, &stream, &steps).await;
+        tracing::debug!(stream = stream.name(), sent, "H.264 rung closed");
     }))
 }
 
 /// Sends access units until the player goes, the stream stops or a send times out; returns how
-/// many went out.
-async fn send_units(mut socket: WebSocket, stream: &Stream, step: &Step) -> u64 {
-    let reader = step.track.attach();
-    let (_guard, mut live, after) = (reader.guard, reader.live, reader.after);
-    // Only its keyframe gate is used: a WebSocket has no sequence numbers to keep.
+/// many went out. With more than one of `steps`, the relay moves the player between them.
+async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step]) -> u64 {
+    let mut chooser = (steps.len() > 1).then(|| Chooser::new(steps.iter().map(|s| s.bitrate_bps).collect(), None, Instant::now()));
+    let mut current = 0;
+    let reader = steps[current].track.attach();
+    let (mut _guard, mut live, mut after) = (reader.guard, reader.live, reader.after);
+    // Its keyframe gate and timestamps: a WebSocket has no sequence numbers to keep.
     let mut gate = ViewerCursor::new(0);
     let mut clock = Unwrapper::default();
     let mut sent = 0;
@@ -84,7 +94,7 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, step: &Step) -> u64 
         if !gate.admit(frame) {
             continue;
         }
-        let Some(message) = message(frame, &mut clock) else {
+        let Some(message) = message(frame, &mut gate, &mut clock) else {
             gate.lagged();
             continue;
         };
@@ -93,9 +103,39 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, step: &Step) -> u64 
         }
         sent += 1;
     }
+    // The rendition being moved to, read until its first keyframe.
+    let mut pending: Option<(usize, crate::track::Reader)> = None;
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
     loop {
+        let next_pending = async {
+            match pending.as_mut() {
+                Some((_, r)) => r.live.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let frame = tokio::select! {
             r = live.recv() => r,
+            r = next_pending => match r {
+                Ok(f) if f.keyframe => {
+                    let Some((index, reader)) = pending.take() else { continue };
+                    (current, _guard, live, after) = (index, reader.guard, reader.live, None);
+                    tracing::debug!(stream = stream.name(), rendition = steps[current].name, why = %chooser.as_ref().map(|c| c.why().to_string()).unwrap_or_default(), "H.264 rung moved");
+                    gate.switched(&f);
+                    Ok(f)
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => {
+                    pending = None;
+                    continue;
+                }
+            },
+            _ = ticks.tick(), if chooser.is_some() => {
+                if let Some(c) = chooser.as_mut() {
+                    c.tick(Instant::now());
+                }
+                follow(&chooser, steps, current, &mut pending);
+                continue;
+            }
             message = socket.recv() => match message {
                 // Pings are answered by the socket itself; nothing else is expected.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_) | Message::Binary(_))) => continue,
@@ -108,22 +148,29 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, step: &Step) -> u64 
             Ok(f) => f,
             Err(RecvError::Lagged(_)) => {
                 gate.lagged();
-                step.track.request_keyframe(KeyframeReason::ViewerRequest);
+                steps[current].track.request_keyframe(KeyframeReason::ViewerRequest);
                 continue;
             }
             Err(RecvError::Closed) => return sent,
         };
-        // TCP is backing up: what waits would arrive late. Skip to the next keyframe instead.
+        // TCP is backing up: what waits would arrive late. Skip to the next keyframe instead,
+        // of a smaller rendition if there is one.
         if live.len() > MAX_QUEUED_FRAMES {
             while live.try_recv().is_ok() {}
             gate.lagged();
-            step.track.request_keyframe(KeyframeReason::ViewerRequest);
+            if let Some(c) = chooser.as_mut() {
+                c.backed_up(Instant::now());
+            }
+            follow(&chooser, steps, current, &mut pending);
+            if pending.is_none() {
+                steps[current].track.request_keyframe(KeyframeReason::ViewerRequest);
+            }
             continue;
         }
         if !gate.admit(&frame) {
             continue;
         }
-        let Some(message) = message(&frame, &mut clock) else {
+        let Some(message) = message(&frame, &mut gate, &mut clock) else {
             gate.lagged(); // what follows refers to it
             continue;
         };
@@ -137,13 +184,24 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, step: &Step) -> u64 
     }
 }
 
+/// Attaches to the rendition the chooser picked, if it is not the one being sent (its encoder
+/// makes a keyframe for the joiner at once), or forgets one no longer wanted.
+fn follow(chooser: &Option<Chooser>, steps: &[Step], current: usize, pending: &mut Option<(usize, crate::track::Reader)>) {
+    let Some(wanted) = chooser.as_ref().map(Chooser::current) else { return };
+    if wanted == current {
+        *pending = None;
+    } else if pending.as_ref().is_none_or(|(i, _)| *i != wanted) {
+        *pending = Some((wanted, steps[wanted].track.attach()));
+    }
+}
+
 /// One access unit as a message (`None` if its packets do not depacketize).
-fn message(frame: &crate::pipeline::RtpFrame, clock: &mut Unwrapper) -> Option<Vec<u8>> {
-    let (Some(annexb), Some(first)) = (depacketize(frame), frame.packets.first()) else {
+fn message(frame: &crate::pipeline::RtpFrame, gate: &mut ViewerCursor, clock: &mut Unwrapper) -> Option<Vec<u8>> {
+    let (Some(annexb), Some(timestamp)) = (depacketize(frame), gate.frame_timestamp(frame)) else {
         tracing::debug!("a frame that does not depacketize: skipped");
         return None;
     };
-    let unit = Unit { keyframe: frame.keyframe, timestamp_us: clock.micros(first.header.timestamp), annexb: &annexb };
+    let unit = Unit { keyframe: frame.keyframe, timestamp_us: clock.micros(timestamp), annexb: &annexb };
     Some([&unit.header()[..], &annexb].concat())
 }
 
