@@ -234,7 +234,7 @@ pub struct StreamInfo {
     #[serde(default)]
     #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub renditions: Vec<RenditionInfo>,
-    /// Each WHEP viewer's rendition, and why.
+    /// Each viewer's rendition, and why: WHEP sessions, then the H.264 rung's players.
     #[serde(default)]
     #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub sessions: Vec<ViewerRendition>,
@@ -419,8 +419,11 @@ pub const RENDITION_AUTO: &str = "auto";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViewerRendition {
     /// The session's id (the last segment of its URL); in the stream's status, its first 8
-    /// characters.
+    /// characters. An H.264 rung's player has no session URL: `h264-` and a number.
     pub session: String,
+    /// How it gets the picture: `webrtc`, or `h264` (the H.264 rung, over a WebSocket).
+    #[serde(default = "webrtc_transport")]
+    pub transport: String,
     /// The rendition the viewer gets now.
     pub rendition: String,
     /// Why, in words ("down: 12.5 % loss", "pinned by the viewer").
@@ -441,6 +444,10 @@ pub struct ViewerRendition {
     pub probed_bps: Option<u64>,
     /// Every rendition it may be moved to, top first.
     pub renditions: Vec<String>,
+}
+
+fn webrtc_transport() -> String {
+    "webrtc".to_owned()
 }
 
 /// Medians over the last frames sent, milliseconds. Each stage ends where the next starts, so

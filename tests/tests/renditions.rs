@@ -220,6 +220,16 @@ mod h264_rung {
         let moved = read_until(&mut ws, &mut decoder, &mut last_ts, Some(full_bps / 4), Duration::from_secs(20), |(w, _)| w < 1280).await;
         assert!(moved, "still full 20 s after reading at {} kbit/s (full is {} kbit/s)", full_bps / 4000, full_bps / 1000);
         eprintln!("moved down {:?} after reading slower than full's {} kbit/s", slow.elapsed(), full_bps / 1000);
+        // The API lists the player, its rendition and why.
+        let listed = stream_info(&base).await.sessions;
+        assert!(
+            listed.len() == 1
+                && listed[0].transport == "h264"
+                && listed[0].rendition != "full"
+                && listed[0].reason == "down: the link backed up"
+                && !listed[0].pinned,
+            "{listed:?}"
+        );
 
         // Fast again: full within 30 s (10 s without a backup, then a step at a time).
         let fast = std::time::Instant::now();
@@ -234,6 +244,7 @@ mod h264_rung {
         }
         assert!(decoded >= 24, "{decoded} of 25 full-size pictures");
         drop(ws);
+        eventually_async(5, "the rung's player gone from the API", || async { stream_info(&base).await.sessions.is_empty() }).await;
         relay.shutdown().await;
     }
 
@@ -282,6 +293,12 @@ mod h264_rung {
         let (keyframe, _, first) = next_unit(&mut tiny).await;
         assert!(keyframe);
         assert_eq!(decode(&mut openh264::decoder::Decoder::new().expect("decoder"), &first).map(|d| d.0), Some((320, 180)));
+        let listed = stream_info(&base).await.sessions;
+        assert!(
+            listed.len() == 1 && listed[0].session.starts_with("h264-") && (listed[0].rendition.as_str(), listed[0].pinned) == ("tiny", true),
+            "{listed:?}"
+        );
+        assert_eq!(listed[0].renditions, ["full", "small", "tiny"]);
         drop(tiny);
 
         // An unknown one is refused before the upgrade, with a problem body.

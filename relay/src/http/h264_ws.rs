@@ -12,7 +12,8 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::adapt::Chooser;
+use super::RungPlayer;
+use crate::adapt::{Chooser, Why};
 use crate::pipeline::{depacketize, ViewerCursor};
 use crate::stream::{Step, Stream, ViewerKind};
 use crate::track::KeyframeReason;
@@ -20,6 +21,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use scopecast_shared::api::ViewerRendition;
 use scopecast_shared::h264_ws::{Unit, Unwrapper};
 use scopecast_shared::sdp::ViewerCodec;
 use scopecast_shared::{OfflinePolicy, SourceState};
@@ -52,6 +54,8 @@ pub async fn upgrade(
     if steps.is_empty() {
         return Err(ApiError::internal("a stream always has its own H.264 track"));
     }
+    let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
+    let pinned = query.rendition.as_deref().is_some_and(|r| r != scopecast_shared::api::RENDITION_AUTO);
     // One rendition by name, or the relay's choice among them all.
     if let Some(wanted) = query.rendition.as_deref().filter(|r| *r != scopecast_shared::api::RENDITION_AUTO) {
         let Some(step) = steps.iter().find(|s| s.name == wanted).cloned() else {
@@ -71,17 +75,35 @@ pub async fn upgrade(
         let why = stream.state().last_error.unwrap_or_else(|| "no frame yet".to_owned());
         return Err(ApiError::new(StatusCode::CONFLICT, "source-offline", "Source offline", format!("stream '{name}' is not live: {why}")).with_retry_after(2));
     }
+    let why = match (pinned, steps.len()) {
+        (true, _) => Why::Pinned,
+        (false, 1) => Why::OnlyOne,
+        (false, _) => Why::Start,
+    };
+    let info = ViewerRendition {
+        session: String::new(),
+        transport: "h264".to_owned(),
+        rendition: steps[0].name.clone(),
+        reason: why.to_string(),
+        pinned,
+        loss_percent: 0.0,
+        estimate_bps: None,
+        received_bps: None,
+        probed_bps: None,
+        renditions: names,
+    };
     Ok(ws.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| async move {
         let _demand = demand;
+        let player = state.rung_player(stream.name(), info);
         tracing::debug!(stream = stream.name(), rendition = steps[0].name, "H.264 rung opened");
-        let sent = send_units(socket, &stream, &steps).await;
+        let sent = send_units(socket, &stream, &steps, &player).await;
         tracing::debug!(stream = stream.name(), sent, "H.264 rung closed");
     }))
 }
 
 /// Sends access units until the player goes, the stream stops or a send times out; returns how
 /// many went out. With more than one of `steps`, the relay moves the player between them.
-async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step]) -> u64 {
+async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], player: &RungPlayer) -> u64 {
     let mut chooser = (steps.len() > 1).then(|| Chooser::new(steps.iter().map(|s| s.bitrate_bps).collect(), None, Instant::now()));
     let mut current = 0;
     let reader = steps[current].track.attach();
@@ -119,7 +141,9 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step]) -> u
                 Ok(f) if f.keyframe => {
                     let Some((index, reader)) = pending.take() else { continue };
                     (current, _guard, live, after) = (index, reader.guard, reader.live, None);
-                    tracing::debug!(stream = stream.name(), rendition = steps[current].name, why = %chooser.as_ref().map(|c| c.why().to_string()).unwrap_or_default(), "H.264 rung moved");
+                    let why = chooser.as_ref().map(|c| c.why().to_string()).unwrap_or_default();
+                    tracing::debug!(stream = stream.name(), rendition = steps[current].name, why, "H.264 rung moved");
+                    player.moved(&steps[current].name, why);
                     gate.switched(&f);
                     Ok(f)
                 }

@@ -47,6 +47,9 @@ pub struct AppState {
     /// Session creations per client address.
     pub session_limiter: Mutex<auth::RateLimiter>,
     sessions: Mutex<HashMap<String, Arc<SessionEntry>>>,
+    /// The H.264 rung's players, by number: their stream and rendition (for the API).
+    rung_players: Arc<Mutex<BTreeMap<u64, (String, scopecast_shared::api::ViewerRendition)>>>,
+    rung_players_opened: AtomicU64,
     /// Sessions that ended before they were registered (the race is real: ICE may fail fast).
     ended_early: Mutex<std::collections::HashSet<String>>,
     sessions_created: AtomicU64,
@@ -61,6 +64,28 @@ pub struct AppState {
     pub stills: BTreeMap<String, Arc<crate::stills::StillStore>>,
 }
 
+/// An H.264 rung's entry in the API: updated as it moves, removed when dropped.
+pub struct RungPlayer {
+    id: u64,
+    players: Arc<Mutex<BTreeMap<u64, (String, scopecast_shared::api::ViewerRendition)>>>,
+}
+
+impl RungPlayer {
+    /// It moved to `rendition`, for `reason`.
+    pub fn moved(&self, rendition: &str, reason: String) {
+        if let Some((_, info)) = lock(&self.players).get_mut(&self.id) {
+            info.rendition = rendition.to_owned();
+            info.reason = reason;
+        }
+    }
+}
+
+impl Drop for RungPlayer {
+    fn drop(&mut self) {
+        lock(&self.players).remove(&self.id);
+    }
+}
+
 impl AppState {
     pub fn new(streams: BTreeMap<String, Arc<Stream>>, engine: Arc<WebRtcEngine>, security: SecurityConfig) -> Self {
         let session_limiter = Mutex::new(auth::RateLimiter::new(security.session_rate, 2.0 * security.session_rate));
@@ -70,6 +95,8 @@ impl AppState {
             security,
             session_limiter,
             sessions: Mutex::default(),
+            rung_players: Arc::default(),
+            rung_players_opened: AtomicU64::new(0),
             ended_early: Mutex::default(),
             sessions_created: AtomicU64::new(0),
             metrics: api::Metrics::default(),
@@ -138,7 +165,16 @@ impl AppState {
             .filter_map(|(id, s)| Some(s.session.ladder.as_ref()?.info(&id[..id.len().min(8)])))
             .collect();
         all.sort_by(|a, b| a.session.cmp(&b.session));
+        all.extend(lock(&self.rung_players).values().filter(|(s, _)| s == stream).map(|(_, info)| info.clone()));
         all
+    }
+
+    /// An H.264 rung's player, listed in its stream's status while the returned entry lives.
+    pub fn rung_player(&self, stream: &str, info: scopecast_shared::api::ViewerRendition) -> RungPlayer {
+        let id = self.rung_players_opened.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = scopecast_shared::api::ViewerRendition { session: format!("h264-{id}"), ..info };
+        lock(&self.rung_players).insert(id, (stream.to_owned(), info));
+        RungPlayer { id, players: Arc::clone(&self.rung_players) }
     }
 
     pub fn session_count(&self) -> usize {

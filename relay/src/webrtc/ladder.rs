@@ -184,6 +184,7 @@ impl ViewerLadder {
         };
         ViewerRendition {
             session: session.to_owned(),
+            transport: "webrtc".to_owned(),
             rendition: self.steps[current].name.clone(),
             reason,
             pinned,
