@@ -3,12 +3,12 @@
 # BENCHMARKS.md between its <!-- bench:NAME --> markers. Takes about 10 minutes; run it on a
 # quiet machine (it measures CPU). Needs what scripts/setup-debian.sh installs.
 #   scripts/bench.sh                 all of them
-#   scripts/bench.sh fanout latency  some of them (transcode, vp8, fanout, fanout-rtsp, first-frame, latency, rungs, stretch, focus, size)
+#   scripts/bench.sh fanout latency  some of them (transcode, vp8, fanout, fanout-rtsp, first-frame, latency, rungs, browsers, stretch, focus, size; browsers needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p scopecast -p scopecast-tests --bins
 mkdir -p target/bench
-which=("$@"); [ ${#which[@]} -gt 0 ] || which=(transcode vp8 fanout fanout-rtsp first-frame latency rungs stretch focus size)
+which=("$@"); [ ${#which[@]} -gt 0 ] || which=(transcode vp8 fanout fanout-rtsp first-frame latency rungs browsers stretch focus size)
 for b in "${which[@]}"; do
   echo "== $b" >&2
   case "$b" in
@@ -19,6 +19,7 @@ for b in "${which[@]}"; do
     first-frame) target/release/first-frame-bench --trials 15 > /dev/null ;;
     latency) target/release/latency-bench --secs 30 > /dev/null ;;
     rungs) target/release/rungs-bench --secs 20 > /dev/null ;;
+    browsers) target/release/browsers-bench --secs 20 > /dev/null ;;
     stretch) target/release/stretch-bench --frames 100 --runs 5 > /dev/null ;;
     focus) target/release/focus-bench --frames 40 --runs 5 > /dev/null; which+=(reduced) ;;  # two tables
     size) scripts/player-size.sh > target/bench/size.md ;;

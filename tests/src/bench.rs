@@ -205,6 +205,50 @@ pub fn strip_reader_js(width: usize, height: usize) -> String {
     )
 }
 
+/// Watches `element` of the player on the page (`.scopecast video` or `canvas`) for `secs`: an
+/// animation-frame loop reads the timecode strip of what it shows and stamps each new picture
+/// when first seen. Returns each picture's latency (capture to first seen, ms) and the
+/// overlay's bitrate once a second (kbit/s; empty unless the overlay is shown). Every browser
+/// and rung read this way compares with the others.
+pub async fn shown_latencies(c: &fantoccini::Client, element: &str, secs: u64, width: usize, height: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let script = strip_reader_js(width, height)
+        + r#"
+        const [ms, element] = arguments;
+        const done = arguments[arguments.length - 1];
+        const src = document.querySelector(".scopecast " + element);
+        const seen = [], bitrates = [];
+        let last = "", nextRate = performance.now() + 1000;
+        const end = performance.now() + ms;
+        function tick() {
+            const cells = readStrip(src);
+            const at = performance.timeOrigin + performance.now();
+            const key = cells.map((v) => (v > 128 ? "1" : "0")).join("");
+            if (key !== last) { last = key; seen.push({ at, cells }); }
+            if (performance.now() >= nextRate) {
+                nextRate += 1000;
+                const dd = document.querySelector('.scopecast-overlay dd[data-key="bitrate"]');
+                bitrates.push(dd ? parseFloat(dd.textContent) : NaN);
+            }
+            if (performance.now() < end) requestAnimationFrame(tick); else done({ seen, bitrates });
+        }
+        requestAnimationFrame(tick);
+    "#;
+    let args = vec![serde_json::json!(secs * 1000), serde_json::json!(element)];
+    let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(Duration::from_secs(secs + 30)), None, None);
+    c.update_timeouts(timeouts).await?;
+    let out = c.execute_async(&script, args).await?;
+    let mut latency = Vec::new();
+    for s in out["seen"].as_array().into_iter().flatten() {
+        let at = s["at"].as_f64().unwrap_or(0.0);
+        if let Some(tc) = strip_timecode(&s["cells"]) {
+            latency.push(tc.age_ms(at as u64) as f64);
+        }
+    }
+    anyhow::ensure!(latency.len() > 1, "no picture carried a readable strip");
+    let bitrates = out["bitrates"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).filter(|v| v.is_finite()).collect();
+    Ok((latency, bitrates))
+}
+
 /// The timecode in the cells `readStrip` returned (a JSON array), if they hold one.
 pub fn strip_timecode(cells: &serde_json::Value) -> Option<scopecast_shared::timecode::Timecode> {
     let bits = cells.as_array().into_iter().flatten().fold(0u64, |acc, v| (acc << 1) | u64::from(v.as_f64().unwrap_or(0.0) > 128.0));

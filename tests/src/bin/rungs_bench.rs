@@ -132,41 +132,7 @@ async fn encoded_bytes(http: &str) -> anyhow::Result<u64> {
 /// Latencies of the pictures first seen over `secs` (ms), their rate, and the overlay's
 /// bitrate once a second (kbit/s).
 async fn measure(c: &fantoccini::Client, element: &str, secs: u64) -> anyhow::Result<(Vec<f64>, f64, Vec<f64>)> {
-    let script = bench::strip_reader_js(W, H)
-        + r#"
-        const [ms, element] = arguments;
-        const done = arguments[arguments.length - 1];
-        const src = document.querySelector(".scopecast " + element);
-        const seen = [], bitrates = [];
-        let last = "", nextRate = performance.now() + 1000;
-        const end = performance.now() + ms;
-        function tick() {
-            const cells = readStrip(src);
-            const at = performance.timeOrigin + performance.now();
-            const key = cells.map((v) => (v > 128 ? "1" : "0")).join("");
-            if (key !== last) { last = key; seen.push({ at, cells }); }
-            if (performance.now() >= nextRate) {
-                nextRate += 1000;
-                const dd = document.querySelector('.scopecast-overlay dd[data-key="bitrate"]');
-                bitrates.push(dd ? parseFloat(dd.textContent) : NaN);
-            }
-            if (performance.now() < end) requestAnimationFrame(tick); else done({ seen, bitrates });
-        }
-        requestAnimationFrame(tick);
-    "#;
-    let args = vec![serde_json::json!(secs * 1000), serde_json::json!(element)];
-    let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(Duration::from_secs(secs + 30)), None, None);
-    c.update_timeouts(timeouts).await?;
-    let out = c.execute_async(&script, args).await?;
-    let mut latency = Vec::new();
-    for s in out["seen"].as_array().into_iter().flatten() {
-        let at = s["at"].as_f64().unwrap_or(0.0);
-        if let Some(tc) = bench::strip_timecode(&s["cells"]) {
-            latency.push(tc.age_ms(at as u64) as f64);
-        }
-    }
-    anyhow::ensure!(latency.len() > 1, "no picture carried a readable strip");
-    let bitrates: Vec<f64> = out["bitrates"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).filter(|v| v.is_finite()).collect();
+    let (latency, bitrates) = bench::shown_latencies(c, element, secs, W, H).await?;
     anyhow::ensure!(!bitrates.is_empty(), "the overlay showed no bitrate");
     let fps = latency.len() as f64 / secs as f64;
     Ok((latency, fps, bitrates))
