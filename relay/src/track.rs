@@ -99,6 +99,18 @@ pub struct Reader {
     pub guard: ReaderGuard,
 }
 
+/// A viewer moving to rendition `wanted` (sending `current`): the reader of the one it moves to
+/// is kept in `pending` until that one's keyframe. Attaches to it if it is not the one being
+/// sent nor already pending (its encoder makes a keyframe for the joiner at once), or forgets a
+/// pending one no longer wanted. `track` names a rendition's track by index.
+pub fn follow_rendition<'a>(pending: &mut Option<(usize, Reader)>, wanted: usize, current: usize, track: impl FnOnce(usize) -> &'a Arc<Track>) {
+    if wanted == current {
+        *pending = None;
+    } else if pending.as_ref().is_none_or(|(i, _)| *i != wanted) {
+        *pending = Some((wanted, track(wanted).attach()));
+    }
+}
+
 impl Track {
     /// `keep_gop`: keep the frames since the last keyframe for joiners (for producers that
     /// cannot make a keyframe on request). `keyframe_min_interval` throttles readers' requests.

@@ -282,3 +282,17 @@ impl ProxiedPlayer {
         self.relay.shutdown().await;
     }
 }
+
+/// Script for `execute_async`: the codec of the player's inbound video, from its peer
+/// connection's stats ("video/VP8", "video/H264"; "" before there is one).
+pub const INBOUND_CODEC_JS: &str = r#"
+    const done = arguments[arguments.length - 1];
+    const pc = document.querySelector(".scopecast").scopecast.pc;
+    if (!pc) return done("");
+    pc.getStats().then((all) => {
+        let rx = null;
+        all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") rx = s; });
+        const codec = rx && rx.codecId && all.get(rx.codecId);
+        done(codec ? codec.mimeType : "");
+    }, () => done(""));
+"#;

@@ -13,25 +13,12 @@
 use scopecast::config::{Codec, Config, IceConfig, SecurityConfig, StreamConfig};
 use scopecast_shared::api::VideoPath;
 use scopecast_shared::StreamInfo;
-use scopecast_tests::browser::{count, page_status, save_screenshot, Browser};
+use scopecast_tests::browser::{count, page_status, save_screenshot, Browser, INBOUND_CODEC_JS};
 use scopecast_tests::netns::{link, Netns};
 use std::time::Duration;
 
 const RELAY_IP: &str = "10.79.1.1";
 const FIREFOX_IP: &str = "10.79.1.2";
-
-/// The codec of the page's inbound video, from Firefox's stats ("video/VP8").
-const CODEC_PROBE: &str = r#"
-    const done = arguments[arguments.length - 1];
-    const pc = document.querySelector(".scopecast").scopecast.pc;
-    if (!pc) return done("");
-    pc.getStats().then((all) => {
-        let rx = null;
-        all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") rx = s; });
-        const codec = rx && rx.codecId && all.get(rx.codecId);
-        done(codec ? codec.mimeType : "");
-    }, () => done(""));
-"#;
 
 /// What Firefox showed of each page.
 #[derive(Debug, Default)]
@@ -67,7 +54,7 @@ fn firefox_in(ns: &Netns, sky: String, camera: String) -> std::thread::JoinHandl
             let result = async {
                 c.goto(&sky).await.map_err(|e| e.to_string())?;
                 let webrtc = wait(c, "VP8 frames over WebRTC", 30, |v| v["transport"] == "webrtc" && count(v, "frames") >= 50).await?;
-                let codec = c.execute_async(CODEC_PROBE, vec![]).await.map_err(|e| e.to_string())?.as_str().unwrap_or_default().to_owned();
+                let codec = c.execute_async(INBOUND_CODEC_JS, vec![]).await.map_err(|e| e.to_string())?.as_str().unwrap_or_default().to_owned();
                 save_screenshot(c, "firefox-vp8").await;
                 c.goto(&camera).await.map_err(|e| e.to_string())?;
                 let mjpeg = wait(c, "the MJPEG rung", 40, |v| v["transport"] == "mjpeg" && count(v, "fallback") >= 10).await?;

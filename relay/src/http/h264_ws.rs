@@ -208,14 +208,10 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], play
     }
 }
 
-/// Attaches to the rendition the chooser picked, if it is not the one being sent (its encoder
-/// makes a keyframe for the joiner at once), or forgets one no longer wanted.
+/// Follows the rendition the chooser picked (`track::follow_rendition`).
 fn follow(chooser: &Option<Chooser>, steps: &[Step], current: usize, pending: &mut Option<(usize, crate::track::Reader)>) {
-    let Some(wanted) = chooser.as_ref().map(Chooser::current) else { return };
-    if wanted == current {
-        *pending = None;
-    } else if pending.as_ref().is_none_or(|(i, _)| *i != wanted) {
-        *pending = Some((wanted, steps[wanted].track.attach()));
+    if let Some(wanted) = chooser.as_ref().map(Chooser::current) {
+        crate::track::follow_rendition(pending, wanted, current, |i| &steps[i].track);
     }
 }
 

@@ -664,12 +664,7 @@ async fn send_media(track: Arc<TrackLocalStaticRTP>, ladder: Arc<ViewerLadder>, 
                     return;
                 }
                 let wanted = *target.borrow_and_update();
-                if wanted == current {
-                    pending = None;
-                } else if pending.as_ref().is_none_or(|(i, _)| *i != wanted) {
-                    // Its encoder makes a keyframe for the joiner at once.
-                    pending = Some((wanted, ladder.step(wanted).track.attach()));
-                }
+                crate::track::follow_rendition(&mut pending, wanted, current, |i| &ladder.step(i).track);
                 continue;
             }
             _ = padding_due => Err(PaddingDue),
@@ -728,8 +723,9 @@ async fn send_frame(track: &TrackLocalStaticRTP, ladder: &ViewerLadder, cursor: 
     let mut bytes = 0;
     for packet in &frame.packets {
         let packet = cursor.stamp(packet);
-        bytes += packet.payload.len() + RTP_OVERHEAD;
-        let transport = ladder.transport_sequence(packet.payload.len() + RTP_OVERHEAD);
+        let size = packet.payload.len() + RTP_OVERHEAD;
+        bytes += size;
+        let transport = ladder.transport_sequence(size);
         if !write_packet(track, &packet, transport).await {
             return false;
         }

@@ -15,7 +15,7 @@
 
 use scopecast::config::{Config, IceConfig, SecurityConfig, StreamConfig};
 use scopecast_tests::bench::{self, median, percentile};
-use scopecast_tests::browser::{count, wait_for_page, Browser};
+use scopecast_tests::browser::{count, wait_for_page, Browser, INBOUND_CODEC_JS};
 use scopecast_tests::netns::{link, Netns};
 use std::time::Duration;
 
@@ -23,19 +23,6 @@ const W: usize = 1280;
 const H: usize = 720;
 const RELAY_IP: &str = "10.81.1.1";
 const BROWSER_IP: &str = "10.81.1.2";
-
-/// The inbound video's codec and the decoder, from the page's stats.
-const CODEC_PROBE: &str = r#"
-    const done = arguments[arguments.length - 1];
-    const pc = document.querySelector(".scopecast").scopecast.pc;
-    if (!pc) return done("");
-    pc.getStats().then((all) => {
-        let rx = null;
-        all.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") rx = s; });
-        const codec = rx && rx.codecId && all.get(rx.codecId);
-        done(codec ? codec.mimeType : "");
-    }, () => done(""));
-"#;
 
 struct Measured {
     browser: &'static str,
@@ -76,7 +63,7 @@ fn main() -> anyhow::Result<()> {
                 c.goto(&page).await?;
                 wait_for_page(c, browser, 30, |v| v["transport"] == "webrtc" && count(v, "frames") > 50).await;
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let codec = c.execute_async(CODEC_PROBE, vec![]).await?.as_str().unwrap_or_default().to_owned();
+                let codec = c.execute_async(INBOUND_CODEC_JS, vec![]).await?.as_str().unwrap_or_default().to_owned();
                 let (latency, _) = bench::shown_latencies(c, "video", secs, W, H).await?;
                 b.close().await;
                 Ok(Measured { browser, codec, latency, secs })
