@@ -28,6 +28,10 @@ fi
 if grep -En '(tokio|axum)::' relay/src/webrtc/twcc.rs; then
   fail "relay/src/webrtc/twcc.rs uses tokio or axum"
 fi
+# The MSE rung's muxer is pure: Annex B in, MP4 bytes out.
+if grep -En '(tokio|axum|std::(net|fs|io::Write))' relay/src/media/fmp4.rs; then
+  fail "relay/src/media/fmp4.rs does I/O"
+fi
 # The player's logic (client/src/*.rs) is plain Rust tested natively; only client/src/web/
 # touches the browser.
 if grep -lE '(web_sys|js_sys|wasm_bindgen|leptos)' client/src/*.rs | grep -v '^client/src/lib.rs$'; then

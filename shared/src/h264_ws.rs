@@ -1,46 +1,59 @@
 //! The H.264 rung's framing: one WebSocket binary message per access unit, for players that
-//! cannot do WebRTC (UDP blocked) but can decode H.264 themselves (WebCodecs).
+//! cannot do WebRTC (UDP blocked) but can decode H.264 themselves: WebCodecs in secure
+//! contexts, Media Source Extensions elsewhere.
 //!
-//! A message is a 9-byte header, then the access unit in Annex B (start codes, SPS and PPS
-//! before every IDR):
+//! A message is a 9-byte header, then its payload:
 //!
 //! | bytes | meaning                                                                |
 //! |-------|------------------------------------------------------------------------|
-//! | 0     | flags: bit 0 set for a keyframe (an IDR, decodable on its own)         |
+//! | 0     | flags: bit 0 set for a keyframe (an IDR, decodable on its own), bit 1  |
+//! |       | for an MP4 init segment                                                |
 //! | 1..9  | presentation time, microseconds on the stream's clock, big-endian u64  |
 //!
-//! The first message of a connection is always a keyframe. Pure, so both sides and the fuzz
-//! targets share it.
+//! The payload is the access unit in Annex B (start codes, SPS and PPS before every IDR), or
+//! with `?container=fmp4` (for MSE) its MP4 fragment (moof + mdat). An fMP4 connection sends an
+//! init segment (ftyp + moov) before its first fragment and whenever the parameter sets change,
+//! each preceded by a text message with the MIME type a SourceBuffer needs
+//! (`video/mp4; codecs="avc1.42c01f"`).
+//!
+//! The first access unit of a connection is always a keyframe. Pure, so both sides and the
+//! fuzz targets share it.
 
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 9;
 const KEYFRAME: u8 = 1;
+const INIT_SEGMENT: u8 = 2;
+/// `?container=` for MP4 fragments instead of Annex B.
+pub const CONTAINER_FMP4: &str = "fmp4";
 
 /// One access unit as sent over the rung.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unit<'a> {
     pub keyframe: bool,
+    /// An MP4 init segment rather than a picture (fMP4 only).
+    pub init: bool,
     pub timestamp_us: u64,
-    pub annexb: &'a [u8],
+    /// Annex B, or an MP4 fragment or init segment.
+    pub payload: &'a [u8],
 }
 
 impl Unit<'_> {
     /// The message's header; the access unit follows it.
     pub fn header(&self) -> [u8; HEADER_LEN] {
         let mut h = [0; HEADER_LEN];
-        h[0] = if self.keyframe { KEYFRAME } else { 0 };
+        h[0] = if self.keyframe { KEYFRAME } else { 0 } | if self.init { INIT_SEGMENT } else { 0 };
         h[1..].copy_from_slice(&self.timestamp_us.to_be_bytes());
         h
     }
 
     /// Reads one message; `None` if it is too short to be one or carries no video.
     pub fn parse(message: &[u8]) -> Option<Unit<'_>> {
-        let (header, annexb) = (message.get(..HEADER_LEN)?, &message[HEADER_LEN..]);
-        if annexb.is_empty() {
+        let (header, payload) = (message.get(..HEADER_LEN)?, &message[HEADER_LEN..]);
+        if payload.is_empty() {
             return None;
         }
         let timestamp_us = u64::from_be_bytes(header[1..].try_into().ok()?);
-        Some(Unit { keyframe: header[0] & KEYFRAME != 0, timestamp_us, annexb })
+        Some(Unit { keyframe: header[0] & KEYFRAME != 0, init: header[0] & INIT_SEGMENT != 0, timestamp_us, payload })
     }
 }
 
@@ -95,11 +108,13 @@ mod tests {
     #[test]
     fn a_unit_reads_back_as_it_was_written() {
         let au = [0, 0, 0, 1, 0x65, 1, 2, 3];
-        let unit = Unit { keyframe: true, timestamp_us: 1_234_567_890_123, annexb: &au };
+        let unit = Unit { keyframe: true, init: false, timestamp_us: 1_234_567_890_123, payload: &au };
         let message = [&unit.header()[..], &au].concat();
         assert_eq!(Unit::parse(&message), Some(unit));
         let delta = Unit { keyframe: false, ..unit };
         assert_eq!(Unit::parse(&[&delta.header()[..], &au].concat()).map(|u| u.keyframe), Some(false));
+        let init = Unit { keyframe: false, init: true, ..unit };
+        assert_eq!(Unit::parse(&[&init.header()[..], &au].concat()), Some(init), "an init segment reads back as one");
     }
 
     #[test]

@@ -147,7 +147,7 @@ mod h264_rung {
             let message = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message within 5 s").expect("open").expect("no error");
             if let Message::Binary(bytes) = message {
                 let unit = Unit::parse(&bytes).expect("every binary message is a unit");
-                return (unit.keyframe, unit.timestamp_us, unit.annexb.to_vec());
+                return (unit.keyframe, unit.timestamp_us, unit.payload.to_vec());
             }
         }
     }
@@ -310,6 +310,76 @@ mod h264_rung {
                 assert!(body.contains("unknown-rendition") && body.contains("full"), "{body}");
             }
             other => panic!("expected a 422, got {:?}", other.map(|_| ())),
+        }
+        relay.shutdown().await;
+    }
+
+    /// `?container=fmp4`, what an MSE player appends: a MIME type, an init segment, then one
+    /// fragment per access unit; checked by FFmpeg, which plays the bytes as one MP4 file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_container_fmp4_the_rung_sends_an_mp4_that_ffmpeg_decodes_frame_by_frame() {
+        let _serial = one_at_a_time().await;
+        let relay = start_relay(vec![scopecast_tests::laddered_pattern("sky")]).await;
+        let base = base_url(&relay);
+        let mut ws = open(&base, "?container=fmp4&rendition=small").await;
+        let mut mime = None;
+        let (mut file, mut fragments, mut last_ts) = (Vec::new(), 0, None);
+        while fragments < 50 {
+            let message = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message within 5 s").expect("open").expect("no error");
+            match message {
+                Message::Text(text) => {
+                    assert!(file.is_empty(), "one MIME type, before the init segment");
+                    mime = Some(text.to_string());
+                }
+                Message::Binary(bytes) => {
+                    let unit = Unit::parse(&bytes).expect("every binary message is a unit");
+                    assert_eq!(unit.init, file.is_empty(), "the init segment first, then fragments");
+                    assert!(mime.is_some(), "the MIME type before any MP4");
+                    if !unit.init {
+                        assert_eq!(&unit.payload[4..8], b"moof");
+                        assert!(last_ts.is_none_or(|l| unit.timestamp_us > l));
+                        last_ts = Some(unit.timestamp_us);
+                        fragments += 1;
+                    }
+                    file.extend_from_slice(unit.payload);
+                }
+                _ => {}
+            }
+        }
+        drop(ws);
+        let mime = mime.expect("a MIME type");
+        assert!(mime.starts_with("video/mp4; codecs=\"avc1.42"), "{mime}");
+        let path = std::env::temp_dir().join(format!("scopecast-rung-{}.mp4", std::process::id()));
+        std::fs::write(&path, &file).expect("write");
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-count_frames",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=codec_name,width,height,nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&path)
+            .output()
+            .expect("ffprobe (scripts/setup-debian.sh installs ffmpeg)");
+        let _ = std::fs::remove_file(&path);
+        let (out, err) = (String::from_utf8_lossy(&probe.stdout).trim().to_owned(), String::from_utf8_lossy(&probe.stderr).into_owned());
+        assert_eq!(out, "h264,640,360,50", "every fragment a decoded frame of the small rendition (stderr: {err})");
+        assert!(err.trim().is_empty(), "FFmpeg found nothing wrong: {err}");
+
+        // A container the rung does not know is refused before the upgrade.
+        let url = format!("{}/sky/h264?container=webm", base.replacen("http://", "ws://", 1));
+        match tokio_tungstenite::connect_async(url).await {
+            Err(WsError::Http(res)) => {
+                assert_eq!(res.status().as_u16(), 400);
+                let body = String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned();
+                assert!(body.contains("unknown-container") && body.contains("fmp4"), "{body}");
+            }
+            other => panic!("expected a 400, got {:?}", other.map(|_| ())),
         }
         relay.shutdown().await;
     }

@@ -219,7 +219,7 @@ async fn next_luma(ws: &mut Socket, decoder: &mut openh264::decoder::Decoder) ->
         let message = tokio::time::timeout(Duration::from_secs(8), ws.next()).await.expect("a message within 8 s").expect("open").expect("no error");
         let Message::Binary(bytes) = message else { continue };
         let unit = Unit::parse(&bytes).expect("a unit");
-        if let Ok(Some(yuv)) = decoder.decode(unit.annexb) {
+        if let Ok(Some(yuv)) = decoder.decode(unit.payload) {
             let (w, h) = yuv.dimensions();
             let stride = yuv.strides().0;
             return ((w, h), (0..h).flat_map(|row| yuv.y()[row * stride..row * stride + w].iter().copied()).collect());

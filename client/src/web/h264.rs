@@ -147,11 +147,11 @@ pub fn start(
 /// One message into the decoder: configured at the first keyframe (and again when the SPS
 /// changes), deltas dropped while it is behind.
 fn feed(decoder: &VideoDecoder, state: &mut DecodeState, message: &[u8]) -> Result<(), JsValue> {
-    let Some(unit) = Unit::parse(message) else { return Ok(()) }; // not ours: skipped
+    let Some(unit) = Unit::parse(message).filter(|u| !u.init) else { return Ok(()) }; // not ours: skipped
     if unit.keyframe {
-        let sps = nal_units(unit.annexb).find(|n| n.first().is_some_and(|b| b & 0x1f == 7)).map(<[u8]>::to_vec);
+        let sps = nal_units(unit.payload).find(|n| n.first().is_some_and(|b| b & 0x1f == 7)).map(<[u8]>::to_vec);
         if sps.is_some() && sps != state.sps {
-            let codec = avc_codec(unit.annexb).ok_or("a keyframe without an SPS")?;
+            let codec = avc_codec(unit.payload).ok_or("a keyframe without an SPS")?;
             let config = Object::new();
             Reflect::set(&config, &"codec".into(), &codec.into())?;
             Reflect::set(&config, &"optimizeForLatency".into(), &true.into())?;
@@ -170,7 +170,7 @@ fn feed(decoder: &VideoDecoder, state: &mut DecodeState, message: &[u8]) -> Resu
     Reflect::set(&init, &"type".into(), &(if unit.keyframe { "key" } else { "delta" }).into())?;
     // Microseconds fit an f64 exactly for 285 years.
     Reflect::set(&init, &"timestamp".into(), &(unit.timestamp_us as f64).into())?;
-    Reflect::set(&init, &"data".into(), &Uint8Array::from(unit.annexb))?;
+    Reflect::set(&init, &"data".into(), &Uint8Array::from(unit.payload))?;
     decoder.decode(&EncodedVideoChunk::new(&init)?)
 }
 

@@ -9,11 +9,16 @@
 //! loses nothing, so it is the only sign of a link too slow); after 10 s without one it
 //! tries a step up, on trial (there is no feedback to probe with). A move happens at the new
 //! rendition's keyframe, with timestamps running on.
+//!
+//! `?container=fmp4` sends each access unit as an MP4 fragment instead (`media::fmp4`), for
+//! players without WebCodecs (pages that are not a secure context) to feed Media Source
+//! Extensions.
 
 use super::error::ApiError;
 use super::AppState;
 use super::RungPlayer;
 use crate::adapt::{Chooser, Why};
+use crate::media::fmp4::{Muxer, Piece};
 use crate::pipeline::{depacketize, ViewerCursor};
 use crate::stream::{Step, Stream, ViewerKind};
 use crate::track::KeyframeReason;
@@ -22,7 +27,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use scopecast_shared::api::ViewerRendition;
-use scopecast_shared::h264_ws::{Unit, Unwrapper};
+use scopecast_shared::h264_ws::{Unit, Unwrapper, CONTAINER_FMP4};
 use scopecast_shared::sdp::ViewerCodec;
 use scopecast_shared::{OfflinePolicy, SourceState};
 use serde::Deserialize;
@@ -41,6 +46,14 @@ const MAX_MESSAGE: usize = 4096;
 #[derive(Debug, Deserialize)]
 pub struct RungQuery {
     rendition: Option<String>,
+    /// `fmp4` for MP4 fragments (MSE); Annex B (WebCodecs) without it.
+    container: Option<String>,
+}
+
+/// How access units go into messages: as they are, or muxed into MP4 fragments.
+enum Framing {
+    AnnexB,
+    Fmp4(Muxer),
 }
 
 pub async fn upgrade(
@@ -50,6 +63,18 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let stream = state.stream(&name)?;
+    let framing = match query.container.as_deref() {
+        None | Some("annexb") => Framing::AnnexB,
+        Some(CONTAINER_FMP4) => Framing::Fmp4(Muxer::default()),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown-container",
+                "Unknown container",
+                format!("container '{other}' is not one the H.264 rung sends (annexb, fmp4)"),
+            ))
+        }
+    };
     let mut steps = stream.ladder_for(ViewerCodec::H264, query.rendition.as_deref());
     if steps.is_empty() {
         return Err(ApiError::internal("a stream always has its own H.264 track"));
@@ -96,14 +121,14 @@ pub async fn upgrade(
         let _demand = demand;
         let player = state.rung_player(stream.name(), info);
         tracing::debug!(stream = stream.name(), rendition = steps[0].name, "H.264 rung opened");
-        let sent = send_units(socket, &stream, &steps, &player).await;
+        let sent = send_units(socket, &stream, &steps, &player, framing).await;
         tracing::debug!(stream = stream.name(), sent, "H.264 rung closed");
     }))
 }
 
 /// Sends access units until the player goes, the stream stops or a send times out; returns how
 /// many went out. With more than one of `steps`, the relay moves the player between them.
-async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], player: &RungPlayer) -> u64 {
+async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], player: &RungPlayer, mut framing: Framing) -> u64 {
     let mut chooser = (steps.len() > 1).then(|| Chooser::new(steps.iter().map(|s| s.bitrate_bps).collect(), None, Instant::now()));
     let mut current = 0;
     let reader = steps[current].track.attach();
@@ -116,11 +141,11 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], play
         if !gate.admit(frame) {
             continue;
         }
-        let Some(message) = message(frame, &mut gate, &mut clock) else {
+        let Some(messages) = messages(frame, &mut gate, &mut clock, &mut framing) else {
             gate.lagged();
             continue;
         };
-        if !send(&mut socket, message).await {
+        if !send(&mut socket, messages).await {
             return sent;
         }
         sent += 1;
@@ -194,11 +219,11 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], play
         if !gate.admit(&frame) {
             continue;
         }
-        let Some(message) = message(&frame, &mut gate, &mut clock) else {
+        let Some(messages) = messages(&frame, &mut gate, &mut clock, &mut framing) else {
             gate.lagged(); // what follows refers to it
             continue;
         };
-        if !send(&mut socket, message).await {
+        if !send(&mut socket, messages).await {
             return sent;
         }
         if let Some(t) = &frame.timing {
@@ -215,17 +240,45 @@ fn follow(chooser: &Option<Chooser>, steps: &[Step], current: usize, pending: &m
     }
 }
 
-/// One access unit as a message (`None` if its packets do not depacketize).
-fn message(frame: &crate::pipeline::RtpFrame, gate: &mut ViewerCursor, clock: &mut Unwrapper) -> Option<Vec<u8>> {
+/// One access unit as messages: itself, or its fragment (after a MIME type and an init
+/// segment when its parameter sets are new). `None` if it does not depacketize or mux.
+fn messages(frame: &crate::pipeline::RtpFrame, gate: &mut ViewerCursor, clock: &mut Unwrapper, framing: &mut Framing) -> Option<Vec<Message>> {
     let (Some(annexb), Some(timestamp)) = (depacketize(frame), gate.frame_timestamp(frame)) else {
         tracing::debug!("a frame that does not depacketize: skipped");
         return None;
     };
-    let unit = Unit { keyframe: frame.keyframe, timestamp_us: clock.micros(timestamp), annexb: &annexb };
-    Some([&unit.header()[..], &annexb].concat())
+    let timestamp_us = clock.micros(timestamp);
+    let binary = |init: bool, payload: &[u8]| {
+        let unit = Unit { keyframe: frame.keyframe, init, timestamp_us, payload };
+        Message::Binary([&unit.header()[..], payload].concat().into())
+    };
+    let Framing::Fmp4(muxer) = framing else {
+        return Some(vec![binary(false, &annexb)]);
+    };
+    let pieces = match muxer.push(frame.keyframe, timestamp_us, &annexb) {
+        Ok(pieces) => pieces,
+        Err(e) => {
+            tracing::debug!(error = %e, "a frame that does not mux: skipped");
+            return None;
+        }
+    };
+    let mut out = Vec::with_capacity(3);
+    for piece in pieces {
+        match piece {
+            Piece::Init { mime, segment } => out.extend([Message::Text(mime.into()), binary(true, &segment)]),
+            Piece::Fragment(fragment) => out.push(binary(false, &fragment)),
+        }
+    }
+    // Deltas before the first keyframe have nothing to refer to: the gate keeps them out.
+    Some(out)
 }
 
 /// False once the player is gone (or its link has been stuck for [`SEND_TIMEOUT`]).
-async fn send(socket: &mut WebSocket, message: Vec<u8>) -> bool {
-    matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(message.into()))).await, Ok(Ok(())))
+async fn send(socket: &mut WebSocket, messages: Vec<Message>) -> bool {
+    for message in messages {
+        if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await, Ok(Ok(()))) {
+            return false;
+        }
+    }
+    true
 }

@@ -4,6 +4,7 @@
 //! plain thread, which is where the pipeline runs them.
 
 pub mod encoder;
+pub mod fmp4;
 pub mod h264;
 pub mod i420;
 pub mod jpeg;
