@@ -54,12 +54,39 @@ async fn h264_players(relay: &scopecast::relay::Relay) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_udp_blocked_the_h264_rung_plays_at_full_size_then_webrtc_takes_over() {
+    h264_rung_plays_then_webrtc_takes_over(Page::Secure).await;
+}
+
+/// Plain HTTP on a name that is not loopback (a LAN address, as most observatories serve):
+/// no WebCodecs there, so the rung plays through MSE, the relay muxing fMP4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_page_that_is_not_a_secure_context_the_h264_rung_plays_through_mse() {
+    h264_rung_plays_then_webrtc_takes_over(Page::NotSecure).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Page {
+    /// Loopback: a secure context, with WebCodecs.
+    Secure,
+    /// `http://scopecast.test`, mapped to loopback by Chromium's resolver: not a secure context.
+    NotSecure,
+}
+
+async fn h264_rung_plays_then_webrtc_takes_over(page: Page) {
     let relay = start_relay(pattern()).await;
     let proxy = Proxy::start(&base_url(&relay), Mode::BlockUdp).await;
     proxy.allow_websockets(true);
-    let browser = Browser::start().await.expect("headless Chromium (CI installs chromium and chromium-driver)");
+    let (args, url) = match page {
+        Page::Secure => (vec![], proxy.url()),
+        Page::NotSecure => (vec!["--host-resolver-rules=MAP scopecast.test 127.0.0.1".to_owned()], proxy.url().replace("127.0.0.1", "scopecast.test")),
+    };
+    let browser = Browser::start_with(&args).await.expect("headless Chromium (CI installs chromium and chromium-driver)");
     let c = &browser.client;
-    c.goto(&format!("{}/telescope/", proxy.url())).await.expect("open page");
+    c.goto(&format!("{url}/telescope/")).await.expect("open page");
+    let context = c.execute("return [window.isSecureContext, typeof VideoDecoder !== 'undefined']", vec![]).await.expect("context");
+    let secure = page == Page::Secure;
+    assert_eq!(context, serde_json::json!([secure, secure]), "WebCodecs only in a secure context");
+    let mse_video = r#"return !!document.querySelector(".scopecast video.scopecast-mse")"#;
 
     let rung = wait_for_page(c, "the H.264 rung", 15, |v| v["state"] == "fallback" && v["transport"] == "h264" && count(v, "fallback") > 0).await;
     assert_eq!(rung["canvas_visible"], true, "{rung}");
@@ -67,11 +94,22 @@ async fn with_udp_blocked_the_h264_rung_plays_at_full_size_then_webrtc_takes_ove
     assert!(rung["status_text"].as_str().unwrap_or_default().contains("H.264"), "the badge says which fallback: {rung}");
     let (bytes, advanced) = (proxy.bytes_out(), mjpeg_frames_over(c, 3).await);
     let kbit_s = (proxy.bytes_out() - bytes) as f64 * 8.0 / 3.0 / 1000.0;
-    assert!(advanced >= 60, "decoded pictures advance at about 25 fps: {advanced} frames in 3 s");
+    let mse_state = c
+        .execute(
+            r#"const v = document.querySelector(".scopecast video.scopecast-mse"); if (!v) return null;
+               const b = [...Array(v.buffered.length).keys()].map((i) => [v.buffered.start(i), v.buffered.end(i)]);
+               return { readyState: v.readyState, paused: v.paused, currentTime: v.currentTime, rate: v.playbackRate, buffered: b, error: v.error && v.error.message,
+                        frames: v.getVideoPlaybackQuality().totalVideoFrames, dropped: v.getVideoPlaybackQuality().droppedVideoFrames }"#,
+            vec![],
+        )
+        .await
+        .expect("MSE state");
+    assert!(advanced >= 60, "decoded pictures advance at about 25 fps: {advanced} frames in 3 s (MSE video: {mse_state})");
     // The stream's 2 Mbit/s encode, not MJPEG's several times that.
     assert!(kbit_s < 3_000.0, "{kbit_s:.0} kbit/s through the proxy");
     assert_eq!(proxy.websockets_open(), 1);
     assert_eq!(h264_players(&relay).await, 1, "the relay counts the rung's player");
+    assert_eq!(c.execute(mse_video, vec![]).await.expect("MSE video?"), !secure, "MSE only where WebCodecs is missing");
     // The picture is the stream's, and live: its timecode strip reads back from the canvas.
     show_overlay(c).await;
     tokio::time::sleep(Duration::from_millis(2200)).await; // two stats polls
@@ -81,16 +119,18 @@ async fn with_udp_blocked_the_h264_rung_plays_at_full_size_then_webrtc_takes_ove
         .expect("overlay");
     assert_eq!((details["transport"].as_str(), details["resolution"].as_str()), (Some("h264"), Some("640x360")), "{details}");
     let latency: u64 = details["glass-to-glass"].as_str().and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect("latency read from the strip");
-    assert!(latency < 500, "glass-to-glass over the H.264 rung: {details}");
+    assert!(latency < 500, "glass-to-glass over the H.264 rung ({page:?}): {details}");
+    eprintln!("H.264 rung, {page:?} page: {details}");
     let page_kbit: f64 = details["bitrate"].as_str().and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect("the rung's bitrate shown");
     assert!((100.0..3_000.0).contains(&page_kbit), "the overlay's bitrate is the encode's: {details}");
-    save_screenshot(c, "player-h264-rung").await;
+    save_screenshot(c, if secure { "player-h264-rung" } else { "player-h264-rung-mse" }).await;
 
     proxy.set_mode(Mode::Pass);
     let back = wait_for_page(c, "WebRTC again", 30, |v| v["state"] == "live" && v["transport"] == "webrtc" && count(v, "frames") > 10).await;
     assert_eq!(back["canvas_visible"], false, "the rung stopped once WebRTC played: {back}");
     eventually(5, "the rung's socket closed", || proxy.websockets_open() == 0).await;
     eventually_async(5, "the relay no longer counts it", || async { h264_players(&relay).await == 0 }).await;
+    assert_eq!(c.execute(mse_video, vec![]).await.expect("MSE video?"), false, "the rung's video is gone with it");
     browser.close().await;
     relay.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! controller that carries out the ladder's commands. Built for wasm32 only.
 
 mod h264;
+mod mse;
 mod net;
 mod player;
 mod sky;

@@ -3,6 +3,7 @@
 //! Everything it decides is decided in [`crate::ladder`].
 
 use super::h264;
+use super::mse;
 use super::net::{self, Req};
 use super::sky::Tools;
 use super::stats::{self, Stats};
@@ -148,6 +149,8 @@ enum FallbackRun {
     Mjpeg(AbortController),
     /// Held for its drop, which closes the socket and the decoder.
     H264(#[allow(dead_code)] h264::Rung),
+    /// The same rung through MSE (no WebCodecs outside secure contexts); held for its drop.
+    Mse(#[allow(dead_code)] mse::Rung),
 }
 
 impl Drop for FallbackRun {
@@ -168,8 +171,8 @@ impl Player {
         let fallback = opts.fallback && urls.has_extras();
         let player = Rc::new_cyclic(|me| {
             RefCell::new(Player {
-                // The H.264 rung needs the relay's WebSocket and the browser's WebCodecs.
-                ladder: if fallback && h264::available() { Ladder::new(fallback).with_h264_rung() } else { Ladder::new(fallback) },
+                // The H.264 rung needs the relay's WebSocket and the browser's WebCodecs or MSE.
+                ladder: if fallback && (h264::available() || mse::available()) { Ladder::new(fallback).with_h264_rung() } else { Ladder::new(fallback) },
                 opts,
                 urls,
                 el,
@@ -438,7 +441,7 @@ fn run(this: &Shared, command: Command) {
                 Rung::H264 => {
                     let id = p.fallback_id;
                     match start_h264(&p, id) {
-                        Ok(rung) => p.fallback = Some(FallbackRun::H264(rung)),
+                        Ok(rung) => p.fallback = Some(rung),
                         Err(e) => {
                             drop(p);
                             fallback_ended(Rc::downgrade(this), id, h264::js_message(&e));
@@ -1003,11 +1006,16 @@ fn fallback_frame(p: &Shared) {
 }
 
 /// The H.264 rung (`/{stream}/h264` as a WebSocket, the pinned rendition's if any) into the
-/// canvas; its frames and its end are reported while it is fallback `id`.
-fn start_h264(p: &Player, id: u32) -> Result<h264::Rung, JsValue> {
+/// canvas, through WebCodecs where there is, else MSE; its frames and its end are reported
+/// while it is fallback `id`.
+fn start_h264(p: &Player, id: u32) -> Result<FallbackRun, JsValue> {
     let mut url = with_token_query(&net::absolute(&p.urls.h264), p.opts.token.as_deref());
     if let Some(r) = &p.opts.rendition {
         url = with_query(&url, "rendition", r);
+    }
+    let webcodecs = h264::available();
+    if !webcodecs {
+        url = with_query(&url, "container", scopecast_shared::h264_ws::CONTAINER_FMP4);
     }
     let url = headers::websocket_url(&url).ok_or("the relay's address is not http(s)")?;
     let (me, me2) = (p.me.clone(), p.me.clone());
@@ -1021,7 +1029,12 @@ fn start_h264(p: &Player, id: u32) -> Result<h264::Rung, JsValue> {
         let me = me2.clone();
         spawn_local(async move { fallback_ended(me, id, why) });
     };
-    h264::start(&url, p.el.canvas.clone(), Rc::clone(&p.fallback_bytes), on_frame, on_end)
+    let (canvas, received) = (p.el.canvas.clone(), Rc::clone(&p.fallback_bytes));
+    Ok(if webcodecs {
+        FallbackRun::H264(h264::start(&url, canvas, received, on_frame, on_end)?)
+    } else {
+        FallbackRun::Mse(mse::start(&url, canvas, received, on_frame, on_end)?)
+    })
 }
 
 /// Fallback `id` ended (its stream closed, failed or went silent): stopped, and the ladder told.

@@ -1,5 +1,6 @@
-//! The player's three rungs side by side, in headless Chromium on loopback: WebRTC, H.264 over
-//! a WebSocket (WebCodecs into a canvas: UDP blocked) and MJPEG (UDP and WebSockets blocked).
+//! The player's rungs side by side, in headless Chromium on loopback: WebRTC, H.264 over a
+//! WebSocket (UDP blocked: WebCodecs into a canvas on a secure page, MSE on a page that is not
+//! one) and MJPEG (UDP and WebSockets blocked).
 //! Glass-to-glass latency, frame rate and bandwidth of each, one after the other on the same
 //! stream and the same encode.
 //!
@@ -9,7 +10,9 @@
 //! The source is the relay's deep-sky scene at 1280x720 and 25 fps (faint noise and stars
 //! under the timecode strip), so the 2 Mbit/s encoder and the JPEG re-encode both carry a real
 //! picture's detail. The page is the relay's player behind the tests' HTTP proxy, which blocks
-//! WebRTC's UDP candidates and tunnels or refuses WebSockets.
+//! WebRTC's UDP candidates and tunnels or refuses WebSockets. The secure page is the proxy's
+//! loopback address; the other is the same address under a name (`scopecast.test`, mapped by
+//! Chromium's resolver), which is not a secure context, as a LAN address over plain HTTP is not.
 //!
 //! Every rung is read the same way, so their numbers compare: an animation-frame loop draws
 //! what the player shows (its `<video>` or its canvas), reads the timecode strip, and stamps
@@ -33,7 +36,12 @@ struct Rung {
     transport: &'static str,
     /// What the player draws this rung on.
     element: &'static str,
+    /// The page's host: loopback is a secure context, the mapped name is not.
+    host: &'static str,
 }
+
+const SECURE: &str = "127.0.0.1";
+const NOT_SECURE: &str = "scopecast.test";
 
 /// One rung's window.
 struct Measured {
@@ -49,18 +57,19 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let secs: u64 = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(20);
     let relay = RelayProcess::start(&format!("[streams.sky]\nsource = \"test:deepsky:{W}x{H}@25\"\n")).await?;
-    let browser = Browser::start().await?;
+    let browser = Browser::start_with(&[format!("--host-resolver-rules=MAP {NOT_SECURE} 127.0.0.1")]).await?;
     let c = &browser.client;
     let rungs = [
-        Rung { label: "WebRTC (UDP)", mode: Mode::Pass, websockets: false, transport: "webrtc", element: "video" },
-        Rung { label: "H.264 over WebSocket (WebCodecs)", mode: Mode::BlockUdp, websockets: true, transport: "h264", element: "canvas" },
-        Rung { label: "MJPEG", mode: Mode::BlockUdp, websockets: false, transport: "mjpeg", element: "canvas" },
+        Rung { label: "WebRTC (UDP)", mode: Mode::Pass, websockets: false, transport: "webrtc", element: "video", host: SECURE },
+        Rung { label: "H.264 over WebSocket (WebCodecs)", mode: Mode::BlockUdp, websockets: true, transport: "h264", element: "canvas", host: SECURE },
+        Rung { label: "H.264 over WebSocket (MSE, fMP4)", mode: Mode::BlockUdp, websockets: true, transport: "h264", element: "canvas", host: NOT_SECURE },
+        Rung { label: "MJPEG", mode: Mode::BlockUdp, websockets: false, transport: "mjpeg", element: "canvas", host: SECURE },
     ];
     let mut results = Vec::new();
     for rung in &rungs {
         let proxy = Proxy::start(&relay.http, rung.mode).await;
         proxy.allow_websockets(rung.websockets);
-        c.goto(&format!("{}/sky/", proxy.url())).await?;
+        c.goto(&format!("{}/sky/", proxy.url().replace("127.0.0.1", rung.host))).await?;
         let frames = if rung.transport == "webrtc" { "frames" } else { "fallback" };
         wait_for_page(c, rung.label, 30, |v| v["transport"] == rung.transport && count(v, frames) > 50).await;
         show_overlay(c).await;
