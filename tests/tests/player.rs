@@ -64,6 +64,31 @@ async fn on_a_page_that_is_not_a_secure_context_the_h264_rung_plays_through_mse(
     h264_rung_plays_then_webrtc_takes_over(Page::NotSecure).await;
 }
 
+/// A telescope camera at one frame every 2 s, through MSE: the first picture at once, and each
+/// new one shown as it comes (a pause between frames must not look like a discontinuity to
+/// MSE, which would drop frames until the next keyframe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_plays_through_mse_picture_by_picture() {
+    let relay = start_relay(vec![StreamConfig::test_pattern("telescope", 640, 360, 0.5)]).await;
+    let proxy = Proxy::start(&base_url(&relay), Mode::BlockUdp).await;
+    proxy.allow_websockets(true);
+    let browser = Browser::start_with(&["--host-resolver-rules=MAP scopecast.test 127.0.0.1".to_owned()]).await.expect("headless Chromium");
+    let c = &browser.client;
+    c.goto(&format!("{}/telescope/", proxy.url().replace("127.0.0.1", "scopecast.test"))).await.expect("open page");
+    wait_for_page(c, "the H.264 rung through MSE", 20, |v| v["transport"] == "h264" && count(v, "fallback") > 0).await;
+    // New pictures every 2 s (and the relay's repeat each second): every one drawn.
+    let advanced = mjpeg_frames_over(c, 6).await;
+    assert!(advanced >= 5, "a picture every 1-2 s: {advanced} in 6 s");
+    // And the newest is on screen: its strip is at most one interval old.
+    show_overlay(c).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let age = c.execute(r#"return document.querySelector(".scopecast-overlay dd[data-key='glass-to-glass']").textContent"#, vec![]).await.expect("overlay");
+    let age_ms: u64 = age.as_str().and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+    assert!(age_ms < 2_500, "the picture shown is the newest: {age}");
+    browser.close().await;
+    relay.shutdown().await;
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Page {
     /// Loopback: a secure context, with WebCodecs.

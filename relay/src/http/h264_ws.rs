@@ -40,6 +40,10 @@ use tokio::sync::broadcast::error::RecvError;
 const MAX_QUEUED_FRAMES: usize = 8;
 /// A send that takes this long means the player is gone (or its link is): close.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// An MSE player can drop what it played only from one keyframe to the next, and a stream
+/// makes keyframes only on request unless configured to: one is asked for when none came for
+/// this long, so its buffer stays bounded (at 2 Mbit/s, 15 MB).
+const MSE_KEYFRAME_EVERY: Duration = Duration::from_secs(60);
 /// Messages from the player are not expected; anything large is not ours.
 const MAX_MESSAGE: usize = 4096;
 
@@ -150,6 +154,7 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], play
         }
         sent += 1;
     }
+    let mut keyframe_at = Instant::now();
     // The rendition being moved to, read until its first keyframe.
     let mut pending: Option<(usize, crate::track::Reader)> = None;
     let mut ticks = tokio::time::interval(Duration::from_millis(500));
@@ -230,6 +235,12 @@ async fn send_units(mut socket: WebSocket, stream: &Stream, steps: &[Step], play
             t.mark_sent();
         }
         sent += 1;
+        if frame.keyframe {
+            keyframe_at = Instant::now();
+        } else if matches!(framing, Framing::Fmp4(_)) && keyframe_at.elapsed() > MSE_KEYFRAME_EVERY {
+            steps[current].track.request_keyframe(KeyframeReason::ViewerRequest);
+            keyframe_at = Instant::now(); // asked: again after as long if none comes
+        }
     }
 }
 
