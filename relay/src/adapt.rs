@@ -6,7 +6,9 @@
 //! tested without a network or a clock.
 //!
 //! The policy (after Neko's and LiveKit's, with libwebrtc's probes): down at once on sustained
-//! loss or a burst of NACKs; up one step at a time after a stable period, and only after a
+//! loss or a burst of NACKs, or after a second of standing queue (packets waiting 100 ms more
+//! than the path's floor, from transport-wide feedback: a link too slow queues before it
+//! loses); up one step at a time after a stable period, and only after a
 //! probe found the link carries the next step with room to spare. A probe that falls short
 //! costs a fraction of a second of queueing where a step up tried blind cost a freeze of 2-3 s
 //! (measured: Chromium behind a 1 Mbit/s tbf link); the next probe waits twice as long, up to
@@ -46,6 +48,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_AFTER_MAX: Duration = Duration::from_secs(20);
 /// A probe losing more than this share of its packets fell short, whatever its rate.
 const PROBE_MAX_LOSS: f64 = 0.1;
+/// Queueing this long (a packet's one-way delay over the path's floor) is a link too slow for
+/// the rendition...
+const QUEUE_HIGH: Duration = Duration::from_millis(100);
+/// ...once it has lasted this long (a moment's queue is a burst: a keyframe, a probe draining).
+const QUEUE_SUSTAINED: Duration = Duration::from_secs(1);
 
 /// Why the viewer is on its rendition (for the API and the log).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +76,10 @@ pub enum Why {
     },
     /// A TCP rung's frames queued past its limit.
     Backlog,
+    /// Packets waited this long in a queue on the way, for a second or more.
+    Queueing {
+        ms: u64,
+    },
     /// A probe found the link does not carry the next step.
     ProbeShort {
         kbps: u64,
@@ -86,6 +97,7 @@ impl std::fmt::Display for Why {
             Why::Nacked { percent } => write!(f, "down: {percent:.1} % of packets NACKed"),
             Why::Stable { secs } => write!(f, "up: stable for {secs} s"),
             Why::Backlog => write!(f, "down: the link backed up"),
+            Why::Queueing { ms } => write!(f, "down: packets queued {ms} ms on the way"),
             Why::Probed { kbps } => write!(f, "up: a probe found {}", rate(*kbps)),
             Why::ProbeShort { kbps, needed_kbps } => write!(f, "held: a probe found {} of the {} the next step needs", rate(*kbps), rate(*needed_kbps)),
             Why::OnlyOne => write!(f, "the only rendition"),
@@ -157,6 +169,8 @@ pub struct Chooser {
     probe: Option<ProbeWanted>,
     /// The last probe's rate, bits per second.
     probed_bps: Option<u64>,
+    /// Since when packets have queued over [`QUEUE_HIGH`].
+    queued_since: Option<Instant>,
 }
 
 impl Chooser {
@@ -185,6 +199,7 @@ impl Chooser {
             can_probe: false,
             probe: None,
             probed_bps: None,
+            queued_since: None,
         }
     }
 
@@ -330,6 +345,22 @@ impl Chooser {
         self.down(self.current + 1, Why::Backlog, now);
     }
 
+    /// How long the viewer's packets waited in a queue on the way (`twcc.rs`): a standing
+    /// queue over [`QUEUE_HIGH`] for [`QUEUE_SUSTAINED`] moves it down a step. Not while a probe
+    /// runs or is awaited: a probe fills the queue on purpose.
+    pub fn queue_delay(&mut self, delay: Duration, now: Instant) {
+        if delay < QUEUE_HIGH || self.probe.is_some_and(|p| p.taken) {
+            self.queued_since = None;
+            return;
+        }
+        self.stable_since = now;
+        let since = *self.queued_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= QUEUE_SUSTAINED {
+            self.queued_since = None;
+            self.down(self.current + 1, Why::Queueing { ms: delay.as_millis() as u64 }, now);
+        }
+    }
+
     /// A REMB estimate of the viewer's link, bits per second (kept for the API; see the
     /// module's note on why it moves nothing).
     pub fn estimate_bps(&mut self, bps: u64) {
@@ -405,6 +436,38 @@ mod tests {
     use super::*;
 
     const LADDER: [u64; 3] = [2_000_000, 600_000, 150_000];
+
+    #[test]
+    fn a_standing_queue_moves_down_after_a_second_and_a_moment_of_one_does_not() {
+        let t0 = Instant::now();
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        // A keyframe's burst: 300 ms of queue, then none.
+        for ms in (0..300).step_by(50) {
+            c.queue_delay(Duration::from_millis(150), t0 + Duration::from_millis(ms));
+        }
+        c.queue_delay(Duration::from_millis(10), t0 + Duration::from_millis(300));
+        c.queue_delay(Duration::from_millis(40), t0 + Duration::from_millis(900));
+        assert_eq!(c.current(), 0, "bursts are not a slow link");
+        // A link that keeps a queue: down after a second of it.
+        for ms in (1000..2000).step_by(50) {
+            c.queue_delay(Duration::from_millis(180), t0 + Duration::from_millis(ms));
+        }
+        assert_eq!(c.current(), 0, "not yet: {:?}", c.why());
+        c.queue_delay(Duration::from_millis(180), t0 + Duration::from_millis(2000));
+        assert_eq!((c.current(), c.why().to_string()), (1, "down: packets queued 180 ms on the way".to_owned()));
+        // While a probe runs, its own queue moves nothing.
+        let mut c = Chooser::new(LADDER.to_vec(), None, t0);
+        c.can_probe();
+        c.pin(Some(1), t0);
+        c.pin(None, t0);
+        let later = t0 + UP_AFTER + Duration::from_secs(1);
+        c.tick(later);
+        assert!(c.take_probe().is_some(), "a probe for the step up");
+        for ms in (0..1500).step_by(50) {
+            c.queue_delay(Duration::from_millis(300), later + Duration::from_millis(ms));
+        }
+        assert_eq!(c.current(), 1, "still where it was: {:?}", c.why());
+    }
 
     fn secs(t0: Instant, s: f64) -> Instant {
         t0 + Duration::from_secs_f64(s)

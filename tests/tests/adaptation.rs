@@ -23,10 +23,6 @@ use scopecast_tests::viewer::WhepViewer;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const RELAY_IP: &str = "10.78.1.2";
-const CAPPED_IP: &str = "10.78.2.2";
-const UNCAPPED_IP: &str = "10.78.1.1";
-
 /// What Chromium in C showed, sampled every 100 ms: frames decoded (and when), the picture's
 /// width, and its receiver's packets received and lost.
 #[derive(Default)]
@@ -96,63 +92,127 @@ fn longest_gap(samples: &[(Instant, u64, u64)], from: Instant, to: Instant) -> (
     (longest.max(last.0 - since), last.1 - first.1)
 }
 
+/// R (the relay) and C (where Chromium runs) in namespaces of their own, linked through R's
+/// interface `capped_if`, where a tbf goes; the test's own namespace reaches R directly.
+struct Rig {
+    r: Netns,
+    c: Netns,
+    capped_if: String,
+    http: std::net::SocketAddr,
+    stop_relay: tokio::sync::oneshot::Sender<()>,
+    relay_thread: std::thread::JoinHandle<()>,
+}
+
+impl Rig {
+    /// `net` is the first two octets of the rig's addresses (`net.1.x` to R, `net.2.x` R to C),
+    /// `tag` the links' name tag: two rigs never share either.
+    async fn start(name: &str, net: &str, tag: u8) -> Rig {
+        let (relay_ip, uncapped_ip, capped_ip) = (format!("{net}.1.2"), format!("{net}.1.1"), format!("{net}.2.2"));
+        let r = Netns::add(&format!("{name}r")).expect("namespace R (tests run as root)");
+        let c = Netns::add(&format!("{name}c")).expect("namespace C");
+        link(None, &format!("{uncapped_ip}/24"), &r, &format!("{relay_ip}/24"), &tag.to_string()).expect("link to R");
+        link(Some(&r), &format!("{net}.2.1/24"), &c, &format!("{capped_ip}/24"), &(tag + 1).to_string()).expect("link R-C");
+        c.exec(&["ip", "route", "add", "default", "via", &format!("{net}.2.1")]).expect("route in C");
+        // R's side of the R-C link (link() names the first end `sc{tag}a{id}`).
+        let capped_if = format!("sc{}a{}", tag + 1, std::process::id() % 100_000);
+
+        let mut stream = StreamConfig::test_scene("sky", Scene::DeepSky, 1280, 720, 25.0);
+        stream.renditions = scopecast_tests::small_and_tiny();
+        let config = Config {
+            http: format!("{relay_ip}:0").parse().expect("address"),
+            tls: None,
+            ice: IceConfig {
+                udp: format!("{relay_ip}:0").parse().expect("address"),
+                additional_hosts: vec![],
+                stun_servers: vec![],
+                turn: vec![],
+                include_loopback: false,
+            },
+            security: SecurityConfig::default(),
+            streams: vec![stream],
+        };
+        config.validate().expect("valid");
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_relay, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay_thread = r.spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let relay = scopecast::Relay::start(config).await.expect("relay starts in R");
+                let _ = ready_tx.send(relay.http_addr());
+                let _ = stop_relay_rx.await;
+                relay.shutdown().await;
+            });
+        });
+        let http = ready_rx.await.expect("relay started");
+        Rig { r, c, capped_if, http, stop_relay, relay_thread }
+    }
+
+    /// A tbf on R's link to C: `rate`, `latency` (how long it queues before it drops).
+    fn cap(&self, rate: &str, latency: &str) {
+        let cap = ["tc", "qdisc", "replace", "dev", self.capped_if.as_str(), "root", "tbf", "rate", rate, "burst", "16kb", "latency", latency];
+        self.r.exec(&cap).expect("tbf on R's link to C (tc)");
+    }
+
+    /// Chromium in C playing the stream, and once it has a session, when that was.
+    async fn chromium(&self) -> (Arc<Mutex<Seen>>, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>, Instant) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let thread = chromium_in(&self.c, format!("http://{}/sky/", self.http), Arc::clone(&seen), stop_rx);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.lock().expect("seen").session.is_none() {
+            assert!(Instant::now() < deadline, "Chromium in C did not negotiate");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (seen, stop, thread, Instant::now())
+    }
+
+    async fn stop(self) {
+        let _ = self.stop_relay.send(());
+        let _ = tokio::task::spawn_blocking(move || self.relay_thread.join()).await;
+    }
+}
+
+/// A link with a deep buffer (bufferbloat: 1.5 Mbit/s that queues 3 s before it drops, as
+/// many modems and Wi-Fi links do) loses nothing for seconds, it only delays: the full
+/// rendition's 2 Mbit/s would put the picture seconds behind before the first loss. The viewer
+/// moves down on the queue alone (transport-wide feedback), within 5 s and before any loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_deep_buffer_the_viewer_moves_down_on_queueing_before_any_loss() {
+    let _serial = scopecast_tests::one_at_a_time().await;
+    let rig = Rig::start("aq", "10.79", 5).await;
+    rig.cap("1500kbit", "3s");
+    let (seen, stop, thread, started) = rig.chromium().await;
+    let moved = loop {
+        assert!(started.elapsed() < Duration::from_secs(10), "still on full 10 s behind the deep buffer");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(info) = capped_rendition(&seen).await.filter(|i| i.rendition != "full") {
+            break (info, started.elapsed(), seen.lock().expect("seen").lost);
+        }
+    };
+    let (info, after, lost) = moved;
+    eprintln!("deep buffer: moved to {} after {after:?} ({}), {lost} packets lost by then", info.rendition, info.reason);
+    assert!(info.reason.starts_with("down: packets queued"), "moved on the queue: {info:?}");
+    assert!(after <= Duration::from_secs(5), "moved only after {after:?}");
+    assert_eq!(lost, 0, "before any loss");
+    let _ = stop.send(());
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capped_viewer_settles_on_a_rendition_that_fits_while_an_uncapped_one_keeps_full() {
-    let r = Netns::add("ar").expect("namespace R (tests run as root)");
-    let c = Netns::add("ac").expect("namespace C");
-    link(None, &format!("{UNCAPPED_IP}/24"), &r, &format!("{RELAY_IP}/24"), "7").expect("link to R");
-    link(Some(&r), "10.78.2.1/24", &c, &format!("{CAPPED_IP}/24"), "8").expect("link R-C");
-    c.exec(&["ip", "route", "add", "default", "via", "10.78.2.1"]).expect("route in C");
-    // R's side of the R-C link (link() names the first end `sc{tag}a{id}`).
-    let capped_if = format!("sc8a{}", std::process::id() % 100_000);
-    let cap = ["tc", "qdisc", "replace", "dev", capped_if.as_str(), "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "200ms"];
-
-    let mut stream = StreamConfig::test_scene("sky", Scene::DeepSky, 1280, 720, 25.0);
-    stream.renditions = scopecast_tests::small_and_tiny();
-    let config = Config {
-        http: format!("{RELAY_IP}:0").parse().expect("address"),
-        tls: None,
-        ice: IceConfig {
-            udp: format!("{RELAY_IP}:0").parse().expect("address"),
-            additional_hosts: vec![],
-            stun_servers: vec![],
-            turn: vec![],
-            include_loopback: false,
-        },
-        security: SecurityConfig::default(),
-        streams: vec![stream],
-    };
-    config.validate().expect("valid");
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop_relay, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay_thread = r.spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let relay = scopecast::Relay::start(config).await.expect("relay starts in R");
-            let _ = ready_tx.send(relay.http_addr());
-            let _ = stop_relay_rx.await;
-            relay.shutdown().await;
-        });
-    });
-    let http = ready_rx.await.expect("relay started");
+    let _serial = scopecast_tests::one_at_a_time().await;
+    let rig = Rig::start("a", "10.78", 7).await;
+    let (r, capped_if, http) = (&rig.r, rig.capped_if.clone(), rig.http);
     let whep = format!("http://{http}/sky/whep");
-    let page = format!("http://{http}/sky/");
 
     // The uncapped viewer here, the capped one in C; the cap is on from the start.
     if std::env::var("ADAPT_NO_CAP").is_err() {
-        r.exec(&cap).expect("tbf on R's link to C (tc)");
+        rig.cap("1mbit", "200ms");
     }
-    let (mut uncapped, _) = WhepViewer::connect_lossy_from(&whep, UNCAPPED_IP.parse().expect("ip")).await.expect("WHEP negotiation");
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop_capped, stop_capped_rx) = tokio::sync::oneshot::channel();
-    let capped_thread = chromium_in(&c, page, Arc::clone(&seen), stop_capped_rx);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.lock().expect("seen").session.is_none() {
-        assert!(Instant::now() < deadline, "Chromium in C did not negotiate");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut uncapped, _) = WhepViewer::connect_lossy_from(&whep, "10.78.1.1".parse().expect("ip")).await.expect("WHEP negotiation");
     // Its clock starts when it has a session (Chromium's own start-up is not the relay's doing).
-    let started = Instant::now();
+    let (seen, stop_capped, capped_thread, started) = rig.chromium().await;
 
     // A timeline, once a second: the capped viewer's rendition, loss and frame rate.
     let mut timeline = Vec::new();
@@ -246,6 +306,5 @@ async fn a_capped_viewer_settles_on_a_rendition_that_fits_while_an_uncapped_one_
     let _ = tokio::task::spawn_blocking(move || capped_thread.join()).await;
     let _ = uncapped.delete().await;
     uncapped.close().await;
-    let _ = stop_relay.send(());
-    let _ = tokio::task::spawn_blocking(move || relay_thread.join()).await;
+    rig.stop().await;
 }

@@ -98,7 +98,7 @@ impl ViewerLadder {
 
     /// The transport-wide sequence number of a packet of `bytes` going out now.
     pub fn transport_sequence(&self, bytes: usize) -> u16 {
-        lock(&self.transport).sent(bytes)
+        lock(&self.transport).sent(bytes, Instant::now())
     }
 
     /// A probe the chooser wants started now: the padding's rate, bits per second (what the
@@ -131,6 +131,9 @@ impl ViewerLadder {
                     chooser.can_probe();
                     if let Some(r) = transport.feedback(fb, now) {
                         chooser.probed(r.bps, r.lost, r.packets, now);
+                    }
+                    if let Some(delay) = transport.queue_delay {
+                        chooser.queue_delay(delay, now);
                     }
                 }
             }

@@ -9,7 +9,14 @@
 //! step up tried blind. (libwebrtc judges its probe clusters the same way, by the rate they
 //! arrive at.)
 //!
-//! Pure: packets, feedback and time in, a rate out. The I/O is in `ladder.rs` and `mod.rs`.
+//! The same feedback tells queueing: a packet's one-way delay (arrival on the receiver's clock
+//! minus sending on ours, offset unknown) over the lowest of the last 10 s is the time it
+//! waited in a queue. A link too slow for its rendition queues before it loses (a shaper's
+//! buffer, a modem's), so a standing queue moves the viewer down before loss does. (GCC
+//! watches the same delay's trend; a standing queue's level is cruder and enough to step down.)
+//!
+//! Pure: packets, feedback and time in, a rate and a delay out. The I/O is in `ladder.rs` and
+//! `mod.rs`.
 
 use std::time::{Duration, Instant};
 use webrtc::rtcp::transport_feedbacks::transport_layer_cc::{PacketStatusChunk, SymbolSizeTypeTcc, SymbolTypeTcc, TransportLayerCc};
@@ -27,12 +34,16 @@ const MIN_JUDGED: usize = 4;
 const PROBE_PATIENCE: Duration = Duration::from_secs(1);
 /// Arrivals within this span are a link faster than the probe can measure.
 const MIN_SPREAD_US: i64 = 1000;
+/// The one-way delay's floor is the lowest over this many one-second buckets (by sending time).
+const FLOOR_BUCKETS: usize = 10;
 
 #[derive(Clone, Copy)]
 struct Sent {
     seq: u16,
     bytes: u32,
     probe: Option<u32>,
+    /// When it went out, µs since the log began.
+    at_us: i64,
 }
 
 /// A probe: the packets sent while it ran (its padding and the media between) and what
@@ -70,11 +81,27 @@ pub struct TransportLog {
     received: Option<(i64, u64)>,
     /// What arrived over about the last second, bits per second.
     pub received_bps: Option<u64>,
+    epoch: Option<Instant>,
+    /// The lowest one-way delay (µs, offset unknown) per second of sending: (second, delay).
+    floor: std::collections::VecDeque<(i64, i64)>,
+    /// How long the latest feedback's fastest packet queued (`None` while probing: a probe
+    /// queues on purpose).
+    pub queue_delay: Option<Duration>,
 }
 
 impl Default for TransportLog {
     fn default() -> Self {
-        Self { slots: vec![None; HISTORY], next: 1, next_probe: 1, probe: None, received: None, received_bps: None }
+        Self {
+            slots: vec![None; HISTORY],
+            next: 1,
+            next_probe: 1,
+            probe: None,
+            received: None,
+            received_bps: None,
+            epoch: None,
+            floor: std::collections::VecDeque::new(),
+            queue_delay: None,
+        }
     }
 }
 
@@ -105,12 +132,13 @@ pub fn probe_packets(bps: u64) -> usize {
 }
 
 impl TransportLog {
-    /// Numbers a packet of `bytes` going out now (part of the probe while one runs).
-    pub fn sent(&mut self, bytes: usize) -> u16 {
+    /// Numbers a packet of `bytes` going out `now` (part of the probe while one runs).
+    pub fn sent(&mut self, bytes: usize, now: Instant) -> u16 {
         let seq = self.next;
         self.next = self.next.wrapping_add(1);
         let probe = self.probe.as_ref().filter(|p| p.packets.is_none()).map(|p| p.id);
-        self.slots[usize::from(seq) % HISTORY] = Some(Sent { seq, bytes: bytes as u32, probe });
+        let at_us = now.saturating_duration_since(*self.epoch.get_or_insert(now)).as_micros() as i64;
+        self.slots[usize::from(seq) % HISTORY] = Some(Sent { seq, bytes: bytes as u32, probe, at_us });
         seq
     }
 
@@ -135,12 +163,18 @@ impl TransportLog {
     pub fn feedback(&mut self, fb: &TransportLayerCc, now: Instant) -> Option<ProbeResult> {
         let mut bytes = 0u64;
         let (mut first_at, mut last_at) = (None, None);
+        // The fastest packet of this feedback: (its sending second, its one-way delay).
+        let mut fastest: Option<(i64, i64)> = None;
         for (seq, arrival) in arrivals(fb) {
             let Some(sent) = self.slots[usize::from(seq) % HISTORY].filter(|s| s.seq == seq) else { continue };
             if let Some(at) = arrival {
                 bytes += u64::from(sent.bytes);
                 first_at = Some(first_at.map_or(at, |f: i64| f.min(at)));
                 last_at = Some(last_at.map_or(at, |l: i64| l.max(at)));
+                let delay = at - sent.at_us;
+                if fastest.is_none_or(|(_, d)| delay < d) {
+                    fastest = Some((sent.at_us / 1_000_000, delay));
+                }
             }
             if let Some(p) = self.probe.as_mut().filter(|p| sent.probe == Some(p.id)) {
                 p.reported += 1;
@@ -150,7 +184,25 @@ impl TransportLog {
             }
         }
         self.note_received(bytes, first_at, last_at);
+        if let Some(fastest) = fastest {
+            self.note_delay(fastest);
+        }
         self.probe_result(now)
+    }
+
+    /// The one-way delay's floor kept per second of sending; the queue is the fastest packet's
+    /// delay over it.
+    fn note_delay(&mut self, (second, delay): (i64, i64)) {
+        match self.floor.back_mut() {
+            Some((s, d)) if *s == second => *d = (*d).min(delay),
+            Some((s, _)) if *s > second => {} // late feedback for an older second
+            _ => self.floor.push_back((second, delay)),
+        }
+        while self.floor.front().is_some_and(|(s, _)| second - s >= FLOOR_BUCKETS as i64) {
+            self.floor.pop_front();
+        }
+        let floor = self.floor.iter().map(|(_, d)| *d).min().unwrap_or(delay);
+        self.queue_delay = (self.probe.is_none()).then(|| Duration::from_micros((delay - floor).max(0) as u64));
     }
 
     /// The probe's result once it ended and is all reported, or has waited long enough since;
@@ -327,12 +379,12 @@ mod tests {
     fn log_with_probe(n: u16, now: Instant) -> (TransportLog, u16) {
         let mut log = TransportLog::default();
         for _ in 0..3 {
-            log.sent(1100);
+            log.sent(1100, now);
         }
         log.start_probe();
         let first = log.next;
         for _ in 0..n {
-            log.sent(PROBE_PACKET_BYTES);
+            log.sent(PROBE_PACKET_BYTES, now);
         }
         log.end_probe(now);
         (log, first)
@@ -364,10 +416,11 @@ mod tests {
         log.start_probe();
         let first = log.next;
         for i in 0..20 {
-            log.sent(if i % 5 == 0 { 1200 } else { PROBE_PACKET_BYTES });
+            log.sent(if i % 5 == 0 { 1200 } else { PROBE_PACKET_BYTES }, t0);
         }
         assert_eq!(log.feedback(&feedback(first, &[Some(100); 20]), t0), None, "still running");
-        log.sent(1200);
+        assert_eq!(log.queue_delay, None, "a probe queues on purpose: no delay read while one runs");
+        log.sent(1200, t0);
         log.end_probe(t0);
         assert_eq!(log.probe_result(t0), None, "its last packet is not reported yet");
         // Packets 0..20 arrived 100 µs apart, from 640.1 ms; the last at 642.1 ms.
@@ -415,13 +468,52 @@ mod tests {
         assert!(log.probing());
     }
 
+    /// Feedback in batches of ten for packets `first..` sent 10 ms apart from the log's start,
+    /// each arriving at `arrival(i)` µs on the receiver's clock; the queue delay after each.
+    fn queue_delays(log: &mut TransportLog, first: u16, count: usize, arrival: impl Fn(usize) -> i64) -> Vec<Duration> {
+        (0..count / 10)
+            .map(|batch| {
+                // Deltas: each arrival minus the one before (the first: minus the reference).
+                let mut prev = 640_000;
+                let gaps: Vec<Option<i64>> = (batch * 10..batch * 10 + 10).map(|i| Some(arrival(i) - std::mem::replace(&mut prev, arrival(i)))).collect();
+                log.feedback(&feedback(first.wrapping_add(batch as u16 * 10), &gaps), Instant::now());
+                log.queue_delay.expect("a delay read from every feedback")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_standing_queue_shows_as_delay_over_the_floor_and_jitter_does_not() {
+        let t0 = Instant::now();
+        let mut log = TransportLog::default();
+        let first = log.next;
+        for i in 0..200u64 {
+            log.sent(1200, t0 + Duration::from_millis(i * 10));
+        }
+        // 5 ms of path; from packet 100 on each waits 4 ms more than the one before: a link
+        // 40 % too slow filling its queue.
+        let delays = queue_delays(&mut log, first, 200, |i| 640_000 + i as i64 * 10_000 + 5_000 + (i as i64 - 99).max(0) * 4_000);
+        assert!(delays[..10].iter().all(|d| d.is_zero()), "no queue while the link keeps up: {delays:?}");
+        assert_eq!(delays[10], Duration::from_millis(4), "the batch's fastest packet, 4 ms late");
+        assert_eq!(delays[19], Duration::from_millis(4 * 91), "packet 190 waited 364 ms");
+
+        // Jitter (some packets late, the fastest of each batch on time) is no queue.
+        let mut log = TransportLog::default();
+        let first = log.next;
+        for i in 0..100u64 {
+            log.sent(1200, t0 + Duration::from_millis(i * 10));
+        }
+        let delays = queue_delays(&mut log, first, 100, |i| 640_000 + i as i64 * 10_000 + 5_000 + if i % 3 == 1 { 30_000 } else { 0 });
+        assert!(delays.iter().all(|d| d.is_zero()), "{delays:?}");
+    }
+
     #[test]
     fn the_received_rate_is_measured_over_a_second_of_arrivals() {
         let t0 = Instant::now();
         let mut log = TransportLog::default();
         let first = log.next;
         for _ in 0..101 {
-            log.sent(1250);
+            log.sent(1250, t0);
         }
         // 101 packets of 1250 bytes, 10 ms apart: about 1 Mbit/s.
         let mut gaps = vec![Some(0)];
