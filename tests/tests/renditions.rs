@@ -141,6 +141,15 @@ mod h264_rung {
         tokio_tungstenite::connect_async(url).await.expect("the rung opens").0
     }
 
+    /// The rung at `query` refused before the upgrade: its status and problem body.
+    async fn refused(base: &str, query: &str) -> (u16, String) {
+        let url = format!("{}/sky/h264{query}", base.replacen("http://", "ws://", 1));
+        match tokio_tungstenite::connect_async(url).await {
+            Err(WsError::Http(res)) => (res.status().as_u16(), String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned()),
+            other => panic!("expected the upgrade refused, got {:?}", other.map(|_| ())),
+        }
+    }
+
     /// The next access unit: (keyframe, timestamp in µs, Annex B).
     async fn next_unit(ws: &mut Socket) -> (bool, u64, Vec<u8>) {
         loop {
@@ -302,15 +311,9 @@ mod h264_rung {
         drop(tiny);
 
         // An unknown one is refused before the upgrade, with a problem body.
-        let url = format!("{}/sky/h264?rendition=huge", base.replacen("http://", "ws://", 1));
-        match tokio_tungstenite::connect_async(url).await {
-            Err(WsError::Http(res)) => {
-                assert_eq!(res.status().as_u16(), 422);
-                let body = String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned();
-                assert!(body.contains("unknown-rendition") && body.contains("full"), "{body}");
-            }
-            other => panic!("expected a 422, got {:?}", other.map(|_| ())),
-        }
+        let (status, body) = refused(&base, "?rendition=huge").await;
+        assert_eq!(status, 422);
+        assert!(body.contains("unknown-rendition") && body.contains("full"), "{body}");
         relay.shutdown().await;
     }
 
@@ -372,15 +375,9 @@ mod h264_rung {
         assert!(err.trim().is_empty(), "FFmpeg found nothing wrong: {err}");
 
         // A container the rung does not know is refused before the upgrade.
-        let url = format!("{}/sky/h264?container=webm", base.replacen("http://", "ws://", 1));
-        match tokio_tungstenite::connect_async(url).await {
-            Err(WsError::Http(res)) => {
-                assert_eq!(res.status().as_u16(), 400);
-                let body = String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned();
-                assert!(body.contains("unknown-container") && body.contains("fmp4"), "{body}");
-            }
-            other => panic!("expected a 400, got {:?}", other.map(|_| ())),
-        }
+        let (status, body) = refused(&base, "?container=webm").await;
+        assert_eq!(status, 400);
+        assert!(body.contains("unknown-container") && body.contains("fmp4"), "{body}");
         relay.shutdown().await;
     }
 }

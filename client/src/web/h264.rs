@@ -91,16 +91,7 @@ pub fn start(
     on_end: impl Fn(String) + 'static,
 ) -> Result<Rung, JsValue> {
     let ctx: Canvas2d = canvas.get_context("2d")?.ok_or("no 2d canvas")?.dyn_into::<CanvasRenderingContext2d>()?.unchecked_into();
-    let on_end: Rc<dyn Fn(String)> = Rc::new(on_end);
-    let ended = Rc::new(RefCell::new(false));
-    let end = {
-        let (on_end, ended) = (Rc::clone(&on_end), Rc::clone(&ended));
-        move |why: String| {
-            if !ended.replace(true) {
-                on_end(why);
-            }
-        }
-    };
+    let end = end_once(on_end);
     let output = Closure::<dyn FnMut(VideoFrame)>::new(move |frame: VideoFrame| {
         let (w, h) = (frame.display_width(), frame.display_height());
         if canvas.width() != w || canvas.height() != h {
@@ -114,18 +105,17 @@ pub fn start(
         }
     });
     let error = {
-        let end = end.clone();
+        let end = Rc::clone(&end);
         Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| end(format!("H.264 decoder: {}", js_message(&e))))
     };
     let init = Object::new();
     Reflect::set(&init, &"output".into(), output.as_ref())?;
     Reflect::set(&init, &"error".into(), error.as_ref())?;
     let decoder = VideoDecoder::new(&init)?;
-    let socket = WebSocket::new(url)?;
-    socket.set_binary_type(BinaryType::Arraybuffer);
+    let (socket, [on_close, on_error]) = open_socket(url, &end)?;
     let state = Rc::new(RefCell::new(DecodeState { sps: None, waiting_for_keyframe: true }));
     let on_message = {
-        let (decoder, end) = (decoder.clone(), end.clone());
+        let (decoder, end) = (decoder.clone(), Rc::clone(&end));
         EventListener::new(&socket, "message", move |e| {
             let Some(data) = e.dyn_ref::<MessageEvent>().map(MessageEvent::data) else { return };
             let Ok(buffer) = data.dyn_into::<js_sys::ArrayBuffer>() else { return };
@@ -136,12 +126,34 @@ pub fn start(
             }
         })
     };
+    Ok(Rung { socket, decoder, _listeners: [on_message, on_close, on_error], _output: output, _error: error })
+}
+
+/// `on_end` made to run once, however many of a rung's parts (its socket, its decoder or
+/// player) report an end. Shared by both ways of playing the rung (this and `mse.rs`).
+pub(super) fn end_once(on_end: impl Fn(String) + 'static) -> Rc<dyn Fn(String)> {
+    let ended = Cell::new(false);
+    Rc::new(move |why: String| {
+        if !ended.replace(true) {
+            on_end(why);
+        }
+    })
+}
+
+/// The rung's WebSocket (binary messages as ArrayBuffers), and the listeners that report its
+/// closing or failing to `end`.
+pub(super) fn open_socket(url: &str, end: &Rc<dyn Fn(String)>) -> Result<(WebSocket, [EventListener; 2]), JsValue> {
+    let socket = WebSocket::new(url)?;
+    socket.set_binary_type(BinaryType::Arraybuffer);
     let on_close = {
-        let end = end.clone();
+        let end = Rc::clone(end);
         EventListener::new(&socket, "close", move |_| end("the H.264 stream closed".into()))
     };
-    let on_error = EventListener::new(&socket, "error", move |_| end("the H.264 stream failed".into()));
-    Ok(Rung { socket, decoder, _listeners: [on_message, on_close, on_error], _output: output, _error: error })
+    let on_error = {
+        let end = Rc::clone(end);
+        EventListener::new(&socket, "error", move |_| end("the H.264 stream failed".into()))
+    };
+    Ok((socket, [on_close, on_error]))
 }
 
 /// One message into the decoder: configured at the first keyframe (and again when the SPS

@@ -10,7 +10,7 @@
 //! frame (nudged faster when a little behind, moved when far behind), and what was played is
 //! removed so the buffer never fills.
 
-use super::h264::js_message;
+use super::h264::{end_once, js_message, open_socket};
 use gloo_events::EventListener;
 use js_sys::{Function, Uint8Array};
 use scopecast_shared::h264_ws::Unit;
@@ -19,9 +19,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{
-    BinaryType, CanvasRenderingContext2d, HtmlCanvasElement, HtmlVideoElement, MediaSource, MediaSourceReadyState, MessageEvent, SourceBuffer, Url, WebSocket,
-};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, HtmlVideoElement, MediaSource, MediaSourceReadyState, MessageEvent, SourceBuffer, Url, WebSocket};
 
 /// What the relay sends for a Constrained Baseline stream: the rung is offered only where it plays.
 const PROBE_TYPE: &str = "video/mp4; codecs=\"avc1.42e01f\"";
@@ -110,7 +108,7 @@ struct Feed {
     keyframes_s: VecDeque<f64>,
 }
 
-type End = Rc<dyn Fn(String) + 'static>;
+type End = Rc<dyn Fn(String)>;
 
 /// Opens `url` (ws: or wss:, with `container=fmp4`) and shows what it sends on `canvas`,
 /// adding the bytes of each message to `received`. `on_frame` runs after each picture drawn;
@@ -123,12 +121,7 @@ pub fn start(
     on_end: impl Fn(String) + 'static,
 ) -> Result<Rung, JsValue> {
     let ctx = canvas.get_context("2d")?.ok_or("no 2d canvas")?.dyn_into::<CanvasRenderingContext2d>()?;
-    let ended = Rc::new(Cell::new(false));
-    let end: End = Rc::new(move |why: String| {
-        if !ended.replace(true) {
-            on_end(why);
-        }
-    });
+    let end: End = end_once(on_end);
     let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
     let video: FrameVideo = document.create_element("video")?.unchecked_into();
     video.set_muted(true);
@@ -162,8 +155,8 @@ pub fn start(
             pump(&feed, &video, &end);
         })
     });
-    let socket = WebSocket::new(url)?;
-    socket.set_binary_type(BinaryType::Arraybuffer);
+    let (socket, socket_listeners) = open_socket(url, &end)?;
+    listeners.extend(socket_listeners);
     listeners.push({
         let (feed, video, end) = (Rc::clone(&feed), video.clone(), Rc::clone(&end));
         EventListener::new(&socket, "message", move |e| {
@@ -177,14 +170,6 @@ pub fn start(
             }
             pump(&feed, &video, &end);
         })
-    });
-    listeners.push({
-        let end = Rc::clone(&end);
-        EventListener::new(&socket, "close", move |_| end("the H.264 stream closed".into()))
-    });
-    listeners.push({
-        let end = Rc::clone(&end);
-        EventListener::new(&socket, "error", move |_| end("the H.264 stream failed".into()))
     });
     listeners.push({
         let (end, v) = (Rc::clone(&end), video.clone());
